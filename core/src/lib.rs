@@ -1,0 +1,17 @@
+//! The inference core of clinembed, free of Postgres: load a model, tokenize,
+//! batch, run and pool.  The extension crate is a thin layer over this one, so
+//! plain `cargo test` and benchmarks cover everything that computes.
+
+pub mod batch;
+pub mod error;
+pub mod model;
+pub mod pool;
+pub mod runtime;
+pub mod settings;
+pub mod signals;
+pub mod tokenize;
+
+pub use error::{Error, ErrorKind, Result};
+pub use model::{Embedder, ModelInfo, SessionOptions};
+pub use settings::Pooling;
+pub use tokenize::Encoded;

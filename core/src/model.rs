@@ -1,0 +1,293 @@
+//! A loaded embedding model: ONNX Runtime session, tokenizer and pooling.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, Ix2, Ix3};
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{Outlet, Tensor, TensorElementType};
+
+use crate::batch::Batch;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool;
+use crate::settings::{self, ModelSettings, Pooling};
+use crate::signals::with_signals_blocked;
+use crate::tokenize::{Encoded, Encoder};
+
+pub const MODEL_FILE: &str = "model.onnx";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// How ONNX Runtime should run a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionOptions {
+    /// Intra-op threads.  Inter-op threads are always 1 and spinning is off.
+    pub intra_threads: usize,
+    /// Use ONNX Runtime's CPU arena allocator.  Off by default: the arena keeps
+    /// the high-water mark of every (batch, length) shape it has seen.
+    pub memory_arena: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            intra_threads: 1,
+            memory_arena: false,
+        }
+    }
+}
+
+/// Which graph output the vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// Per-token states `[batch, seq, dim]` (`last_hidden_state` or `token_embeddings`).
+    Tokens(String),
+    /// Already pooled `[batch, dim]` (`sentence_embedding`).
+    Sentence(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdType {
+    I64,
+    I32,
+}
+
+/// What a loaded model is, for reporting.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub dir: PathBuf,
+    pub dimensions: usize,
+    pub max_length: usize,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub inputs: Vec<String>,
+    pub output: String,
+}
+
+pub struct Embedder {
+    session: Session,
+    encoder: Encoder,
+    has_token_type_ids: bool,
+    id_type: IdType,
+    output: Output,
+    info: ModelInfo,
+}
+
+impl Embedder {
+    /// Loads the model directory `dir`: `model.onnx`, `tokenizer.json`, and
+    /// optionally `clinembed.json` and `config.json`.  Validates the graph's
+    /// inputs and outputs and runs one tiny input through it, so a model that
+    /// loads is a model that runs.
+    pub fn load(env: &Environment, dir: &Path, opts: &SessionOptions) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::new(ErrorKind::NotFound, "model directory not found")
+                .detail(format!("No directory at \"{}\".", dir.display()))
+                .hint("Set clinembed.model to an installed model name or to the absolute path of a directory holding model.onnx and tokenizer.json."));
+        }
+        let model_path = dir.join(MODEL_FILE);
+        if !model_path.is_file() {
+            return Err(Error::new(ErrorKind::NotFound, "model.onnx not found")
+                .detail(format!("No readable file at \"{}\".", model_path.display()))
+                .hint("A model directory holds model.onnx and tokenizer.json."));
+        }
+        let settings = ModelSettings::load(dir)?;
+        let max_length = settings::effective_max_length(settings.max_length, settings::position_limit(dir)?);
+        let encoder = Encoder::from_file(&dir.join(TOKENIZER_FILE), max_length)?;
+
+        let session = with_signals_blocked(|| build_session(env, &model_path, opts))?;
+        let (has_token_type_ids, id_type) = check_inputs(session.inputs())?;
+        let output = pick_output(session.outputs(), settings.pooling)?;
+        let pooling = match (&output, settings.pooling) {
+            (Output::Sentence(_), _) => Pooling::Model,
+            (Output::Tokens(_), p) => p.unwrap_or(Pooling::Mean),
+        };
+        let info = ModelInfo {
+            dir: dir.to_path_buf(),
+            dimensions: 0,
+            max_length,
+            pooling,
+            normalize: settings.normalize.unwrap_or(false),
+            inputs: session.inputs().iter().map(|i| i.name().to_string()).collect(),
+            output: match &output {
+                Output::Tokens(n) | Output::Sentence(n) => n.clone(),
+            },
+        };
+        let mut embedder = Embedder {
+            session,
+            encoder,
+            has_token_type_ids,
+            id_type,
+            output,
+            info,
+        };
+        let probe = embedder.encode("clinembed")?;
+        let dims = embedder.embed_encoded(&[&probe])?.ncols();
+        if dims == 0 {
+            return Err(Error::new(ErrorKind::InvalidModel, "model produced zero-width vectors"));
+        }
+        embedder.info.dimensions = dims;
+        Ok(embedder)
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// Tokenizes one text, truncated to the model's maximum length.
+    pub fn encode(&self, text: &str) -> Result<Encoded> {
+        self.encoder.encode(text)
+    }
+
+    /// Embeds one text.
+    pub fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+        let enc = self.encode(text)?;
+        Ok(self.embed_encoded(&[&enc])?.row(0).to_vec())
+    }
+
+    /// Runs one micro-batch, padded to its longest row, and pools it.  Returns
+    /// one row per input, in input order.
+    pub fn embed_encoded(&mut self, rows: &[&Encoded]) -> Result<Array2<f32>> {
+        if rows.is_empty() {
+            return Ok(Array2::zeros((0, self.info.dimensions)));
+        }
+        let batch = Batch::pad(rows, self.encoder.pad_id());
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
+            ("input_ids".into(), self.tensor(&batch.input_ids)?),
+            ("attention_mask".into(), self.tensor(&batch.attention_mask)?),
+        ];
+        if self.has_token_type_ids {
+            inputs.push(("token_type_ids".into(), self.tensor(&batch.token_type_ids)?));
+        }
+        let (name, tokens) = match &self.output {
+            Output::Tokens(n) => (n.clone(), true),
+            Output::Sentence(n) => (n.clone(), false),
+        };
+        let outputs = self.session.run(inputs).map_err(|e| {
+            Error::new(ErrorKind::Inference, "onnx runtime failed to run the model")
+                .detail(format!("{e} (batch of {} rows, {} tokens wide)", rows.len(), batch.input_ids.ncols()))
+        })?;
+        let value = outputs.get(&name).ok_or_else(|| {
+            Error::new(ErrorKind::InvalidModel, "model did not return its output").detail(format!("Missing \"{name}\"."))
+        })?;
+        let array = value.try_extract_array::<f32>().map_err(|e| {
+            Error::new(ErrorKind::InvalidModel, "model output is not a float32 tensor").detail(format!("\"{name}\": {e}"))
+        })?;
+        let mut pooled = if tokens {
+            let hidden = array.into_dimensionality::<Ix3>().map_err(|_| {
+                Error::new(ErrorKind::InvalidModel, "token output is not three-dimensional")
+                    .detail(format!("\"{name}\" should be [batch, sequence, hidden]."))
+            })?;
+            if hidden.dim().0 != rows.len() || hidden.dim().1 != batch.input_ids.ncols() {
+                return Err(Error::new(ErrorKind::InvalidModel, "token output has an unexpected shape").detail(
+                    format!("\"{name}\" is {:?} for an input of {:?}.", hidden.dim(), batch.input_ids.dim()),
+                ));
+            }
+            match self.info.pooling {
+                Pooling::Cls => pool::cls_pool(hidden),
+                _ => pool::mean_pool(hidden, batch.attention_mask.view()),
+            }
+        } else {
+            array
+                .into_dimensionality::<Ix2>()
+                .map_err(|_| {
+                    Error::new(ErrorKind::InvalidModel, "sentence output is not two-dimensional")
+                        .detail(format!("\"{name}\" should be [batch, hidden]."))
+                })?
+                .to_owned()
+        };
+        if self.info.normalize {
+            pool::l2_normalize(&mut pooled);
+        }
+        Ok(pooled)
+    }
+
+    fn tensor(&self, a: &Array2<i64>) -> Result<SessionInputValue<'static>> {
+        let shape = [a.nrows(), a.ncols()];
+        let made = match self.id_type {
+            IdType::I64 => Tensor::from_array((shape, a.iter().copied().collect::<Vec<i64>>())).map(Into::into),
+            IdType::I32 => {
+                Tensor::from_array((shape, a.iter().map(|&x| x as i32).collect::<Vec<i32>>())).map(Into::into)
+            }
+        };
+        made.map_err(|e| Error::new(ErrorKind::Inference, "could not build an input tensor").detail(e.to_string()))
+    }
+}
+
+fn build_session(env: &Environment, model_path: &Path, opts: &SessionOptions) -> Result<Session> {
+    let fail = |stage: &str, e: String| {
+        Error::new(ErrorKind::InvalidModel, "could not load the onnx model")
+            .detail(format!("{}: {stage}: {e}", model_path.display()))
+            .hint("model.onnx must be a valid ONNX graph that this ONNX Runtime can run; re-export it or check the file is complete.")
+    };
+    let builder = Session::builder(env)
+        .map_err(|e| fail("session options", e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .and_then(|b| b.with_intra_threads(opts.intra_threads.max(1)))
+        .and_then(|b| b.with_inter_threads(1))
+        .and_then(|b| b.with_parallel_execution(false))
+        .and_then(|b| b.with_intra_op_spinning(false))
+        .and_then(|b| b.with_inter_op_spinning(false))
+        .and_then(|b| b.with_memory_pattern(false))
+        .and_then(|b| {
+            b.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(opts.memory_arena).build()])
+        })
+        .map_err(|e| fail("session options", e.to_string()))?;
+    let mut builder = builder;
+    builder.commit_from_file(model_path).map_err(|e| fail("load", e.to_string()))
+}
+
+fn check_inputs(inputs: &[Outlet]) -> Result<(bool, IdType)> {
+    let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
+    let expected = "expected inputs input_ids and attention_mask, and optionally token_type_ids";
+    let unknown: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !matches!(*n, "input_ids" | "attention_mask" | "token_type_ids"))
+        .collect();
+    if !names.contains(&"input_ids") || !names.contains(&"attention_mask") || !unknown.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidModel, "model inputs are not those of a BERT-style encoder")
+            .detail(format!("{expected}; the graph has: {}.", names.join(", ")))
+            .hint("Export the encoder with transformers or optimum (feature \"feature-extraction\")."));
+    }
+    let mut id_type = None;
+    for input in inputs {
+        let ty = match input.dtype().tensor_type() {
+            Some(TensorElementType::Int64) => IdType::I64,
+            Some(TensorElementType::Int32) => IdType::I32,
+            other => {
+                return Err(Error::new(ErrorKind::InvalidModel, "model input has an unsupported type")
+                    .detail(format!("\"{}\" is {other:?}; expected int64 or int32.", input.name())))
+            }
+        };
+        if *id_type.get_or_insert(ty) != ty {
+            return Err(Error::new(ErrorKind::InvalidModel, "model inputs mix int32 and int64"));
+        }
+    }
+    Ok((names.contains(&"token_type_ids"), id_type.unwrap_or(IdType::I64)))
+}
+
+fn pick_output(outputs: &[Outlet], pooling: Option<Pooling>) -> Result<Output> {
+    let has = |n: &str| outputs.iter().any(|o| o.name() == n);
+    let tokens = ["last_hidden_state", "token_embeddings"].into_iter().find(|n| has(n));
+    let sentence = has("sentence_embedding").then_some("sentence_embedding");
+    let chosen = match pooling {
+        Some(Pooling::Model) => sentence.map(|n| Output::Sentence(n.into())),
+        Some(_) => tokens.map(|n| Output::Tokens(n.into())),
+        None => tokens.map(|n| Output::Tokens(n.into())).or(sentence.map(|n| Output::Sentence(n.into()))),
+    };
+    chosen.ok_or_else(|| {
+        let names: Vec<&str> = outputs.iter().map(|o| o.name()).collect();
+        let wanted = match pooling {
+            Some(Pooling::Model) => "expected output sentence_embedding for pooling \"model\"",
+            Some(_) => "expected output last_hidden_state or token_embeddings",
+            None => "expected output last_hidden_state, token_embeddings or sentence_embedding",
+        };
+        Error::new(ErrorKind::InvalidModel, "model outputs are not those of an encoder")
+            .detail(format!("{wanted}; the graph has: {}.", names.join(", ")))
+    })
+}

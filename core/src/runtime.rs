@@ -1,0 +1,95 @@
+//! The process-wide ONNX Runtime environment.
+//!
+//! ort allows exactly one `Environment` per process, so it is created once and
+//! kept for the life of the process, apart from any model session: a model that
+//! fails to load must not poison the environment for the next attempt.  A
+//! library that fails to load leaves nothing behind, so a later call with a
+//! corrected path can still succeed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use once_cell::sync::OnceCell;
+use ort::environment::Environment;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::signals::with_signals_blocked;
+
+struct Runtime {
+    library: PathBuf,
+    version: String,
+    env: Environment,
+}
+
+static RUNTIME: OnceCell<Runtime> = OnceCell::new();
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Loads the ONNX Runtime shared library at `library` (once per process) and
+/// returns the environment.  Asking for a different library after one was
+/// loaded is an error: a process cannot unload ONNX Runtime.
+pub fn environment(library: &Path) -> Result<&'static Environment> {
+    if let Some(rt) = RUNTIME.get() {
+        return check_same(rt, library).map(|_| &rt.env);
+    }
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rt) = RUNTIME.get() {
+        return check_same(rt, library).map(|_| &rt.env);
+    }
+    if !library.is_file() {
+        return Err(Error::new(ErrorKind::NotFound, "onnx runtime library not found")
+            .detail(format!("No readable file at \"{}\".", library.display()))
+            .hint("Run scripts/setup.sh as root, or point clinembed.onnxruntime_library at libonnxruntime.so."));
+    }
+    let rt = with_signals_blocked(|| -> Result<Runtime> {
+        let builder = ort::init_from(library).map_err(|e| {
+            Error::new(ErrorKind::Runtime, "could not load the onnx runtime library")
+                .detail(e.to_string())
+                .hint(format!(
+                    "clinembed needs ONNX Runtime 1.{} or newer; scripts/setup.sh installs 1.31.1.",
+                    ort::MINOR_VERSION
+                ))
+        })?;
+        let env = builder
+            .with_name("clinembed")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Runtime, "could not create the onnx runtime environment")
+                    .detail(e.to_string())
+            })?;
+        Ok(Runtime {
+            library: library.to_path_buf(),
+            version: runtime_version(),
+            env,
+        })
+    })?;
+    Ok(&RUNTIME.get_or_init(|| rt).env)
+}
+
+fn check_same(rt: &Runtime, library: &Path) -> Result<()> {
+    if rt.library == library {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Runtime, "a different onnx runtime library is already loaded")
+            .detail(format!(
+                "This process loaded \"{}\"; the setting now names \"{}\".",
+                rt.library.display(),
+                library.display()
+            ))
+            .hint("A process cannot unload ONNX Runtime: reconnect to use the new library."))
+    }
+}
+
+fn runtime_version() -> String {
+    // The build-info string starts with "ORT Build Info: git-branch=rel-1.31.1, ...".
+    let info = ort::info();
+    info.split(|c: char| c == ',' || c == ' ')
+        .find_map(|part| part.strip_prefix("git-branch=rel-"))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// The loaded ONNX Runtime version and library path, if it was loaded.
+pub fn loaded() -> Option<(String, PathBuf)> {
+    RUNTIME.get().map(|rt| (rt.version.clone(), rt.library.clone()))
+}

@@ -1,0 +1,102 @@
+//! The core against the real installed default model and ONNX Runtime, with no
+//! Postgres.  Paths come from CLINEMBED_MODEL_DIR and CLINEMBED_ORT_LIBRARY, or
+//! else from where scripts/setup.sh installs them (found with pg_config).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use clinembed_core::{runtime, Embedder, ErrorKind, SessionOptions};
+
+fn pg_dir(flag: &str) -> PathBuf {
+    let out = Command::new("pg_config")
+        .arg(flag)
+        .output()
+        .expect("pg_config not found: run scripts/setup.sh or set CLINEMBED_MODEL_DIR and CLINEMBED_ORT_LIBRARY");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("CLINEMBED_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| pg_dir("--sharedir").join("clinembed/models/all-minilm-l6-v2-int8"))
+}
+
+fn library() -> PathBuf {
+    std::env::var_os("CLINEMBED_ORT_LIBRARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| pg_dir("--pkglibdir").join("clinembed/libonnxruntime.so.1.31.1"))
+}
+
+fn load() -> Embedder {
+    let env = runtime::environment(&library()).expect("onnx runtime loads");
+    Embedder::load(env, &model_dir(), &SessionOptions::default()).expect("model loads")
+}
+
+#[test]
+fn loads_default_model_with_expected_shape() {
+    let e = load();
+    let info = e.info();
+    assert_eq!(info.dimensions, 384);
+    assert_eq!(info.max_length, 512);
+    assert_eq!(info.output, "last_hidden_state");
+    assert!(info.inputs.iter().any(|i| i == "token_type_ids"));
+}
+
+#[test]
+fn embeds_are_finite_and_deterministic() {
+    let mut e = load();
+    for text in ["", " ", "chest pain", "Pt c/o SOB x3d, O2 sat 91% RA. 🙂 café 胸痛"] {
+        let a = e.embed(text).unwrap();
+        assert_eq!(a.len(), 384);
+        assert!(a.iter().all(|x| x.is_finite()), "finite for a {}-byte text", text.len());
+        assert_eq!(a, e.embed(text).unwrap());
+    }
+}
+
+#[test]
+fn padded_batch_matches_single_rows() {
+    let mut e = load();
+    let texts = [
+        "Patient denies chest pain.",
+        "CT chest: no pulmonary embolism. Small bilateral pleural effusions, right greater than left.",
+        "",
+    ];
+    let encs: Vec<_> = texts.iter().map(|t| e.encode(t).unwrap()).collect();
+    let refs: Vec<_> = encs.iter().collect();
+    let batch = e.embed_encoded(&refs).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        let single = e.embed(t).unwrap();
+        let diff = single
+            .iter()
+            .zip(batch.row(i))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "row {i}: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn missing_library_is_not_found_and_does_not_poison() {
+    let err = runtime::environment(std::path::Path::new("/nonexistent/libonnxruntime.so")).unwrap_err();
+    // Either not found, or (if another test loaded the real one first) a
+    // refusal to switch libraries; both leave the real library usable.
+    assert!(matches!(err.kind, ErrorKind::NotFound | ErrorKind::Runtime));
+    assert!(runtime::environment(&library()).is_ok());
+}
+
+#[test]
+fn bad_model_dirs_are_clear_errors() {
+    let env = runtime::environment(&library()).unwrap();
+    let missing = Embedder::load(env, std::path::Path::new("/nonexistent/model"), &SessionOptions::default());
+    assert_eq!(missing.err().unwrap().kind, ErrorKind::NotFound);
+
+    let dir = std::env::temp_dir().join(format!("clinembed-core-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.onnx"), b"garbage").unwrap();
+    std::fs::copy(model_dir().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let corrupt = Embedder::load(env, &dir, &SessionOptions::default());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = corrupt.err().unwrap();
+    assert_eq!(err.kind, ErrorKind::InvalidModel);
+    assert!(err.hint.is_some());
+}

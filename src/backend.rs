@@ -1,0 +1,53 @@
+//! The per-backend model cache.
+//!
+//! One `Embedder` per backend process, created lazily on the first call and
+//! reused until the settings that shaped it change.  It lives in a
+//! `thread_local!`: only the backend's main thread ever calls into Postgres or
+//! this module, so no lock is needed, and ONNX Runtime's own worker threads
+//! never see it.  The ONNX Runtime environment is cached apart from it, in the
+//! core, so a failed model load leaves the next attempt a clean slate.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+
+use clinembed_core::{runtime, Embedder, SessionOptions};
+
+use crate::errors::OrReport;
+use crate::{gucs, paths};
+
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    dir: PathBuf,
+    options: SessionOptions,
+}
+
+struct Loaded {
+    key: Key,
+    embedder: Embedder,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the embedder for the current settings, loading it first if
+/// this backend has none or the settings changed since it was loaded.
+pub fn with_embedder<R>(f: impl FnOnce(&mut Embedder) -> R) -> R {
+    let key = Key {
+        dir: paths::resolve_model(&gucs::model_setting()),
+        options: gucs::session_options(),
+    };
+    let library = gucs::ort_library();
+    CACHE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|l| l.key != key) {
+            // Drop the old session before loading the new one, so two models
+            // never sit in memory at once.
+            *slot = None;
+            let env = runtime::environment(&library).or_report();
+            let embedder = Embedder::load(env, &key.dir, &key.options).or_report();
+            *slot = Some(Loaded { key, embedder });
+        }
+        f(&mut slot.as_mut().expect("loaded above").embedder)
+    })
+}

@@ -1,0 +1,115 @@
+//! Every clinembed setting, in one place.
+//!
+//! Settings that name files or libraries are `PGC_SUSET`: a user-settable path
+//! is a file-read and code-execution route (PostgreSQL made PL/Java's path
+//! settings superuser-only for this reason).  Settings that only shape work
+//! done for the current session are `PGC_USERSET`.
+
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+/// Name of the model used when nothing is configured; `scripts/setup.sh`
+/// installs it under `$sharedir/clinembed/models/`.
+pub const DEFAULT_MODEL: &CStr = c"all-minilm-l6-v2-int8";
+
+/// The ONNX Runtime library that `scripts/setup.sh` installs.
+pub const DEFAULT_ORT_LIBRARY: &CStr = c"$libdir/clinembed/libonnxruntime.so.1.31.1";
+
+/// `clinembed.model`: an installed model name, resolved under
+/// `$sharedir/clinembed/models/`, or an absolute path to a model directory.
+/// Default: the installed all-MiniLM-L6-v2 int8, so the demo needs no setup.
+/// Superuser-only because it names files the server reads.
+pub static MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_MODEL));
+
+/// `clinembed.onnxruntime_library`: path of `libonnxruntime.so`.  A leading
+/// `$libdir` means PostgreSQL's package library directory.  Loaded once per
+/// process, so a change takes effect in new sessions.  Superuser-only because
+/// it names a library the server loads and runs.
+pub static ORT_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_ORT_LIBRARY));
+
+/// `clinembed.intra_op_threads`: ONNX Runtime intra-op threads per backend.
+/// Default 1: throughput comes from several backends or parallel workers, each
+/// with a small pool; many backends with many threads each oversubscribe the
+/// CPUs and collapse.  Inter-op threads are always 1 and spinning is off.
+pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
+
+/// `clinembed.memory_arena`: use ONNX Runtime's CPU arena allocator.  Default
+/// off: the arena keeps the high-water mark of every input shape it has seen,
+/// and note lengths vary widely.
+pub static MEMORY_ARENA: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"clinembed.model",
+        c"Embedding model: an installed model name or an absolute path to a model directory.",
+        c"A model directory holds model.onnx and tokenizer.json, optionally clinembed.json and config.json. Names resolve under $sharedir/clinembed/models.",
+        &MODEL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"clinembed.onnxruntime_library",
+        c"Path of the ONNX Runtime shared library; $libdir means PostgreSQL's library directory.",
+        c"Loaded once per backend process, on the first embedding call.",
+        &ORT_LIBRARY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clinembed.intra_op_threads",
+        c"ONNX Runtime intra-op threads per backend.",
+        c"Keep small: every backend that embeds has its own pool.",
+        &INTRA_OP_THREADS,
+        1,
+        64,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"clinembed.memory_arena",
+        c"Use ONNX Runtime's CPU arena allocator.",
+        c"The arena keeps the high-water mark of every input shape; off returns memory after each batch.",
+        &MEMORY_ARENA,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    // SAFETY: called from _PG_init on the main thread with a static string.
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    unsafe {
+        pgrx::pg_sys::EmitWarningsOnPlaceholders(c"clinembed".as_ptr())
+    };
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    unsafe {
+        pgrx::pg_sys::MarkGUCPrefixReserved(c"clinembed".as_ptr())
+    };
+}
+
+fn string(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The configured model setting, unresolved.
+pub fn model_setting() -> String {
+    string(&MODEL)
+}
+
+/// The configured library path with `$libdir` expanded.
+pub fn ort_library() -> PathBuf {
+    let raw = string(&ORT_LIBRARY);
+    match raw.strip_prefix("$libdir") {
+        Some(rest) => PathBuf::from(format!("{}{rest}", crate::paths::pkglib_dir())),
+        None => PathBuf::from(raw),
+    }
+}
+
+pub fn session_options() -> clinembed_core::SessionOptions {
+    clinembed_core::SessionOptions {
+        intra_threads: INTRA_OP_THREADS.get().max(1) as usize,
+        memory_arena: MEMORY_ARENA.get(),
+    }
+}

@@ -1,0 +1,91 @@
+//! clinembed: transformer embeddings for clinical notes, inside PostgreSQL.
+//!
+//! This crate is the thin pgrx layer: argument handling, settings, errors.
+//! Everything that computes lives in `clinembed-core` (the `core/` crate).
+
+use pgrx::prelude::*;
+
+mod backend;
+mod errors;
+mod gucs;
+mod paths;
+
+use errors::OrReport;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // Only settings here: the model loads lazily in each backend, never in the
+    // postmaster, whose forked children would inherit ONNX Runtime threads.
+    gucs::init();
+}
+
+/// The embedding of one text: tokenized with the model's tokenizer, truncated
+/// to the model's maximum length, run through the model, and pooled
+/// (attention-mask mean by default).  STABLE: the result depends on the
+/// configured model, not only on the argument.
+#[pg_extern(stable, parallel_safe, strict)]
+fn embed_text(text: &str) -> Vec<f32> {
+    backend::with_embedder(|e| e.embed(text)).or_report()
+}
+
+/// Number of tokens of `text` before truncation, special tokens included.
+/// Compare with `max_length` from `embed_model_info()` to find notes that are
+/// truncated.
+#[pg_extern(stable, parallel_safe, strict)]
+fn embed_token_count(text: &str) -> i32 {
+    let n = backend::with_embedder(|e| e.encoder().count_tokens(text)).or_report();
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The model this session embeds with, loading it if needed.
+#[pg_extern(stable, parallel_safe)]
+fn embed_model_info() -> TableIterator<
+    'static,
+    (
+        name!(model, String),
+        name!(path, String),
+        name!(dimensions, i32),
+        name!(max_length, i32),
+        name!(pooling, String),
+        name!(normalize, bool),
+        name!(inputs, Vec<String>),
+        name!(output, String),
+        name!(onnxruntime_version, String),
+        name!(intra_op_threads, i32),
+    ),
+> {
+    let info = backend::with_embedder(|e| e.info().clone());
+    let ort = clinembed_core::runtime::loaded()
+        .map(|(v, _)| v)
+        .unwrap_or_default();
+    TableIterator::once((
+        gucs::model_setting(),
+        info.dir.display().to_string(),
+        info.dimensions as i32,
+        info.max_length as i32,
+        info.pooling.as_str().to_string(),
+        info.normalize,
+        info.inputs,
+        info.output,
+        ort,
+        gucs::session_options().intra_threads as i32,
+    ))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        // The defaults point at what scripts/setup.sh installs; nothing to set.
+        vec![]
+    }
+}
