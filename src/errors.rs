@@ -3,7 +3,8 @@
 //! pass lengths and token counts.
 
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
-use pgrx::{ErrorReport, PgLogLevel};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgLogLevel;
 
 use clinembed_core::{Error, ErrorKind};
 

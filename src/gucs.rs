@@ -21,13 +21,15 @@ pub const DEFAULT_ORT_LIBRARY: &CStr = c"$libdir/clinembed/libonnxruntime.so.1.3
 /// `$sharedir/clinembed/models/`, or an absolute path to a model directory.
 /// Default: the installed all-MiniLM-L6-v2 int8, so the demo needs no setup.
 /// Superuser-only because it names files the server reads.
-pub static MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_MODEL));
+pub static MODEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(DEFAULT_MODEL));
 
 /// `clinembed.onnxruntime_library`: path of `libonnxruntime.so`.  A leading
 /// `$libdir` means PostgreSQL's package library directory.  Loaded once per
 /// process, so a change takes effect in new sessions.  Superuser-only because
 /// it names a library the server loads and runs.
-pub static ORT_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_ORT_LIBRARY));
+pub static ORT_LIBRARY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(DEFAULT_ORT_LIBRARY));
 
 /// `clinembed.intra_op_threads`: ONNX Runtime intra-op threads per backend.
 /// Default 1: throughput comes from several backends or parallel workers, each

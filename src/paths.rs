@@ -20,7 +20,10 @@ pub fn share_dir() -> String {
     let mut buf = [0 as std::ffi::c_char; pg_sys::MAXPGPATH as usize];
     // SAFETY: my_exec_path is set at process start; buf is MAXPGPATH long.
     unsafe {
-        pg_sys::get_share_path(std::ptr::addr_of!(pg_sys::my_exec_path).cast(), buf.as_mut_ptr());
+        pg_sys::get_share_path(
+            std::ptr::addr_of!(pg_sys::my_exec_path).cast(),
+            buf.as_mut_ptr(),
+        );
         CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
     }
 }
@@ -38,7 +41,9 @@ pub fn resolve_model(setting: &str) -> PathBuf {
     }
     let plain = !setting.is_empty()
         && !setting.starts_with('.')
-        && setting.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && setting
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !plain {
         report(
             Report::new(pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "invalid model name")

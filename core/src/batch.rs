@@ -46,8 +46,14 @@ mod tests {
 
     #[test]
     fn pads_to_longest_row_with_mask() {
-        let a = Encoded { ids: vec![2, 5, 3], type_ids: vec![0, 0, 0] };
-        let b = Encoded { ids: vec![2, 3], type_ids: vec![0, 0] };
+        let a = Encoded {
+            ids: vec![2, 5, 3],
+            type_ids: vec![0, 0, 0],
+        };
+        let b = Encoded {
+            ids: vec![2, 3],
+            type_ids: vec![0, 0],
+        };
         let batch = Batch::pad(&[&a, &b], 0);
         assert_eq!(batch.input_ids, ndarray::array![[2, 5, 3], [2, 3, 0]]);
         assert_eq!(batch.attention_mask, ndarray::array![[1, 1, 1], [1, 1, 0]]);
@@ -57,7 +63,10 @@ mod tests {
 
     #[test]
     fn single_row_is_not_padded() {
-        let a = Encoded { ids: vec![2, 5, 3], type_ids: vec![0, 0, 0] };
+        let a = Encoded {
+            ids: vec![2, 5, 3],
+            type_ids: vec![0, 0, 0],
+        };
         let batch = Batch::pad(&[&a], 0);
         assert_eq!(batch.input_ids.dim(), (1, 3));
         assert!(batch.attention_mask.iter().all(|&m| m == 1));

@@ -92,7 +92,8 @@ impl Embedder {
                 .hint("A model directory holds model.onnx and tokenizer.json."));
         }
         let settings = ModelSettings::load(dir)?;
-        let max_length = settings::effective_max_length(settings.max_length, settings::position_limit(dir)?);
+        let max_length =
+            settings::effective_max_length(settings.max_length, settings::position_limit(dir)?);
         let encoder = Encoder::from_file(&dir.join(TOKENIZER_FILE), max_length)?;
 
         let session = with_signals_blocked(|| build_session(env, &model_path, opts))?;
@@ -108,7 +109,11 @@ impl Embedder {
             max_length,
             pooling,
             normalize: settings.normalize.unwrap_or(false),
-            inputs: session.inputs().iter().map(|i| i.name().to_string()).collect(),
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|i| i.name().to_string())
+                .collect(),
             output: match &output {
                 Output::Tokens(n) | Output::Sentence(n) => n.clone(),
             },
@@ -124,7 +129,10 @@ impl Embedder {
         let probe = embedder.encode("clinembed")?;
         let dims = embedder.embed_encoded(&[&probe])?.ncols();
         if dims == 0 {
-            return Err(Error::new(ErrorKind::InvalidModel, "model produced zero-width vectors"));
+            return Err(Error::new(
+                ErrorKind::InvalidModel,
+                "model produced zero-width vectors",
+            ));
         }
         embedder.info.dimensions = dims;
         Ok(embedder)
@@ -168,24 +176,43 @@ impl Embedder {
             Output::Sentence(n) => (n.clone(), false),
         };
         let outputs = self.session.run(inputs).map_err(|e| {
-            Error::new(ErrorKind::Inference, "onnx runtime failed to run the model")
-                .detail(format!("{e} (batch of {} rows, {} tokens wide)", rows.len(), batch.input_ids.ncols()))
+            Error::new(ErrorKind::Inference, "onnx runtime failed to run the model").detail(
+                format!(
+                    "{e} (batch of {} rows, {} tokens wide)",
+                    rows.len(),
+                    batch.input_ids.ncols()
+                ),
+            )
         })?;
         let value = outputs.get(&name).ok_or_else(|| {
-            Error::new(ErrorKind::InvalidModel, "model did not return its output").detail(format!("Missing \"{name}\"."))
+            Error::new(ErrorKind::InvalidModel, "model did not return its output")
+                .detail(format!("Missing \"{name}\"."))
         })?;
         let array = value.try_extract_array::<f32>().map_err(|e| {
-            Error::new(ErrorKind::InvalidModel, "model output is not a float32 tensor").detail(format!("\"{name}\": {e}"))
+            Error::new(
+                ErrorKind::InvalidModel,
+                "model output is not a float32 tensor",
+            )
+            .detail(format!("\"{name}\": {e}"))
         })?;
         let mut pooled = if tokens {
             let hidden = array.into_dimensionality::<Ix3>().map_err(|_| {
-                Error::new(ErrorKind::InvalidModel, "token output is not three-dimensional")
-                    .detail(format!("\"{name}\" should be [batch, sequence, hidden]."))
+                Error::new(
+                    ErrorKind::InvalidModel,
+                    "token output is not three-dimensional",
+                )
+                .detail(format!("\"{name}\" should be [batch, sequence, hidden]."))
             })?;
             if hidden.dim().0 != rows.len() || hidden.dim().1 != batch.input_ids.ncols() {
-                return Err(Error::new(ErrorKind::InvalidModel, "token output has an unexpected shape").detail(
-                    format!("\"{name}\" is {:?} for an input of {:?}.", hidden.dim(), batch.input_ids.dim()),
-                ));
+                return Err(Error::new(
+                    ErrorKind::InvalidModel,
+                    "token output has an unexpected shape",
+                )
+                .detail(format!(
+                    "\"{name}\" is {:?} for an input of {:?}.",
+                    hidden.dim(),
+                    batch.input_ids.dim()
+                )));
             }
             match self.info.pooling {
                 Pooling::Cls => pool::cls_pool(hidden),
@@ -195,8 +222,11 @@ impl Embedder {
             array
                 .into_dimensionality::<Ix2>()
                 .map_err(|_| {
-                    Error::new(ErrorKind::InvalidModel, "sentence output is not two-dimensional")
-                        .detail(format!("\"{name}\" should be [batch, hidden]."))
+                    Error::new(
+                        ErrorKind::InvalidModel,
+                        "sentence output is not two-dimensional",
+                    )
+                    .detail(format!("\"{name}\" should be [batch, hidden]."))
                 })?
                 .to_owned()
         };
@@ -209,12 +239,18 @@ impl Embedder {
     fn tensor(&self, a: &Array2<i64>) -> Result<SessionInputValue<'static>> {
         let shape = [a.nrows(), a.ncols()];
         let made = match self.id_type {
-            IdType::I64 => Tensor::from_array((shape, a.iter().copied().collect::<Vec<i64>>())).map(Into::into),
+            IdType::I64 => {
+                Tensor::from_array((shape, a.iter().copied().collect::<Vec<i64>>())).map(Into::into)
+            }
             IdType::I32 => {
-                Tensor::from_array((shape, a.iter().map(|&x| x as i32).collect::<Vec<i32>>())).map(Into::into)
+                Tensor::from_array((shape, a.iter().map(|&x| x as i32).collect::<Vec<i32>>()))
+                    .map(Into::into)
             }
         };
-        made.map_err(|e| Error::new(ErrorKind::Inference, "could not build an input tensor").detail(e.to_string()))
+        made.map_err(|e| {
+            Error::new(ErrorKind::Inference, "could not build an input tensor")
+                .detail(e.to_string())
+        })
     }
 }
 
@@ -234,11 +270,15 @@ fn build_session(env: &Environment, model_path: &Path, opts: &SessionOptions) ->
         .and_then(|b| b.with_inter_op_spinning(false))
         .and_then(|b| b.with_memory_pattern(false))
         .and_then(|b| {
-            b.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(opts.memory_arena).build()])
+            b.with_execution_providers([ort::ep::CPU::default()
+                .with_arena_allocator(opts.memory_arena)
+                .build()])
         })
         .map_err(|e| fail("session options", e.to_string()))?;
     let mut builder = builder;
-    builder.commit_from_file(model_path).map_err(|e| fail("load", e.to_string()))
+    builder
+        .commit_from_file(model_path)
+        .map_err(|e| fail("load", e.to_string()))
 }
 
 fn check_inputs(inputs: &[Outlet]) -> Result<(bool, IdType)> {
@@ -250,9 +290,14 @@ fn check_inputs(inputs: &[Outlet]) -> Result<(bool, IdType)> {
         .filter(|n| !matches!(*n, "input_ids" | "attention_mask" | "token_type_ids"))
         .collect();
     if !names.contains(&"input_ids") || !names.contains(&"attention_mask") || !unknown.is_empty() {
-        return Err(Error::new(ErrorKind::InvalidModel, "model inputs are not those of a BERT-style encoder")
-            .detail(format!("{expected}; the graph has: {}.", names.join(", ")))
-            .hint("Export the encoder with transformers or optimum (feature \"feature-extraction\")."));
+        return Err(Error::new(
+            ErrorKind::InvalidModel,
+            "model inputs are not those of a BERT-style encoder",
+        )
+        .detail(format!("{expected}; the graph has: {}.", names.join(", ")))
+        .hint(
+            "Export the encoder with transformers or optimum (feature \"feature-extraction\").",
+        ));
     }
     let mut id_type = None;
     for input in inputs {
@@ -260,25 +305,41 @@ fn check_inputs(inputs: &[Outlet]) -> Result<(bool, IdType)> {
             Some(TensorElementType::Int64) => IdType::I64,
             Some(TensorElementType::Int32) => IdType::I32,
             other => {
-                return Err(Error::new(ErrorKind::InvalidModel, "model input has an unsupported type")
-                    .detail(format!("\"{}\" is {other:?}; expected int64 or int32.", input.name())))
+                return Err(Error::new(
+                    ErrorKind::InvalidModel,
+                    "model input has an unsupported type",
+                )
+                .detail(format!(
+                    "\"{}\" is {other:?}; expected int64 or int32.",
+                    input.name()
+                )))
             }
         };
         if *id_type.get_or_insert(ty) != ty {
-            return Err(Error::new(ErrorKind::InvalidModel, "model inputs mix int32 and int64"));
+            return Err(Error::new(
+                ErrorKind::InvalidModel,
+                "model inputs mix int32 and int64",
+            ));
         }
     }
-    Ok((names.contains(&"token_type_ids"), id_type.unwrap_or(IdType::I64)))
+    Ok((
+        names.contains(&"token_type_ids"),
+        id_type.unwrap_or(IdType::I64),
+    ))
 }
 
 fn pick_output(outputs: &[Outlet], pooling: Option<Pooling>) -> Result<Output> {
     let has = |n: &str| outputs.iter().any(|o| o.name() == n);
-    let tokens = ["last_hidden_state", "token_embeddings"].into_iter().find(|n| has(n));
+    let tokens = ["last_hidden_state", "token_embeddings"]
+        .into_iter()
+        .find(|n| has(n));
     let sentence = has("sentence_embedding").then_some("sentence_embedding");
     let chosen = match pooling {
         Some(Pooling::Model) => sentence.map(|n| Output::Sentence(n.into())),
         Some(_) => tokens.map(|n| Output::Tokens(n.into())),
-        None => tokens.map(|n| Output::Tokens(n.into())).or(sentence.map(|n| Output::Sentence(n.into()))),
+        None => tokens
+            .map(|n| Output::Tokens(n.into()))
+            .or(sentence.map(|n| Output::Sentence(n.into()))),
     };
     chosen.ok_or_else(|| {
         let names: Vec<&str> = outputs.iter().map(|o| o.name()).collect();
@@ -287,7 +348,10 @@ fn pick_output(outputs: &[Outlet], pooling: Option<Pooling>) -> Result<Output> {
             Some(_) => "expected output last_hidden_state or token_embeddings",
             None => "expected output last_hidden_state, token_embeddings or sentence_embedding",
         };
-        Error::new(ErrorKind::InvalidModel, "model outputs are not those of an encoder")
-            .detail(format!("{wanted}; the graph has: {}.", names.join(", ")))
+        Error::new(
+            ErrorKind::InvalidModel,
+            "model outputs are not those of an encoder",
+        )
+        .detail(format!("{wanted}; the graph has: {}.", names.join(", ")))
     })
 }

@@ -7,7 +7,11 @@ use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 /// rounded once.  A row whose mask is all zeros gives a zero vector, never NaN.
 pub fn mean_pool(hidden: ArrayView3<f32>, mask: ArrayView2<i64>) -> Array2<f32> {
     let (rows, len, dim) = hidden.dim();
-    assert_eq!(mask.dim(), (rows, len), "mask shape must match hidden states");
+    assert_eq!(
+        mask.dim(),
+        (rows, len),
+        "mask shape must match hidden states"
+    );
     let mut out = Array2::<f32>::zeros((rows, dim));
     let mut acc = vec![0f64; dim];
     for r in 0..rows {
@@ -40,7 +44,11 @@ pub fn cls_pool(hidden: ArrayView3<f32>) -> Array2<f32> {
 /// Scales each row to unit L2 norm; a zero row stays zero.
 pub fn l2_normalize(rows: &mut Array2<f32>) {
     for mut row in rows.rows_mut() {
-        let norm = row.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+        let norm = row
+            .iter()
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            .sqrt();
         if norm > 0.0 {
             row.mapv_inplace(|x| (x as f64 / norm) as f32);
         }

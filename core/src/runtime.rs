@@ -42,20 +42,26 @@ pub fn environment(library: &Path) -> Result<&'static Environment> {
     }
     let rt = with_signals_blocked(|| -> Result<Runtime> {
         let builder = ort::init_from(library).map_err(|e| {
-            Error::new(ErrorKind::Runtime, "could not load the onnx runtime library")
-                .detail(e.to_string())
-                .hint(format!(
-                    "clinembed needs ONNX Runtime 1.{} or newer; scripts/setup.sh installs 1.31.1.",
-                    ort::MINOR_VERSION
-                ))
+            Error::new(
+                ErrorKind::Runtime,
+                "could not load the onnx runtime library",
+            )
+            .detail(e.to_string())
+            .hint(format!(
+                "clinembed needs ONNX Runtime 1.{} or newer; scripts/setup.sh installs 1.31.1.",
+                ort::MINOR_VERSION
+            ))
         })?;
         let env = builder
             .with_name("clinembed")
             .with_telemetry(false)
             .build()
             .map_err(|e| {
-                Error::new(ErrorKind::Runtime, "could not create the onnx runtime environment")
-                    .detail(e.to_string())
+                Error::new(
+                    ErrorKind::Runtime,
+                    "could not create the onnx runtime environment",
+                )
+                .detail(e.to_string())
             })?;
         Ok(Runtime {
             library: library.to_path_buf(),
@@ -70,13 +76,16 @@ fn check_same(rt: &Runtime, library: &Path) -> Result<()> {
     if rt.library == library {
         Ok(())
     } else {
-        Err(Error::new(ErrorKind::Runtime, "a different onnx runtime library is already loaded")
-            .detail(format!(
-                "This process loaded \"{}\"; the setting now names \"{}\".",
-                rt.library.display(),
-                library.display()
-            ))
-            .hint("A process cannot unload ONNX Runtime: reconnect to use the new library."))
+        Err(Error::new(
+            ErrorKind::Runtime,
+            "a different onnx runtime library is already loaded",
+        )
+        .detail(format!(
+            "This process loaded \"{}\"; the setting now names \"{}\".",
+            rt.library.display(),
+            library.display()
+        ))
+        .hint("A process cannot unload ONNX Runtime: reconnect to use the new library."))
     }
 }
 
@@ -91,5 +100,7 @@ fn runtime_version() -> String {
 
 /// The loaded ONNX Runtime version and library path, if it was loaded.
 pub fn loaded() -> Option<(String, PathBuf)> {
-    RUNTIME.get().map(|rt| (rt.version.clone(), rt.library.clone()))
+    RUNTIME
+        .get()
+        .map(|rt| (rt.version.clone(), rt.library.clone()))
 }

@@ -82,7 +82,10 @@ pub fn position_limit(dir: &Path) -> Result<Option<usize>> {
         Error::new(ErrorKind::InvalidModel, "invalid model config.json")
             .detail(format!("{}: {e}", path.display()))
     })?;
-    let Some(max_pos) = config.get("max_position_embeddings").and_then(|v| v.as_u64()) else {
+    let Some(max_pos) = config
+        .get("max_position_embeddings")
+        .and_then(|v| v.as_u64())
+    else {
         return Ok(None);
     };
     let offset = match config.get("model_type").and_then(|v| v.as_str()) {
@@ -116,7 +119,11 @@ mod tests {
     fn settings_parse_and_reject_unknown_keys() {
         let dir = std::env::temp_dir().join(format!("clinembed-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(SETTINGS_FILE), r#"{"pooling":"cls","max_length":128}"#).unwrap();
+        std::fs::write(
+            dir.join(SETTINGS_FILE),
+            r#"{"pooling":"cls","max_length":128}"#,
+        )
+        .unwrap();
         let s = ModelSettings::load(&dir).unwrap();
         assert_eq!(s.pooling, Some(Pooling::Cls));
         assert_eq!(s.max_length, Some(128));

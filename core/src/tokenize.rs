@@ -61,7 +61,12 @@ impl Encoder {
         let pad_id = tok
             .get_padding()
             .map(|p| p.pad_id as i64)
-            .or_else(|| ["[PAD]", "<pad>", "<PAD>"].iter().find_map(|t| tok.token_to_id(t)).map(i64::from))
+            .or_else(|| {
+                ["[PAD]", "<pad>", "<PAD>"]
+                    .iter()
+                    .find_map(|t| tok.token_to_id(t))
+                    .map(i64::from)
+            })
             .unwrap_or(0);
         tok.with_padding(None);
         let mut counting = tok.clone();
@@ -100,7 +105,9 @@ impl Encoder {
     pub fn encode(&self, text: &str) -> Result<Encoded> {
         let mut want = PREFIX_BYTES;
         while want < text.len() {
-            let Some(cut) = whitespace_cut(text, want) else { break };
+            let Some(cut) = whitespace_cut(text, want) else {
+                break;
+            };
             let enc = self.raw_encode(&self.truncating, &text[..cut])?;
             if !enc.get_overflowing().is_empty() {
                 return Ok(to_encoded(&enc));
@@ -157,10 +164,14 @@ pub(crate) mod tests {
     /// padding to 8, both of which the encoder must override.
     pub fn tiny_tokenizer() -> Tokenizer {
         let vocab = [
-            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "chest", "pain", "patient", "denies", "fever", "##s", "cough", ".",
-            ",", "no", "acute", "distress",
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "chest", "pain", "patient", "denies", "fever",
+            "##s", "cough", ".", ",", "no", "acute", "distress",
         ];
-        let vocab_json: Vec<String> = vocab.iter().enumerate().map(|(i, t)| format!("\"{t}\":{i}")).collect();
+        let vocab_json: Vec<String> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("\"{t}\":{i}"))
+            .collect();
         let json = format!(
             r###"{{"version":"1.0",
             "truncation":{{"direction":"Right","max_length":4,"strategy":"LongestFirst","stride":0}},
@@ -197,7 +208,11 @@ pub(crate) mod tests {
         let enc = Encoder::new(tiny_tokenizer(), 5).unwrap();
         let e = enc.encode("chest pain , no fever , no cough").unwrap();
         assert_eq!(e.ids, vec![2, 4, 5, 12, 3]);
-        assert_eq!(enc.count_tokens("chest pain , no fever , no cough").unwrap(), 10);
+        assert_eq!(
+            enc.count_tokens("chest pain , no fever , no cough")
+                .unwrap(),
+            10
+        );
     }
 
     #[test]

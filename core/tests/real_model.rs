@@ -45,10 +45,19 @@ fn loads_default_model_with_expected_shape() {
 #[test]
 fn embeds_are_finite_and_deterministic() {
     let mut e = load();
-    for text in ["", " ", "chest pain", "Pt c/o SOB x3d, O2 sat 91% RA. 🙂 café 胸痛"] {
+    for text in [
+        "",
+        " ",
+        "chest pain",
+        "Pt c/o SOB x3d, O2 sat 91% RA. 🙂 café 胸痛",
+    ] {
         let a = e.embed(text).unwrap();
         assert_eq!(a.len(), 384);
-        assert!(a.iter().all(|x| x.is_finite()), "finite for a {}-byte text", text.len());
+        assert!(
+            a.iter().all(|x| x.is_finite()),
+            "finite for a {}-byte text",
+            text.len()
+        );
         assert_eq!(a, e.embed(text).unwrap());
     }
 }
@@ -77,7 +86,8 @@ fn padded_batch_matches_single_rows() {
 
 #[test]
 fn missing_library_is_not_found_and_does_not_poison() {
-    let err = runtime::environment(std::path::Path::new("/nonexistent/libonnxruntime.so")).unwrap_err();
+    let err =
+        runtime::environment(std::path::Path::new("/nonexistent/libonnxruntime.so")).unwrap_err();
     // Either not found, or (if another test loaded the real one first) a
     // refusal to switch libraries; both leave the real library usable.
     assert!(matches!(err.kind, ErrorKind::NotFound | ErrorKind::Runtime));
@@ -87,13 +97,21 @@ fn missing_library_is_not_found_and_does_not_poison() {
 #[test]
 fn bad_model_dirs_are_clear_errors() {
     let env = runtime::environment(&library()).unwrap();
-    let missing = Embedder::load(env, std::path::Path::new("/nonexistent/model"), &SessionOptions::default());
+    let missing = Embedder::load(
+        env,
+        std::path::Path::new("/nonexistent/model"),
+        &SessionOptions::default(),
+    );
     assert_eq!(missing.err().unwrap().kind, ErrorKind::NotFound);
 
     let dir = std::env::temp_dir().join(format!("clinembed-core-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model.onnx"), b"garbage").unwrap();
-    std::fs::copy(model_dir().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        model_dir().join("tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
     let corrupt = Embedder::load(env, &dir, &SessionOptions::default());
     std::fs::remove_dir_all(&dir).unwrap();
     let err = corrupt.err().unwrap();
