@@ -65,7 +65,7 @@ pub fn environment(library: &Path) -> Result<&'static Environment> {
             })?;
         Ok(Runtime {
             library: library.to_path_buf(),
-            version: runtime_version(),
+            version: runtime_version(library),
             env,
         })
     })?;
@@ -89,13 +89,35 @@ fn check_same(rt: &Runtime, library: &Path) -> Result<()> {
     }
 }
 
-fn runtime_version() -> String {
-    // The build-info string starts with "ORT Build Info: git-branch=rel-1.31.1, ...".
-    let info = ort::info();
-    info.split(|c: char| c == ',' || c == ' ')
-        .find_map(|part| part.strip_prefix("git-branch=rel-"))
-        .unwrap_or("unknown")
-        .to_string()
+/// The version string of the loaded library, from `OrtGetApiBase()`.
+fn runtime_version(library: &Path) -> String {
+    use std::ffi::{CStr, CString};
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = CString::new(library.as_os_str().as_bytes()) else {
+        return "unknown".into();
+    };
+    // SAFETY: RTLD_NOLOAD only returns a handle to the library ort already
+    // loaded; OrtGetApiBase has this signature in every ONNX Runtime release
+    // and returns a static struct whose version string is static.
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return "unknown".into();
+        }
+        let sym = libc::dlsym(handle, c"OrtGetApiBase".as_ptr());
+        let version = if sym.is_null() {
+            "unknown".into()
+        } else {
+            let get: unsafe extern "C" fn() -> *const ort::sys::OrtApiBase =
+                std::mem::transmute(sym);
+            let base = get();
+            CStr::from_ptr(((*base).GetVersionString)())
+                .to_string_lossy()
+                .into_owned()
+        };
+        libc::dlclose(handle);
+        version
+    }
 }
 
 /// The loaded ONNX Runtime version and library path, if it was loaded.

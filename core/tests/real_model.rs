@@ -118,3 +118,10 @@ fn bad_model_dirs_are_clear_errors() {
     assert_eq!(err.kind, ErrorKind::InvalidModel);
     assert!(err.hint.is_some());
 }
+
+#[test]
+fn reports_onnx_runtime_version() {
+    runtime::environment(&library()).unwrap();
+    let (version, _) = runtime::loaded().unwrap();
+    assert_eq!(version, "1.31.1");
+}

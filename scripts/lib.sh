@@ -1,0 +1,51 @@
+# Shared helpers for the demo, tests and benchmarks.  Source it; don't run it.
+# A scratch cluster lives in /tmp/clinembed-<name>, owned by postgres (the
+# server refuses to run as root), listening only on a private Unix socket.
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Runs a command as the postgres OS user (or as yourself when not root).
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# cluster_start NAME PORT [postgres -c options...]: fresh cluster, started.
+cluster_start() {
+    CLUSTER_DIR=/tmp/clinembed-$1
+    CLUSTER_PORT=$2
+    shift 2
+    cluster_stop_dir "$CLUSTER_DIR"
+    rm -rf "$CLUSTER_DIR"
+    install -d -m 0700 "$CLUSTER_DIR"
+    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$CLUSTER_DIR"
+    as_pg "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$CLUSTER_DIR/initdb.log" 2>&1 \
+        || { cat "$CLUSTER_DIR/initdb.log" >&2; return 1; }
+    local opts="-p $CLUSTER_PORT -k $CLUSTER_DIR -c listen_addresses=''"
+    for o in "$@"; do opts="$opts -c $o"; done
+    as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -o "$opts" -w start >/dev/null \
+        || { cat "$CLUSTER_DIR/server.log" >&2; return 1; }
+    export PGHOST=$CLUSTER_DIR PGPORT=$CLUSTER_PORT PGUSER=postgres
+}
+
+cluster_stop_dir() {
+    if [ -f "$1/data/postmaster.pid" ]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+cluster_stop() {
+    [ -n "${CLUSTER_DIR:-}" ] && cluster_stop_dir "$CLUSTER_DIR"
+}
+
+# psql against the scratch cluster, stopping at the first error.
+pg() {
+    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U postgres "$@"
+}
+
+# Builds the release extension and installs it into PostgreSQL 15.
+install_release() {
+    (cd "$REPO" && cargo pgrx install --release --pg-config "$PG_CONFIG") >"${1:-/dev/null}" 2>&1 \
+        || { [ -n "${1:-}" ] && tail -n 40 "$1" >&2; echo "cargo pgrx install failed" >&2; return 1; }
+}
