@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Every test tier, as root on Debian 12:
+#   1. lint       cargo fmt --check, cargo clippy -D warnings
+#   2. core       cargo test of the Postgres-free inference core, on the real model
+#   3. pg_test    #[pg_test]s inside a real PostgreSQL (debug build)
+#   4. regress    pg_regress golden SQL against the installed release build
+#   5. parity     embed_text vs Python onnxruntime + tokenizers, within 1e-5
+# Ends with one line "total: N passed, M failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+bash scripts/setup.sh
+LOGS=/tmp/clinembed-test-logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+PASSED=0 FAILED=0 BROKEN=()
+
+# Adds the counts from cargo's "test result:" lines in a log.
+count_cargo() {
+    local p f
+    p=$(grep -hoE 'test result: [A-Za-z]+\. [0-9]+ passed' "$1" | awk '{s+=$4} END {print s+0}')
+    f=$(grep -hoE '[0-9]+ failed;' "$1" | awk '{s+=$1} END {print s+0}')
+    PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
+}
+
+stage() { # name command...: runs a tier, logs it, notes a failure
+    local name=$1; shift
+    echo "==> $name"
+    if "$@" >"$LOGS/$name.log" 2>&1; then
+        echo "    ok"
+    else
+        echo "    FAILED (log: $LOGS/$name.log)"; tail -n 30 "$LOGS/$name.log" | sed 's/^/    | /'
+        BROKEN+=("$name")
+    fi
+}
+
+lint() {
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --features "pg15 pg_test" --no-default-features -- -D warnings
+}
+stage lint lint
+[ -z "${BROKEN[*]:-}" ] && PASSED=$((PASSED + 1)) || FAILED=$((FAILED + 1))
+
+stage core cargo test -p clinembed-core
+count_cargo "$LOGS/core.log"
+
+pg_tests() {
+    local dir=/tmp/clinembed-pgrx-test
+    rm -rf "$dir" && install -d -o postgres -g postgres "$dir"
+    cargo pgrx test pg15 --runas postgres --pgdata "$dir"
+}
+stage pg_test pg_tests
+count_cargo "$LOGS/pg_test.log"
+
+# The SQL tiers run against the release build in a scratch cluster.
+stage install install_release
+cluster_start test 28816
+trap cluster_stop EXIT
+
+regress() {
+    local fixture=/tmp/clinembed-regress-corrupt
+    rm -rf "$fixture" && mkdir -p "$fixture"
+    printf 'not an onnx graph' > "$fixture/model.onnx"
+    cp "$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8/tokenizer.json" "$fixture/"
+    chmod -R a+rX "$fixture"
+    local out=/tmp/clinembed-regress-out
+    rm -rf "$out" && mkdir -p "$out"
+    pg -c 'DROP DATABASE IF EXISTS clinembed_regress' -c 'CREATE DATABASE clinembed_regress'
+    "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" --use-existing --dbname=clinembed_regress \
+        --host="$PGHOST" --port="$PGPORT" --user=postgres \
+        --inputdir=tests/regress --outputdir="$out" \
+        $(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//')
+    local rc=$?
+    [ -f "$out/regression.diffs" ] && cat "$out/regression.diffs"
+    return $rc
+}
+stage regress regress
+p=$(grep -oE 'All [0-9]+ tests passed' "$LOGS/regress.log" | grep -oE '[0-9]+' || true)
+f=$(grep -oE '[0-9]+ of [0-9]+ tests failed' "$LOGS/regress.log" | awk '{print $1}' || true)
+n=$(grep -oE '[0-9]+ of [0-9]+ tests failed' "$LOGS/regress.log" | awk '{print $3}' || true)
+PASSED=$((PASSED + ${p:-0} + ${n:-0} - ${f:-0})) FAILED=$((FAILED + ${f:-0}))
+
+parity() {
+    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import onnxruntime, tokenizers, psycopg' 2>/dev/null; then
+        python3 -m venv .venv
+        .venv/bin/pip install --quiet -r tests/parity/requirements.txt
+    fi
+    .venv/bin/python tests/parity/parity.py
+}
+stage parity parity
+grep -h '^parity' "$LOGS/parity.log" || true
+p=$(grep -oE '^parity: [0-9]+ passed, [0-9]+ failed' "$LOGS/parity.log" | awk '{print $2, $4}' || true)
+[ -n "$p" ] && { PASSED=$((PASSED + ${p% *})); FAILED=$((FAILED + ${p#* })); }
+
+if [ ${#BROKEN[@]} -gt 0 ]; then
+    echo "failed tiers: ${BROKEN[*]}"
+    FAILED=$((FAILED > 0 ? FAILED : 1))
+fi
+echo "total: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Parity: embed_text() in PostgreSQL against an independent reference.
+
+The reference is the notebook's method rebuilt from Python onnxruntime and HF
+tokenizers on the same model files: special tokens added, truncation at
+min(512, position limit), no padding for one text, attention-masked mean
+pooling of last_hidden_state.  Every text must agree within --tol (1e-5) max
+absolute difference.  Connects with the usual PG* environment variables.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import psycopg
+from tokenizers import Tokenizer
+
+LONG = ("Patient admitted with community acquired pneumonia, treated with ceftriaxone and azithromycin. " * 60).strip()
+
+TEXTS = [
+    ("plain", "Patient denies chest pain or shortness of breath."),
+    ("abbreviations", "Pt c/o SOB x3d, DOE, orthopnea; h/o CHF, HFrEF EF 30%."),
+    ("numbers", "BP 142/91, HR 104, RR 22, T 38.4 C, SpO2 91% RA, K 6.1, Cr 3.2."),
+    ("accents", "Café résumé naïve coöperate façade Zürich São Paulo."),
+    ("combining", "Cafe\u0301 with a combining acute accent."),
+    ("chinese", "患者主诉胸痛三天，伴有呼吸困难。"),
+    ("japanese", "胸痛と息切れがあります。"),
+    ("korean", "환자는 흉통을 호소합니다."),
+    ("cyrillic", "Пациент жалуется на боль в груди."),
+    ("arabic", "يشكو المريض من ألم في الصدر."),
+    ("hindi", "रोगी को सीने में दर्द है।"),
+    ("greek", "Ο ασθενής έχει πόνο στο στήθος."),
+    ("emoji", "Feeling better today 🙂👍 🫀💊🩺"),
+    ("punctuation_only", "?!...;;--()[]{}"),
+    ("empty", ""),
+    ("whitespace", " \t\n  \r\n "),
+    ("zero_width", "chest\u200bpain\u200d and \ufeffBOM"),
+    ("mixed_case", "ACUTE Kidney INJURY with HyPeRkAlEmIa"),
+    ("long_word", "x" * 150 + " pneumonoultramicroscopicsilicovolcanoconiosis"),
+    ("url_email", "See https://example.org/notes?id=42 or mail nurse@example.org"),
+    ("newlines", "DISCHARGE SUMMARY\nDIAGNOSIS: sepsis.\n\nPLAN:\n1. Vancomycin\n2. Follow up"),
+    ("over_512", LONG),
+    ("over_512_cjk", "胸痛" * 600),
+    ("single_char", "a"),
+    ("control_chars", "fever\x01\x02 chills\x7f rigors"),
+]
+
+
+def pg_dir(flag):
+    return subprocess.check_output(["pg_config", flag], text=True).strip()
+
+
+def position_limit(model_dir):
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        return None
+    cfg = json.load(open(path))
+    limit = cfg.get("max_position_embeddings")
+    if limit is not None and cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        limit -= 2
+    return limit
+
+
+def settings(model_dir):
+    path = os.path.join(model_dir, "clinembed.json")
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+class Reference:
+    """The notebook's method, one text at a time."""
+
+    def __init__(self, model_dir):
+        s = settings(model_dir)
+        limit = position_limit(model_dir)
+        self.max_length = min(s.get("max_length", 512), limit) if limit else s.get("max_length", 512)
+        self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+        self.tok.no_padding()
+        self.tok.enable_truncation(max_length=self.max_length)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.sess.get_inputs()}
+        assert s.get("pooling", "mean") == "mean", "the reference implements mean pooling"
+
+    def embed(self, text):
+        enc = self.tok.encode(text, add_special_tokens=True)
+        ids = np.array([enc.ids], dtype=np.int64)
+        mask = np.array([enc.attention_mask], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.array([enc.type_ids], dtype=np.int64)
+        hidden = self.sess.run(["last_hidden_state"], feed)[0]
+        m = mask[..., None].astype(np.float32)
+        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        return pooled[0], len(enc.ids)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model-dir", default=os.path.join(pg_dir("--sharedir"), "clinembed/models/all-minilm-l6-v2-int8"))
+    ap.add_argument("--model", default=None, help="value for clinembed.model (default: the server's default)")
+    ap.add_argument("--tol", type=float, default=1e-5)
+    args = ap.parse_args()
+
+    ref = Reference(args.model_dir)
+    passed = failed = 0
+    worst = 0.0
+    with psycopg.connect(dbname=os.environ.get("PGDATABASE", "postgres"), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS clinembed")
+        if args.model:
+            conn.execute("SELECT set_config('clinembed.model', %s, false)", (args.model,))
+        for name, text in TEXTS:
+            want, ntok = ref.embed(text)
+            got = conn.execute("SELECT embed_text(%s)", (text,)).fetchone()[0]
+            got = np.array(got, dtype=np.float32)
+            ok = got.shape == want.shape and np.all(np.isfinite(got))
+            diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
+            ok = ok and diff <= args.tol
+            worst = max(worst, diff)
+            passed += ok
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {name:<18} tokens={ntok:<4} max_abs_diff={diff:.2e}")
+    print(f"parity over {len(TEXTS)} texts, worst max abs diff {worst:.2e} (tolerance {args.tol:g}), max_length {ref.max_length}")
+    print(f"parity: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+-- Errors carry a SQLSTATE, a detail and a hint, and the backend keeps working
+-- once the setting is fixed.  No message echoes the text being embedded.
+CREATE EXTENSION IF NOT EXISTS clinembed;
+SELECT array_length(embed_text('warm up'), 1) AS dims;
+
+-- a model directory that does not exist: 58P01, then recovery
+SET clinembed.model = '/nonexistent/clinembed-model';
+SELECT embed_text('chest pain');
+\echo :LAST_ERROR_SQLSTATE
+RESET clinembed.model;
+SELECT array_length(embed_text('chest pain'), 1) AS recovered;
+
+-- a corrupt model.onnx (fixture made by scripts/test.sh): F0000, then recovery
+\set VERBOSITY terse
+SET clinembed.model = '/tmp/clinembed-regress-corrupt';
+SELECT embed_text('chest pain');
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+RESET clinembed.model;
+SELECT array_length(embed_text('chest pain'), 1) AS recovered;
+
+-- a model name may not climb out of the models directory: 22023
+SET clinembed.model = '../../../etc';
+SELECT embed_text('chest pain');
+\echo :LAST_ERROR_SQLSTATE
+RESET clinembed.model;
+
+-- an installed name that is not there
+SET clinembed.model = 'no-such-model';
+SELECT embed_text('chest pain');
+\echo :LAST_ERROR_SQLSTATE
+RESET clinembed.model;
+
+-- a second ONNX Runtime library cannot replace the loaded one in a process
+SET clinembed.onnxruntime_library = '/nonexistent/libonnxruntime.so';
+SELECT embed_text('chest pain');
+\echo :LAST_ERROR_SQLSTATE
+RESET clinembed.onnxruntime_library;
+SELECT array_length(embed_text('chest pain'), 1) AS recovered;
+
+-- in a fresh backend a missing library is 58P01, and fixing it recovers
+\c
+SET clinembed.onnxruntime_library = '/nonexistent/libonnxruntime.so';
+SELECT embed_text('chest pain');
+\echo :LAST_ERROR_SQLSTATE
+RESET clinembed.onnxruntime_library;
+SELECT array_length(embed_text('chest pain'), 1) AS recovered;
+
+-- file and library settings are superuser-only; embedding is not
+CREATE ROLE clinembed_regress_user;
+SET ROLE clinembed_regress_user;
+SET clinembed.model = '/tmp';
+\echo :LAST_ERROR_SQLSTATE
+SET clinembed.onnxruntime_library = '/tmp/evil.so';
+\echo :LAST_ERROR_SQLSTATE
+SET clinembed.intra_op_threads = 2;
+SELECT array_length(embed_text('chest pain'), 1) AS user_can_embed;
+RESET ROLE;
+DROP ROLE clinembed_regress_user;
+
+-- thread setting bounds
+SET clinembed.intra_op_threads = 0;
+\echo :LAST_ERROR_SQLSTATE
