@@ -40,6 +40,8 @@ fn embed_token_count(text: &str) -> i32 {
 }
 
 /// The model this session embeds with, loading it if needed.
+// pgrx reads the column names from this signature, so it cannot be a type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
 fn embed_model_info() -> TableIterator<
     'static,

@@ -24,8 +24,7 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub struct SessionOptions {
     /// Intra-op threads.  Inter-op threads are always 1 and spinning is off.
     pub intra_threads: usize,
-    /// Use ONNX Runtime's CPU arena allocator.  Off by default: the arena keeps
-    /// the high-water mark of every (batch, length) shape it has seen.
+    /// Use ONNX Runtime's CPU arena allocator (the extension's default).
     pub memory_arena: bool,
 }
 
@@ -33,7 +32,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             intra_threads: 1,
-            memory_arena: false,
+            memory_arena: true,
         }
     }
 }
@@ -260,22 +259,25 @@ fn build_session(env: &Environment, model_path: &Path, opts: &SessionOptions) ->
             .detail(format!("{}: {stage}: {e}", model_path.display()))
             .hint("model.onnx must be a valid ONNX graph that this ONNX Runtime can run; re-export it or check the file is complete.")
     };
-    let builder = Session::builder(env)
-        .map_err(|e| fail("session options", e.to_string()))?
+    let opt = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+        fail("session options", e.to_string())
+    };
+    let mut b = Session::builder(env).map_err(|e| fail("session options", e.to_string()))?;
+    b = b
         .with_optimization_level(GraphOptimizationLevel::All)
-        .and_then(|b| b.with_intra_threads(opts.intra_threads.max(1)))
-        .and_then(|b| b.with_inter_threads(1))
-        .and_then(|b| b.with_parallel_execution(false))
-        .and_then(|b| b.with_intra_op_spinning(false))
-        .and_then(|b| b.with_inter_op_spinning(false))
-        .and_then(|b| b.with_memory_pattern(false))
-        .and_then(|b| {
-            b.with_execution_providers([ort::ep::CPU::default()
-                .with_arena_allocator(opts.memory_arena)
-                .build()])
-        })
-        .map_err(|e| fail("session options", e.to_string()))?;
-    let mut builder = builder;
+        .map_err(opt)?;
+    b = b
+        .with_intra_threads(opts.intra_threads.max(1))
+        .map_err(opt)?;
+    b = b.with_inter_threads(1).map_err(opt)?;
+    b = b.with_parallel_execution(false).map_err(opt)?;
+    b = b.with_intra_op_spinning(false).map_err(opt)?;
+    b = b.with_inter_op_spinning(false).map_err(opt)?;
+    b = b.with_memory_pattern(false).map_err(opt)?;
+    let cpu = ort::ep::CPU::default()
+        .with_arena_allocator(opts.memory_arena)
+        .build();
+    let mut builder = b.with_execution_providers([cpu]).map_err(opt)?;
     builder
         .commit_from_file(model_path)
         .map_err(|e| fail("load", e.to_string()))

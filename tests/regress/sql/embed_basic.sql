@@ -48,3 +48,12 @@ FROM (SELECT embed_text('Crushing substernal chest pain, troponin elevated, ST d
 -- markings: STABLE (depends on the configured model), PARALLEL SAFE, STRICT
 SELECT proname, provolatile, proparallel, proisstrict FROM pg_proc
 WHERE proname IN ('embed_text', 'embed_token_count', 'embed_model_info') ORDER BY proname;
+
+-- pgvector pairing: a vector column checks the width of what is stored in it
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE notes_v (note_id int, embedding vector(384));
+INSERT INTO notes_v VALUES (1, embed_text('chest pain')::vector(384));
+SELECT vector_dims(embedding) FROM notes_v;
+INSERT INTO notes_v VALUES (2, embed_text('chest pain')::vector(768));
+INSERT INTO notes_v VALUES (3, embed_text(NULL)::vector(384));
+SELECT note_id, embedding IS NULL AS no_vector FROM notes_v ORDER BY note_id;
