@@ -24,7 +24,9 @@ cluster_start() {
         || { cat "$CLUSTER_DIR/initdb.log" >&2; return 1; }
     local opts="-p $CLUSTER_PORT -k $CLUSTER_DIR -c listen_addresses=''"
     for o in "$@"; do opts="$opts -c $o"; done
-    as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -o "$opts" -w start >/dev/null \
+    # The server gets a clean environment, as a packaged one would: no
+    # RUST_BACKTRACE from the caller's shell in error details.
+    as_pg env -u RUST_BACKTRACE -u RUST_LOG "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -o "$opts" -w start >/dev/null \
         || { cat "$CLUSTER_DIR/server.log" >&2; return 1; }
     export PGHOST=$CLUSTER_DIR PGPORT=$CLUSTER_PORT PGUSER=postgres
 }

@@ -31,11 +31,17 @@ pub static MODEL: GucSetting<Option<CString>> =
 pub static ORT_LIBRARY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(DEFAULT_ORT_LIBRARY));
 
-/// `clinembed.intra_op_threads`: ONNX Runtime intra-op threads per backend.
-/// Default 1: throughput comes from several backends or parallel workers, each
-/// with a small pool; many backends with many threads each oversubscribe the
-/// CPUs and collapse.  Inter-op threads are always 1 and spinning is off.
-pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
+/// `clinembed.intra_op_threads`: ONNX Runtime intra-op threads per backend;
+/// 0, the default, means one per CPU available to the server.  The common
+/// query, `SELECT embed_text(exp_text) FROM notes`, runs one row at a time in
+/// one backend: a table of a few thousand notes is below
+/// `min_parallel_table_scan_size`, so parallel workers do not start, and only
+/// intra-op threads put the other cores to work.  Inter-op threads are always
+/// 1 and spinning is off, so a pool whose threads find no work sleeps instead
+/// of burning the CPU that other backends need; with 8 connections embedding
+/// at once on 2 cores, total throughput stays at the single connection's
+/// (bench/RESULTS.md).  Set 1 for many concurrent embedding connections.
+pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// `clinembed.memory_arena`: use ONNX Runtime's CPU arena allocator.  Default
 /// on: measured on the default model, a backend that embedded a mix of note
@@ -43,6 +49,21 @@ pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
 /// keeps freed activation buffers in its free lists (README, "Memory per
 /// backend").  Either way memory stays at its high-water mark.
 pub static MEMORY_ARENA: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `clinembed.batch_tokens`: padded tokens (rows × longest row) per
+/// micro-batch in `embed_texts`.  Default 4096: enough rows for efficient
+/// matrix products, small enough that a cancel lands within about a second on
+/// a BERT-base model and activations stay in the tens of megabytes.
+pub static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4096);
+
+/// `clinembed.batch_max_texts`: texts per `embed_texts` call.  Default
+/// 100000; over it the call fails with a hint instead of exhausting memory.
+pub static BATCH_MAX_TEXTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+
+/// `clinembed.batch_max_tokens`: tokens per `embed_texts` call, after
+/// truncation.  Default 4000000 (about 64 MB of token ids and ~14000 notes of
+/// 290 tokens).
+pub static BATCH_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4_000_000);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -63,11 +84,11 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"clinembed.intra_op_threads",
-        c"ONNX Runtime intra-op threads per backend.",
-        c"Keep small: every backend that embeds has its own pool.",
+        c"ONNX Runtime intra-op threads per backend; 0 means one per available CPU.",
+        c"Every backend that embeds has its own pool; inter-op threads are 1 and spinning is off.",
         &INTRA_OP_THREADS,
-        1,
-        64,
+        0,
+        256,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -76,6 +97,36 @@ pub fn init() {
         c"Use ONNX Runtime's CPU arena allocator.",
         c"On by default: it held less memory than glibc malloc for mixed note lengths.",
         &MEMORY_ARENA,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clinembed.batch_tokens",
+        c"Padded tokens per micro-batch in embed_texts.",
+        c"Texts are sorted by length and grouped so that rows times the longest row stays within this budget.",
+        &BATCH_TOKENS,
+        16,
+        1 << 20,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clinembed.batch_max_texts",
+        c"Most texts one embed_texts call accepts.",
+        c"",
+        &BATCH_MAX_TEXTS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clinembed.batch_max_tokens",
+        c"Most tokens, after truncation, one embed_texts call accepts.",
+        c"",
+        &BATCH_MAX_TOKENS,
+        1,
+        i32::MAX,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -113,7 +164,18 @@ pub fn ort_library() -> PathBuf {
 
 pub fn session_options() -> clinembed_core::SessionOptions {
     clinembed_core::SessionOptions {
-        intra_threads: INTRA_OP_THREADS.get().max(1) as usize,
+        intra_threads: match INTRA_OP_THREADS.get() {
+            n if n > 0 => n as usize,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
         memory_arena: MEMORY_ARENA.get(),
+    }
+}
+
+pub fn batch_limits() -> clinembed_core::BatchLimits {
+    clinembed_core::BatchLimits {
+        micro_batch_tokens: BATCH_TOKENS.get().max(1) as usize,
+        max_texts: BATCH_MAX_TEXTS.get().max(1) as usize,
+        max_tokens: BATCH_MAX_TOKENS.get().max(1) as usize,
     }
 }

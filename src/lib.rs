@@ -30,6 +30,31 @@ fn embed_text(text: &str) -> Vec<f32> {
     backend::with_embedder(|e| e.embed(text)).or_report()
 }
 
+/// Embeddings of many texts in one call, as `(ord, embedding)` rows where
+/// `ord` is the 1-based position in `texts`; a NULL element gives a NULL
+/// embedding.  Texts are sorted by token count and run in micro-batches of at
+/// most `clinembed.batch_tokens` padded tokens, each padded only to its own
+/// longest text; the query can be cancelled between micro-batches.
+#[pg_extern(stable, parallel_safe, strict)]
+fn embed_texts(
+    texts: Array<'_, &str>,
+) -> TableIterator<'static, (name!(ord, i32), name!(embedding, Option<Vec<f32>>))> {
+    let items: Vec<Option<&str>> = texts.iter().collect();
+    let limits = gucs::batch_limits();
+    let vectors = backend::with_embedder(|e| {
+        e.embed_batch(&items, &limits, || {
+            pg_sys::check_for_interrupts!();
+        })
+    })
+    .or_report();
+    TableIterator::new(
+        vectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i as i32 + 1, v)),
+    )
+}
+
 /// Number of tokens of `text` before truncation, special tokens included.
 /// Compare with `max_length` from `embed_model_info()` to find notes that are
 /// truncated.
@@ -56,6 +81,7 @@ fn embed_model_info() -> TableIterator<
         name!(output, String),
         name!(onnxruntime_version, String),
         name!(intra_op_threads, i32),
+        name!(batch_invariant, bool),
     ),
 > {
     let info = backend::with_embedder(|e| e.info().clone());
@@ -73,6 +99,7 @@ fn embed_model_info() -> TableIterator<
         info.output,
         ort,
         gucs::session_options().intra_threads as i32,
+        info.batch_invariant,
     ))
 }
 

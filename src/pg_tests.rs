@@ -194,4 +194,51 @@ mod tests {
             "thread count changed results by {max_diff}"
         );
     }
+
+    #[pg_test]
+    fn embed_texts_matches_embed_text_in_order() {
+        let texts = [
+            Some("Patient denies chest pain."),
+            None,
+            Some(""),
+            Some("CT chest: small bilateral pleural effusions, no pulmonary embolism."),
+        ];
+        let long = long_note(700);
+        let mut all: Vec<Option<&str>> = texts.to_vec();
+        all.push(Some(long.as_str()));
+        Spi::run("SET clinembed.batch_tokens = 32").unwrap();
+        let rows: Vec<(i32, Option<Vec<f32>>)> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT ord, embedding FROM embed_texts($1) ORDER BY ord",
+                    None,
+                    &[all.clone().into()],
+                )
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<i32>(1).unwrap().unwrap(),
+                        r.get::<Vec<f32>>(2).unwrap(),
+                    )
+                })
+                .collect()
+        });
+        assert_eq!(rows.len(), all.len());
+        for (i, (ord, v)) in rows.iter().enumerate() {
+            assert_eq!(*ord as usize, i + 1);
+            match (all[i], v) {
+                (None, None) => {}
+                (Some(t), Some(v)) => {
+                    let single = embed(t);
+                    let d = single
+                        .iter()
+                        .zip(v)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(d <= 1e-5, "row {ord} differs by {d}");
+                }
+                _ => panic!("NULL element must give a NULL embedding (row {ord})"),
+            }
+        }
+    }
 }

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod error;
 pub mod model;
+pub mod plan;
 pub mod pool;
 pub mod runtime;
 pub mod settings;
@@ -12,6 +13,6 @@ pub mod signals;
 pub mod tokenize;
 
 pub use error::{Error, ErrorKind, Result};
-pub use model::{Embedder, ModelInfo, SessionOptions};
+pub use model::{BatchLimits, Embedder, ModelInfo, SessionOptions};
 pub use settings::Pooling;
 pub use tokenize::Encoded;

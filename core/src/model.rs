@@ -52,6 +52,38 @@ enum IdType {
     I32,
 }
 
+/// Bounds for one batched call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Padded tokens (rows × longest row) per micro-batch.
+    pub micro_batch_tokens: usize,
+    /// Texts per call.
+    pub max_texts: usize,
+    /// Tokens per call, after truncation.
+    pub max_tokens: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            micro_batch_tokens: 4096,
+            max_texts: 100_000,
+            max_tokens: 4_000_000,
+        }
+    }
+}
+
+/// How often, in texts, tokenizing a large call stops to run the caller's
+/// check (for interrupts).
+const TOKENIZE_CHECK_EVERY: usize = 256;
+
+/// Largest difference between a text embedded alone and inside a padded
+/// micro-batch for the model to count as batch-invariant.  Dynamically
+/// quantized (int8) graphs compute one quantization scale over the whole batch
+/// tensor, so their results depend on the other rows; such models run one
+/// text per micro-batch.
+const BATCH_INVARIANCE_TOLERANCE: f32 = 2e-6;
+
 /// What a loaded model is, for reporting.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
@@ -62,6 +94,9 @@ pub struct ModelInfo {
     pub normalize: bool,
     pub inputs: Vec<String>,
     pub output: String,
+    /// Whether texts embedded in a padded micro-batch equal texts embedded
+    /// alone; if not, batched calls run one text at a time.
+    pub batch_invariant: bool,
 }
 
 pub struct Embedder {
@@ -116,6 +151,7 @@ impl Embedder {
             output: match &output {
                 Output::Tokens(n) | Output::Sentence(n) => n.clone(),
             },
+            batch_invariant: false,
         };
         let mut embedder = Embedder {
             session,
@@ -154,6 +190,73 @@ impl Embedder {
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
         let enc = self.encode(text)?;
         Ok(self.embed_encoded(&[&enc])?.row(0).to_vec())
+    }
+
+    /// Embeds many texts: tokenizes them, sorts them by token count, runs
+    /// micro-batches bounded by `limits.micro_batch_tokens` padded tokens, and
+    /// returns the vectors in input order, `None` for `None` inputs.
+    /// `between` runs before each micro-batch and periodically while
+    /// tokenizing; the extension checks for query cancel there.
+    pub fn embed_batch(
+        &mut self,
+        texts: &[Option<&str>],
+        limits: &BatchLimits,
+        mut between: impl FnMut(),
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        if texts.len() > limits.max_texts {
+            return Err(
+                Error::new(ErrorKind::LimitExceeded, "too many texts in one call")
+                    .detail(format!(
+                        "The call has {} texts; the limit is {}.",
+                        texts.len(),
+                        limits.max_texts
+                    ))
+                    .hint("Embed the texts in several calls, or raise clinembed.batch_max_texts."),
+            );
+        }
+        let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(texts.len());
+        let mut total = 0usize;
+        for (i, text) in texts.iter().enumerate() {
+            if i % TOKENIZE_CHECK_EVERY == 0 {
+                between();
+            }
+            let enc = text.map(|t| self.encode(t)).transpose()?;
+            total += enc.as_ref().map_or(0, Encoded::len);
+            if total > limits.max_tokens {
+                return Err(Error::new(ErrorKind::LimitExceeded, "too many tokens in one call")
+                    .detail(format!(
+                        "The first {} of {} texts already have {total} tokens after truncation; the limit is {}.",
+                        i + 1,
+                        texts.len(),
+                        limits.max_tokens
+                    ))
+                    .hint("Embed the texts in several calls, or raise clinembed.batch_max_tokens."));
+            }
+            encoded.push(enc);
+        }
+        let present: Vec<usize> = (0..texts.len()).filter(|&i| encoded[i].is_some()).collect();
+        let lengths: Vec<usize> = present
+            .iter()
+            .map(|&i| encoded[i].as_ref().map_or(0, Encoded::len))
+            .collect();
+        let max_rows = if self.info.batch_invariant {
+            usize::MAX
+        } else {
+            1
+        };
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+        for batch in crate::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows) {
+            between();
+            let rows: Vec<&Encoded> = batch
+                .iter()
+                .filter_map(|&j| encoded[present[j]].as_ref())
+                .collect();
+            let pooled = self.embed_encoded(&rows)?;
+            for (r, &j) in batch.iter().enumerate() {
+                out[present[j]] = Some(pooled.row(r).to_vec());
+            }
+        }
+        Ok(out)
     }
 
     /// Runs one micro-batch, padded to its longest row, and pools it.  Returns

@@ -125,3 +125,75 @@ fn reports_onnx_runtime_version() {
     let (version, _) = runtime::loaded().unwrap();
     assert_eq!(version, "1.31.1");
 }
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn batch_matches_single_and_keeps_order_and_nulls() {
+    let mut e = load();
+    let long = "Patient admitted with pneumonia, treated with antibiotics. ".repeat(80);
+    let texts: Vec<Option<&str>> = vec![
+        Some(long.as_str()),
+        Some("Patient denies chest pain."),
+        None,
+        Some(""),
+        Some("CT chest: no pulmonary embolism. Small bilateral pleural effusions."),
+        Some("Patient denies chest pain."),
+        None,
+        Some("胸痛 🙂 café"),
+    ];
+    let limits = clinembed_core::BatchLimits {
+        micro_batch_tokens: 64,
+        ..Default::default()
+    };
+    let mut checks = 0;
+    let out = e.embed_batch(&texts, &limits, || checks += 1).unwrap();
+    assert_eq!(out.len(), texts.len());
+    assert!(
+        checks >= 2,
+        "interrupt check ran between micro-batches ({checks})"
+    );
+    for (t, v) in texts.iter().zip(&out) {
+        match (t, v) {
+            (None, None) => {}
+            (Some(t), Some(v)) => {
+                let d = max_diff(&e.embed(t).unwrap(), v);
+                assert!(
+                    d <= 1e-5,
+                    "batched differs from single by {d} for a {}-byte text",
+                    t.len()
+                );
+            }
+            _ => panic!("NULL in must be NULL out, and only then"),
+        }
+    }
+    assert_eq!(out[1], out[5]);
+}
+
+#[test]
+fn batch_limits_are_errors_not_crashes() {
+    let mut e = load();
+    let texts = vec![Some("chest pain"); 5];
+    let few = clinembed_core::BatchLimits {
+        max_texts: 4,
+        ..Default::default()
+    };
+    let err = e.embed_batch(&texts, &few, || {}).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::LimitExceeded);
+    assert!(err.hint.unwrap().contains("clinembed.batch_max_texts"));
+    let small = clinembed_core::BatchLimits {
+        max_tokens: 10,
+        ..Default::default()
+    };
+    let err = e.embed_batch(&texts, &small, || {}).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::LimitExceeded);
+    assert!(e
+        .embed_batch(&[], &Default::default(), || {})
+        .unwrap()
+        .is_empty());
+}

@@ -124,6 +124,17 @@ def main():
             passed += ok
             failed += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {name:<18} tokens={ntok:<4} max_abs_diff={diff:.2e}")
+        # The batched function over all texts at once: each within tol too.
+        rows = conn.execute("SELECT ord, embedding FROM embed_texts(%s) ORDER BY ord", ([t for _, t in TEXTS],)).fetchall()
+        assert [r[0] for r in rows] == list(range(1, len(TEXTS) + 1)), "embed_texts returns one row per input, in order"
+        for (name, text), (_, got) in zip(TEXTS, rows):
+            want, _ = ref.embed(text)
+            diff = float(np.max(np.abs(np.array(got, dtype=np.float32) - want)))
+            ok = diff <= args.tol
+            worst = max(worst, diff)
+            passed += ok
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} embed_texts {name:<18} max_abs_diff={diff:.2e}")
     print(f"parity over {len(TEXTS)} texts, worst max abs diff {worst:.2e} (tolerance {args.tol:g}), max_length {ref.max_length}")
     print(f"parity: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

@@ -9,7 +9,8 @@ $$ SELECT bool_and(x NOT IN ('NaN'::real, 'Infinity'::real, '-Infinity'::real)) 
 -- no schema prefix needed with the default search_path
 SHOW search_path;
 SELECT array_length(embed_text('chest pain'), 1) AS dims;
-SELECT model, dimensions, max_length, pooling, normalize, inputs, output, onnxruntime_version, intra_op_threads
+SELECT model, dimensions, max_length, pooling, normalize, inputs, output, onnxruntime_version,
+       intra_op_threads >= 1 AS has_threads
 FROM embed_model_info();
 
 -- STRICT: NULL in, NULL out
@@ -47,7 +48,7 @@ FROM (SELECT embed_text('Crushing substernal chest pain, troponin elevated, ST d
 
 -- markings: STABLE (depends on the configured model), PARALLEL SAFE, STRICT
 SELECT proname, provolatile, proparallel, proisstrict FROM pg_proc
-WHERE proname IN ('embed_text', 'embed_token_count', 'embed_model_info') ORDER BY proname;
+WHERE proname IN ('embed_text', 'embed_texts', 'embed_token_count', 'embed_model_info') ORDER BY proname;
 
 -- pgvector pairing: a vector column checks the width of what is stored in it
 CREATE EXTENSION IF NOT EXISTS vector;

@@ -59,5 +59,5 @@ RESET ROLE;
 DROP ROLE clinembed_regress_user;
 
 -- thread setting bounds
-SET clinembed.intra_op_threads = 0;
+SET clinembed.intra_op_threads = -1;
 \echo :LAST_ERROR_SQLSTATE

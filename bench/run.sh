@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One command: bash bench/run.sh   (as root; NOTES=300 by default, ~10 minutes)
+# Builds the BERT-base-shaped model, installs it as clinembed model
+# "bert-base-bench", starts a scratch cluster and runs bench/run.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+NOTES=${NOTES:-300}
+WORK=bench/.work
+bash scripts/setup.sh >/dev/null
+if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import torch, transformers, onnx, onnxruntime, psycopg, matplotlib' 2>/dev/null; then
+    echo "==> installing the benchmark's Python packages (torch, transformers, ...)"
+    python3 -m venv bench/.venv
+    bench/.venv/bin/pip install --quiet -r bench/requirements.txt
+fi
+SHARE=$("$PG_CONFIG" --sharedir)
+if [ ! -f "$WORK/model/onnx/model.onnx" ]; then
+    echo "==> generating the BERT-base-shaped model"
+    bench/.venv/bin/python bench/make_model.py --tokenizer "$SHARE/clinembed/models/all-minilm-l6-v2-int8/tokenizer.json" --out "$WORK/model"
+fi
+DEST=$SHARE/clinembed/models/bert-base-bench
+install -d -m 0755 "$DEST"
+for f in model.onnx tokenizer.json config.json clinembed.json; do install -m 0644 "$WORK/model/onnx/$f" "$DEST/$f"; done
+echo "==> building and installing clinembed (release)"
+install_release /tmp/clinembed-bench-build.log
+cluster_start bench 28817 shared_buffers=256MB
+trap cluster_stop EXIT
+pg -c 'CREATE DATABASE bench'
+python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
+pg -d bench <<'SQL'
+CREATE EXTENSION clinembed;
+CREATE TABLE notes (note_id int PRIMARY KEY, patient_id int, note_type text, topic text, exp_text text NOT NULL);
+\copy notes FROM '/tmp/clinembed-bench-notes.tsv'
+VACUUM ANALYZE notes;
+LOAD 'clinembed';
+ALTER SYSTEM SET clinembed.model = 'bert-base-bench';
+SELECT pg_reload_conf();
+SQL
+PGDATABASE=bench bench/.venv/bin/python bench/run.py --notes "$NOTES" --model "$WORK/model" --out "$WORK/results"
