@@ -162,14 +162,24 @@ impl Embedder {
             info,
         };
         let probe = embedder.encode("clinembed")?;
-        let dims = embedder.embed_encoded(&[&probe])?.ncols();
-        if dims == 0 {
+        let alone = embedder.embed_encoded(&[&probe])?;
+        if alone.ncols() == 0 {
             return Err(Error::new(
                 ErrorKind::InvalidModel,
                 "model produced zero-width vectors",
             ));
         }
-        embedder.info.dimensions = dims;
+        embedder.info.dimensions = alone.ncols();
+        let longer =
+            embedder.encode("a longer probe text, padded beside the short one: 1, 2, 3.")?;
+        let batched = embedder.embed_encoded(&[&probe, &longer])?;
+        let diff = alone
+            .row(0)
+            .iter()
+            .zip(batched.row(0))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        embedder.info.batch_invariant = diff <= BATCH_INVARIANCE_TOLERANCE;
         Ok(embedder)
     }
 

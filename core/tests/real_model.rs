@@ -197,3 +197,12 @@ fn batch_limits_are_errors_not_crashes() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn default_model_is_batch_invariant() {
+    // The load-time probe embeds a short text alone and beside a longer one.
+    // all-MiniLM-L6-v2 int8 on ONNX Runtime 1.31.1 gives the same vector both
+    // ways, so embed_texts batches it; a model that does not would run one
+    // text per micro-batch instead.
+    assert!(load().info().batch_invariant);
+}
