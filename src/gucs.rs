@@ -51,10 +51,11 @@ pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MEMORY_ARENA: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// `clinembed.batch_tokens`: padded tokens (rows × longest row) per
-/// micro-batch in `embed_texts`.  Default 4096: enough rows for efficient
-/// matrix products, small enough that a cancel lands within about a second on
-/// a BERT-base model and activations stay in the tens of megabytes.
-pub static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4096);
+/// micro-batch in `embed_texts`.  Default 2048: on BERT-base it was the
+/// fastest of 512 to 8192 (bench/RESULTS.md), activations stay near 100 MB
+/// (RSS 660 MB against 988 MB at 4096), and a cancel lands within about a
+/// second.
+pub static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(2048);
 
 /// `clinembed.batch_max_texts`: texts per `embed_texts` call.  Default
 /// 100000; over it the call fails with a hint instead of exhausting memory.
@@ -64,6 +65,11 @@ pub static BATCH_MAX_TEXTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 /// truncation.  Default 4000000 (about 64 MB of token ids and ~14000 notes of
 /// 290 tokens).
 pub static BATCH_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4_000_000);
+
+/// `clinembed.intra_op_spinning`: let idle intra-op threads spin between
+/// operators instead of sleeping.  Default off: spinning threads of many
+/// backends would take the CPU from the threads doing work.
+pub static INTRA_OP_SPINNING: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -89,6 +95,14 @@ pub fn init() {
         &INTRA_OP_THREADS,
         0,
         256,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"clinembed.intra_op_spinning",
+        c"Let idle ONNX Runtime intra-op threads spin instead of sleeping.",
+        c"Faster for one connection alone; off by default so concurrent backends do not steal CPU from each other.",
+        &INTRA_OP_SPINNING,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -169,6 +183,7 @@ pub fn session_options() -> clinembed_core::SessionOptions {
             _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
         memory_arena: MEMORY_ARENA.get(),
+        spinning: INTRA_OP_SPINNING.get(),
     }
 }
 

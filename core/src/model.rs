@@ -26,6 +26,8 @@ pub struct SessionOptions {
     pub intra_threads: usize,
     /// Use ONNX Runtime's CPU arena allocator (the extension's default).
     pub memory_arena: bool,
+    /// Let idle intra-op threads spin waiting for work instead of sleeping.
+    pub spinning: bool,
 }
 
 impl Default for SessionOptions {
@@ -33,6 +35,7 @@ impl Default for SessionOptions {
         SessionOptions {
             intra_threads: 1,
             memory_arena: true,
+            spinning: false,
         }
     }
 }
@@ -66,7 +69,7 @@ pub struct BatchLimits {
 impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
-            micro_batch_tokens: 4096,
+            micro_batch_tokens: 2048,
             max_texts: 100_000,
             max_tokens: 4_000_000,
         }
@@ -384,7 +387,7 @@ fn build_session(env: &Environment, model_path: &Path, opts: &SessionOptions) ->
         .map_err(opt)?;
     b = b.with_inter_threads(1).map_err(opt)?;
     b = b.with_parallel_execution(false).map_err(opt)?;
-    b = b.with_intra_op_spinning(false).map_err(opt)?;
+    b = b.with_intra_op_spinning(opts.spinning).map_err(opt)?;
     b = b.with_inter_op_spinning(false).map_err(opt)?;
     b = b.with_memory_pattern(false).map_err(opt)?;
     let cpu = ort::ep::CPU::default()
