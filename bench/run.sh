@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One command: bash bench/run.sh   (as root; NOTES=300 by default, ~10 minutes)
+#              bash bench/run.sh sweep   (the settings sweep, bench/sweep.py)
 # Builds the BERT-base-shaped model, installs it as clinembed model
 # "bert-base-bench", starts a scratch cluster and runs bench/run.py.
 set -euo pipefail
@@ -36,4 +37,8 @@ LOAD 'clinembed';
 ALTER SYSTEM SET clinembed.model = 'bert-base-bench';
 SELECT pg_reload_conf();
 SQL
+if [ "${1:-}" = sweep ]; then
+    PGDATABASE=bench bench/.venv/bin/python bench/sweep.py "$NOTES"
+    exit
+fi
 PGDATABASE=bench bench/.venv/bin/python bench/run.py --notes "$NOTES" --model "$WORK/model" --out "$WORK/results"
