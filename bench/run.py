@@ -21,7 +21,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 import gen_notes  # noqa: E402
+import sweep  # noqa: E402
 
 # BERT-base: per token, 12 layers x 2 x (4*768*768 + 2*768*3072) in the linear
 # layers; per sequence of length L, 12 layers x 2 matmuls x 2*L*L*768 in attention.
@@ -166,28 +166,8 @@ def db_runs(n_notes, latency_text):
     conn.close()
 
     # 8 concurrent connections, each embedding a shard with embed_text, defaults
-    conns = [connect() for _ in range(8)]
-    for c in conns:
-        c.execute("SELECT embed_text('warm up')").fetchone()
-    barrier = threading.Barrier(9)
-    done = [None] * 8
-
-    def work(k):
-        barrier.wait()
-        conns[k].execute("SELECT count(embed_text(exp_text)) FROM notes WHERE note_id %% 8 = %s", (k,)).fetchone()
-        done[k] = time.perf_counter()
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for th in threads:
-        th.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for th in threads:
-        th.join()
-    r["concurrent8_s"] = max(done) - start
-    r["rss_concurrent8"] = [backend_rss(c)["VmRSS"] for c in conns]
-    for c in conns:
-        c.close()
+    rate, r["rss_concurrent8"] = sweep.concurrent_embed_text(8, n_notes)
+    r["concurrent8_s"] = n_notes / rate
     return r
 
 

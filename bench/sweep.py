@@ -15,7 +15,9 @@ def rss(conn):
     return int(conn.execute(r"SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmRSS:\s+(\d+)'))[1]").fetchone()[0]) // 1024
 
 
-def embed_text(sets, conns, n):
+def concurrent_embed_text(conns, n, sets=()):
+    """`conns` warm connections embed notes 1..n with embed_text, sharded by
+    note_id, all at once.  Returns (notes/s over all, RSS of each backend)."""
     cs = [psycopg.connect(dbname="bench", autocommit=True) for _ in range(conns)]
     for c in cs:
         for s in sets:
@@ -36,7 +38,15 @@ def embed_text(sets, conns, n):
     start = time.perf_counter()
     for t in threads:
         t.join()
-    print(f"embed_text  {conns} conn {sets}: {n / (max(end) - start):.2f} notes/s, RSS {[rss(c) for c in cs]} MB", flush=True)
+    rates = n / (max(end) - start), [rss(c) for c in cs]
+    for c in cs:
+        c.close()
+    return rates
+
+
+def embed_text(sets, conns, n):
+    rate, rsses = concurrent_embed_text(conns, n, sets)
+    print(f"embed_text  {conns} conn {sets}: {rate:.2f} notes/s, RSS {rsses} MB", flush=True)
 
 
 def embed_texts(sets, n):

@@ -8,35 +8,6 @@ use pgrx::PgLogLevel;
 
 use clinembed_core::{Error, ErrorKind};
 
-/// An error about to be raised.
-pub struct Report {
-    code: PgSqlErrorCode,
-    message: String,
-    detail: Option<String>,
-    hint: Option<String>,
-}
-
-impl Report {
-    pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
-        Report {
-            code,
-            message: message.into(),
-            detail: None,
-            hint: None,
-        }
-    }
-
-    pub fn detail(mut self, d: impl Into<String>) -> Self {
-        self.detail = Some(d.into());
-        self
-    }
-
-    pub fn hint(mut self, h: impl Into<String>) -> Self {
-        self.hint = Some(h.into());
-        self
-    }
-}
-
 /// The SQLSTATE for each kind of core error.
 pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
     match kind {
@@ -49,25 +20,13 @@ pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
     }
 }
 
-impl From<Error> for Report {
-    fn from(e: Error) -> Self {
-        Report {
-            code: sqlstate(e.kind),
-            message: e.message,
-            detail: e.detail,
-            hint: e.hint,
-        }
-    }
-}
-
-/// Raises `r` at ERROR level; does not return.
-pub fn report(r: impl Into<Report>) -> ! {
-    let r = r.into();
-    let mut er = ErrorReport::new(r.code, r.message, "clinembed");
-    if let Some(d) = r.detail {
+/// Raises `e` at ERROR level with the SQLSTATE of its kind; does not return.
+pub fn report(e: Error) -> ! {
+    let mut er = ErrorReport::new(sqlstate(e.kind), e.message, "clinembed");
+    if let Some(d) = e.detail {
         er = er.set_detail(d);
     }
-    if let Some(h) = r.hint {
+    if let Some(h) = e.hint {
         er = er.set_hint(h);
     }
     er.report(PgLogLevel::ERROR);

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use pgrx::pg_sys;
 
-use crate::errors::{report, Report};
+use clinembed_core::{Error, ErrorKind};
+
+use crate::errors::report;
 
 /// `$libdir`: PostgreSQL's package library directory.
 pub fn pkglib_dir() -> String {
@@ -46,7 +48,7 @@ pub fn resolve_model(setting: &str) -> PathBuf {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !plain {
         report(
-            Report::new(pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "invalid model name")
+            Error::new(ErrorKind::InvalidArgument, "invalid model name")
                 .detail(format!("clinembed.model is {} characters long and is neither a plain name nor an absolute path.", setting.chars().count()))
                 .hint("Use an installed model name (letters, digits, '.', '_', '-') or the absolute path of a model directory."),
         );
