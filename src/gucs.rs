@@ -45,16 +45,17 @@ pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// `clinembed.memory_arena`: use ONNX Runtime's CPU arena allocator.  Default
 /// on: measured on the default model, a backend that embedded a mix of note
-/// lengths held 294 MB with the arena and 445 MB without it, because glibc
-/// keeps freed activation buffers in its free lists (README, "Memory per
-/// backend").  Either way memory stays at its high-water mark.
+/// lengths held 293 MB with the arena and 373 MB without it, because glibc
+/// keeps freed activation buffers in its free lists (scripts/memory.sh); on
+/// BERT-base, 661 MB against 1091 MB for embed_texts (bench/RESULTS.md).
+/// Either way memory stays at its high-water mark.
 pub static MEMORY_ARENA: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// `clinembed.batch_tokens`: padded tokens (rows × longest row) per
-/// micro-batch in `embed_texts`.  Default 2048: on BERT-base it was the
-/// fastest of 512 to 8192 (bench/RESULTS.md), activations stay near 100 MB
-/// (RSS 660 MB against 988 MB at 4096), and a cancel lands within about a
-/// second.
+/// micro-batch in `embed_texts`.  Default 2048: on BERT-base it was as fast as
+/// any budget from 512 to 8192 within the benchmark machine's drift, with less
+/// memory than larger ones (RSS 661 MB against 823 MB at 4096 and 1153 MB at
+/// 8192; bench/RESULTS.md), and a cancel lands within about a second.
 pub static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(2048);
 
 /// `clinembed.batch_max_texts`: texts per `embed_texts` call.  Default
