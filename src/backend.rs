@@ -18,6 +18,7 @@ use crate::{gucs, paths};
 #[derive(Clone, PartialEq, Eq)]
 struct Key {
     dir: PathBuf,
+    library: PathBuf,
     options: SessionOptions,
 }
 
@@ -35,16 +36,16 @@ thread_local! {
 pub fn with_embedder<R>(f: impl FnOnce(&mut Embedder) -> R) -> R {
     let key = Key {
         dir: paths::resolve_model(&gucs::model_setting()),
+        library: gucs::ort_library(),
         options: gucs::session_options(),
     };
-    let library = gucs::ort_library();
     CACHE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|l| l.key != key) {
             // Drop the old session before loading the new one, so two models
             // never sit in memory at once.
             *slot = None;
-            let env = runtime::environment(&library).or_report();
+            let env = runtime::environment(&key.library).or_report();
             let embedder = Embedder::load(env, &key.dir, &key.options).or_report();
             *slot = Some(Loaded { key, embedder });
         }

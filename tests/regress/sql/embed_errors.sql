@@ -31,7 +31,9 @@ SELECT embed_text('chest pain');
 \echo :LAST_ERROR_SQLSTATE
 RESET clinembed.model;
 
--- a second ONNX Runtime library cannot replace the loaded one in a process
+-- a second ONNX Runtime library cannot replace the loaded one in a process,
+-- and the change is noticed even while a model is loaded
+SELECT array_length(embed_text('chest pain'), 1) AS loaded;
 SET clinembed.onnxruntime_library = '/nonexistent/libonnxruntime.so';
 SELECT embed_text('chest pain');
 \echo :LAST_ERROR_SQLSTATE
