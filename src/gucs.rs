@@ -177,11 +177,18 @@ pub fn ort_library() -> PathBuf {
     }
 }
 
+/// CPUs available to this process, read once: `available_parallelism` reads
+/// cgroup files, and session options are built on every embedding call.
+fn available_cpus() -> usize {
+    static CPUS: once_cell::sync::OnceCell<usize> = once_cell::sync::OnceCell::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 pub fn session_options() -> clinembed_core::SessionOptions {
     clinembed_core::SessionOptions {
         intra_threads: match INTRA_OP_THREADS.get() {
             n if n > 0 => n as usize,
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            _ => available_cpus(),
         },
         memory_arena: MEMORY_ARENA.get(),
         spinning: INTRA_OP_SPINNING.get(),
