@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod identity;
 pub mod model;
 pub mod plan;
 pub mod pool;
@@ -13,6 +14,6 @@ pub mod signals;
 pub mod tokenize;
 
 pub use error::{Error, ErrorKind, Result};
-pub use model::{BatchLimits, Embedder, ModelInfo, SessionOptions};
+pub use model::{BatchLimits, Embedder, ModelInfo, SessionOptions, Usage};
 pub use settings::Pooling;
 pub use tokenize::Encoded;

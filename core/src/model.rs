@@ -102,6 +102,19 @@ pub struct ModelInfo {
     pub batch_invariant: bool,
 }
 
+/// What one loaded model has done since it loaded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Seconds the load took, probes included.
+    pub load_seconds: f64,
+    /// Texts run through the model (each row of each micro-batch).
+    pub texts: u64,
+    /// Tokens of those texts, after truncation, without padding.
+    pub tokens: u64,
+    /// ONNX Runtime runs (micro-batches).
+    pub runs: u64,
+}
+
 pub struct Embedder {
     session: Session,
     encoder: Encoder,
@@ -109,6 +122,8 @@ pub struct Embedder {
     id_type: IdType,
     output: Output,
     info: ModelInfo,
+    usage: Usage,
+    identity: Option<String>,
 }
 
 impl Embedder {
@@ -117,6 +132,7 @@ impl Embedder {
     /// inputs and outputs and runs one tiny input through it, so a model that
     /// loads is a model that runs.
     pub fn load(env: &Environment, dir: &Path, opts: &SessionOptions) -> Result<Self> {
+        let started = std::time::Instant::now();
         if !dir.is_dir() {
             return Err(Error::new(ErrorKind::NotFound, "model directory not found")
                 .detail(format!("No directory at \"{}\".", dir.display()))
@@ -163,6 +179,8 @@ impl Embedder {
             id_type,
             output,
             info,
+            usage: Usage::default(),
+            identity: None,
         };
         let probe = embedder.encode("clinembed")?;
         let alone = embedder.embed_encoded(&[&probe])?;
@@ -183,6 +201,11 @@ impl Embedder {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         embedder.info.batch_invariant = diff <= BATCH_INVARIANCE_TOLERANCE;
+        // The probes are part of loading, not work done for a caller.
+        embedder.usage = Usage {
+            load_seconds: started.elapsed().as_secs_f64(),
+            ..Usage::default()
+        };
         Ok(embedder)
     }
 
@@ -192,6 +215,27 @@ impl Embedder {
 
     pub fn encoder(&self) -> &Encoder {
         &self.encoder
+    }
+
+    /// What this model has done since it loaded.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// The model's identity (see [`crate::identity`]), hashed from the files
+    /// on first use and then remembered: it describes the files this session
+    /// loaded, even if they are replaced on disk later.
+    pub fn identity(&mut self) -> Result<&str> {
+        if self.identity.is_none() {
+            let settings = format!(
+                "pooling={};normalize={};max_length={}",
+                self.info.pooling.as_str(),
+                self.info.normalize,
+                self.info.max_length
+            );
+            self.identity = Some(crate::identity::model_identity(&self.info.dir, &settings)?);
+        }
+        Ok(self.identity.as_deref().unwrap_or_default())
     }
 
     /// Tokenizes one text, truncated to the model's maximum length.
@@ -348,6 +392,9 @@ impl Embedder {
         if self.info.normalize {
             pool::l2_normalize(&mut pooled);
         }
+        self.usage.runs += 1;
+        self.usage.texts += rows.len() as u64;
+        self.usage.tokens += rows.iter().map(|r| r.len() as u64).sum::<u64>();
         Ok(pooled)
     }
 

@@ -206,3 +206,33 @@ fn default_model_is_batch_invariant() {
     // text per micro-batch instead.
     assert!(load().info().batch_invariant);
 }
+
+#[test]
+fn usage_counts_runs_texts_and_tokens_but_not_load_probes() {
+    let mut e = load();
+    let u = e.usage();
+    assert_eq!((u.runs, u.texts, u.tokens), (0, 0, 0));
+    assert!(u.load_seconds > 0.0);
+    let tokens = e.encoder().count_tokens("Patient stable.").unwrap() as u64;
+    e.embed("Patient stable.").unwrap();
+    let u = e.usage();
+    assert_eq!((u.runs, u.texts, u.tokens), (1, 1, tokens));
+    let texts = [Some("a"), None, Some("b c")];
+    e.embed_batch(&texts, &clinembed_core::BatchLimits::default(), || {})
+        .unwrap();
+    assert_eq!(e.usage().texts, 3);
+}
+
+#[test]
+fn identity_is_name_and_content_hash() {
+    let mut e = load();
+    let id = e.identity().unwrap().to_string();
+    let name = model_dir()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(id.starts_with(&format!("{name}@")), "{id}");
+    assert_eq!(id.len(), name.len() + 1 + 16);
+    assert_eq!(id, load().identity().unwrap());
+}
