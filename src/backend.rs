@@ -52,3 +52,16 @@ pub fn with_embedder<R>(f: impl FnOnce(&mut Embedder) -> R) -> R {
         f(&mut slot.as_mut().expect("loaded above").embedder)
     })
 }
+
+/// Runs `f` with the embedder this backend has loaded, if any, without
+/// loading one.
+pub fn with_loaded<R>(f: impl FnOnce(Option<&mut Embedder>) -> R) -> R {
+    CACHE.with(|cell| f(cell.borrow_mut().as_mut().map(|l| &mut l.embedder)))
+}
+
+/// Resident memory of this backend process in kB, from /proc/self/status.
+pub fn rss_kb() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -6,6 +6,7 @@
 use pgrx::prelude::*;
 
 mod backend;
+mod columns;
 mod errors;
 mod gucs;
 mod paths;
@@ -101,6 +102,51 @@ fn embed_model_info() -> TableIterator<
         gucs::session_options().intra_threads as i32,
         info.batch_invariant,
     ))
+}
+
+/// The identity of the model this session embeds with: `name@hash`, where the
+/// hash covers the graph, the tokenizer and the pooling settings.  Triggers
+/// and `embed_backfill` store it beside each vector, so vectors from another
+/// model can be found and re-embedded.
+#[pg_extern(stable, parallel_safe)]
+fn embed_model_id() -> String {
+    backend::with_embedder(|e| e.identity().map(str::to_string)).or_report()
+}
+
+/// What this backend has loaded and done with it: the model, its identity,
+/// how long it took to load, and the texts, tokens and ONNX Runtime runs
+/// since.  No row when this backend has not loaded a model yet.  `runs`
+/// counts inferences: a row-at-a-time trigger adds one per row, a batched
+/// call one per micro-batch.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_safe)]
+fn embed_stats() -> TableIterator<
+    'static,
+    (
+        name!(model, String),
+        name!(model_id, String),
+        name!(load_ms, f64),
+        name!(texts, i64),
+        name!(tokens, i64),
+        name!(runs, i64),
+        name!(rss_kb, Option<i64>),
+    ),
+> {
+    let row = backend::with_loaded(|loaded| {
+        loaded.map(|e| {
+            let id = e.identity().map(str::to_string).or_report();
+            let u = e.usage();
+            (
+                e.info().dir.display().to_string(),
+                id,
+                u.load_seconds * 1000.0,
+                u.texts as i64,
+                u.tokens as i64,
+                u.runs as i64,
+            )
+        })
+    });
+    TableIterator::new(row.map(|(m, id, ms, t, k, r)| (m, id, ms, t, k, r, backend::rss_kb())))
 }
 
 #[cfg(any(test, feature = "pg_test"))]
