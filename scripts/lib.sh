@@ -28,7 +28,7 @@ cluster_start() {
     # RUST_BACKTRACE from the caller's shell in error details.
     as_pg env -u RUST_BACKTRACE -u RUST_LOG "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -o "$opts" -w start >/dev/null \
         || { cat "$CLUSTER_DIR/server.log" >&2; return 1; }
-    export PGHOST=$CLUSTER_DIR PGPORT=$CLUSTER_PORT PGUSER=postgres
+    export PGHOST=$CLUSTER_DIR PGPORT=$CLUSTER_PORT PGUSER=postgres CLUSTER_DIR
 }
 
 cluster_stop_dir() {

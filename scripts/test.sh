@@ -5,6 +5,10 @@
 #   3. pg_test    #[pg_test]s inside a real PostgreSQL (debug build)
 #   4. regress    pg_regress golden SQL against the installed release build
 #   5. parity     embed_text vs Python onnxruntime + tokenizers, within 1e-5
+#   6. integration several sessions: backfill progress, pg_terminate_backend
+#                 and crash recovery mid-backfill, resume
+#   7. upgrade    ALTER EXTENSION UPDATE from every frozen earlier release
+#                 equals a fresh install
 # Ends with one line "total: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +67,12 @@ regress() {
     printf 'not an onnx graph' > "$fixture/model.onnx"
     cp "$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8/tokenizer.json" "$fixture/"
     chmod -R a+rX "$fixture"
+    # The default model with normalize on: another model identity, for the
+    # model-change backfill in embed_columns.
+    local normalized=/tmp/clinembed-regress-normalized
+    rm -rf "$normalized" && cp -r "$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8" "$normalized"
+    printf '{"pooling": "mean", "normalize": true}\n' > "$normalized/clinembed.json"
+    chmod -R a+rX "$normalized"
     local out=/tmp/clinembed-regress-out
     rm -rf "$out" && mkdir -p "$out"
     pg -c 'DROP DATABASE IF EXISTS clinembed_regress' -c 'CREATE DATABASE clinembed_regress'
@@ -91,6 +101,18 @@ stage parity parity
 grep -h '^parity' "$LOGS/parity.log" || true
 p=$(grep -oE '^parity: [0-9]+ passed, [0-9]+ failed' "$LOGS/parity.log" | awk '{print $2, $4}' || true)
 [ -n "$p" ] && { PASSED=$((PASSED + ${p% *})); FAILED=$((FAILED + ${p#* })); }
+
+# Multi-session and server-restart tests, and the upgrade path from every
+# earlier release; each prints "NAME: N passed, M failed".
+tap_stage() { # name script
+    stage "$1" bash "$2"
+    grep -hE '^(ok|not ok) - ' "$LOGS/$1.log" | sed 's/^/    /' || true
+    local c
+    c=$(grep -oE "^$1: [0-9]+ passed, [0-9]+ failed" "$LOGS/$1.log" | awk '{print $2, $4}' || true)
+    [ -n "$c" ] && { PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); }
+}
+tap_stage integration tests/integration/backfill_resume.sh
+tap_stage upgrade tests/upgrade/upgrade.sh
 
 if [ ${#BROKEN[@]} -gt 0 ]; then
     echo "failed tiers: ${BROKEN[*]}"
