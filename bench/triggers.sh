@@ -3,6 +3,7 @@
 # each path clinembed offers, in notes per second.
 #   bash bench/triggers.sh                 # default model, 1000 notes
 #   NOTES=300 MODEL=bert-base-bench bash bench/triggers.sh
+#   MAX_CHARS=300 NOTES=3000 bash bench/triggers.sh   # short notes only
 # MODEL is an installed model name (bench/run.sh installs bert-base-bench).
 # Prints one line per path; run as root on Debian 12 after scripts/setup.sh.
 set -euo pipefail
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 NOTES=${NOTES:-1000}
 MODEL=${MODEL:-all-minilm-l6-v2-int8}
+MAX_CHARS=${MAX_CHARS:-0}
 install_release /tmp/clinembed-bench-build.log
 cluster_start bench-triggers 28818
 trap cluster_stop EXIT
@@ -18,6 +20,7 @@ python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
 chmod 0644 /tmp/clinembed-bench-notes.tsv
 
 pg -v model="$MODEL" <<'SQL'
+LOAD 'clinembed';
 ALTER SYSTEM SET clinembed.model = :'model';
 SELECT pg_reload_conf();
 SQL
@@ -36,8 +39,12 @@ CREATE TRIGGER embed AFTER INSERT ON by_stmt REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('exp_text', 'embedding', 'embedding_model');
 CREATE TRIGGER embed AFTER INSERT ON by_copy REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('exp_text', 'embedding', 'embedding_model');
-COPY (SELECT note_id, exp_text FROM source ORDER BY note_id) TO '/tmp/clinembed-bench-copy.tsv';
 SQL
+if [ "$MAX_CHARS" -gt 0 ]; then
+    pg -c "DELETE FROM source WHERE length(exp_text) > $MAX_CHARS"
+    NOTES=$(pg -At -c "SELECT count(*) FROM source")
+fi
+pg -c "COPY (SELECT note_id, exp_text FROM source ORDER BY note_id) TO '/tmp/clinembed-bench-copy.tsv'"
 
 # rate LABEL SQL...: runs the statements in a fresh session after loading the
 # model, and prints notes per second for the timed part.
@@ -50,7 +57,7 @@ rate() {
     python3 -c "import sys; n=$NOTES; s=$t1-$t0; print(f'{sys.argv[1]:<58} {s:8.2f} s {n/s:9.1f} notes/s')" "$label"
 }
 
-echo "model: $MODEL, notes: $NOTES, $(nproc) CPUs, $(date -u +%F)"
+echo "model: $MODEL, notes: $NOTES$([ "$MAX_CHARS" -gt 0 ] && echo " of at most $MAX_CHARS characters"), $(pg -At -c "SELECT round(avg(embed_token_count(exp_text))) FROM source") tokens on average, $(nproc) CPUs, $(date -u +%F)"
 rate "INSERT ... SELECT, row trigger (one inference per row)" \
     -c "INSERT INTO by_row (note_id, exp_text) SELECT note_id, exp_text FROM source"
 rate "INSERT ... SELECT, statement trigger (batched)" \
@@ -61,6 +68,8 @@ pg -c "INSERT INTO by_fill (note_id, exp_text) SELECT note_id, exp_text FROM sou
 rate "CALL embed_backfill, batch_size 256" \
     -c "SET client_min_messages = warning" \
     -c "CALL embed_backfill('by_fill', 'exp_text', 'embedding', batch_size => 256, model_column => 'embedding_model')"
+rate "reference: SELECT embed_text(exp_text) per row, no writes" \
+    -c "SELECT count(embed_text(exp_text)) FROM source"
 rate "reference: SELECT embed_texts(all notes), no table writes" \
     -c "SELECT count(*) FROM embed_texts((SELECT array_agg(exp_text) FROM source))"
 pg -At -c "SELECT 'check: ' || string_agg(t || '=' || n, ' ') FROM (

@@ -6,7 +6,10 @@
 #   4. regress    pg_regress golden SQL against the installed release build
 #   5. parity     embed_text vs Python onnxruntime + tokenizers, within 1e-5
 #   6. integration several sessions: backfill progress, pg_terminate_backend
-#                 and crash recovery mid-backfill, resume
+#                 and crash recovery mid-backfill, resume (integration);
+#                 statement_timeout, pg_cancel_backend, pg_terminate_backend
+#                 (cancel); model directory replaced, kill -9 mid-COPY
+#                 (faults); no note text in any message or log line (phi)
 #   7. upgrade    ALTER EXTENSION UPDATE from every frozen earlier release
 #                 equals a fresh install
 # Ends with one line "total: N passed, M failed".
@@ -73,6 +76,18 @@ regress() {
     rm -rf "$normalized" && cp -r "$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8" "$normalized"
     printf '{"pooling": "mean", "normalize": true}\n' > "$normalized/clinembed.json"
     chmod -R a+rX "$normalized"
+    # Broken model directories and libraries for embed_faults.
+    local models; models="$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8"
+    rm -rf /tmp/clinembed-regress-{nomodel,truncated,badtokenizer,fake-ort}
+    mkdir -p /tmp/clinembed-regress-{nomodel,truncated,badtokenizer,fake-ort}
+    cp "$models/tokenizer.json" /tmp/clinembed-regress-nomodel/
+    head -c "$(($(stat -c %s "$models/model.onnx") / 2))" "$models/model.onnx" > /tmp/clinembed-regress-truncated/model.onnx
+    cp "$models/tokenizer.json" /tmp/clinembed-regress-truncated/
+    cp "$models/model.onnx" /tmp/clinembed-regress-badtokenizer/
+    printf '{"version": "1.0", "model": {"type": "WordPiece", "vocab": ' > /tmp/clinembed-regress-badtokenizer/tokenizer.json
+    printf 'not an ELF file' > /tmp/clinembed-regress-fake-ort/not-a-library.so
+    cc -shared -fPIC -o /tmp/clinembed-regress-fake-ort/libonnxruntime.so.1.16.0 tests/regress/fixtures/fake_ort.c
+    chmod -R a+rX /tmp/clinembed-regress-{nomodel,truncated,badtokenizer,fake-ort}
     local out=/tmp/clinembed-regress-out
     rm -rf "$out" && mkdir -p "$out"
     pg -c 'DROP DATABASE IF EXISTS clinembed_regress' -c 'CREATE DATABASE clinembed_regress'
@@ -112,6 +127,9 @@ tap_stage() { # name script
     [ -n "$c" ] && { PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); }
 }
 tap_stage integration tests/integration/backfill_resume.sh
+tap_stage cancel tests/integration/cancel.sh
+tap_stage faults tests/integration/faults.sh
+tap_stage phi tests/integration/phi.sh
 tap_stage upgrade tests/upgrade/upgrade.sh
 
 if [ ${#BROKEN[@]} -gt 0 ]; then

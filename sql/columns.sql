@@ -187,7 +187,9 @@ DECLARE
     model_id text;
     candidates text;
     total bigint;
-    chunk integer := least(1000, current_setting('clinembed.batch_max_texts')::integer);
+    -- missing_ok: in a session that has not called into clinembed yet, its
+    -- settings are not registered.
+    chunk integer := least(1000, current_setting('clinembed.batch_max_texts', true)::integer);
     lo bigint := 0;
 BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN

@@ -1,13 +1,14 @@
 //! The per-backend model cache.
 //!
 //! One `Embedder` per backend process, created lazily on the first call and
-//! reused until the settings that shaped it change.  It lives in a
+//! reused until the settings that shaped it change or the model directory
+//! holds other files (checked once per statement).  It lives in a
 //! `thread_local!`: only the backend's main thread ever calls into Postgres or
 //! this module, so no lock is needed, and ONNX Runtime's own worker threads
 //! never see it.  The ONNX Runtime environment is cached apart from it, in the
 //! core, so a failed model load leaves the next attempt a clean slate.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 
 use clinembed_core::{runtime, Embedder, SessionOptions};
@@ -29,6 +30,18 @@ struct Loaded {
 
 thread_local! {
     static CACHE: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+    /// Start time of the statement that last checked the model files.
+    static CHECKED: Cell<i64> = const { Cell::new(i64::MIN) };
+}
+
+/// Whether the model files should be checked for replacement: once per
+/// statement, so that within one statement (a batched trigger, a whole
+/// backfill CALL) every vector and the identity stored beside it come from
+/// one session, and the next statement picks up a replaced directory.
+fn new_statement() -> bool {
+    // SAFETY: reads a backend-local timestamp; main thread only.
+    let now = unsafe { pgrx::pg_sys::GetCurrentStatementStartTimestamp() };
+    CHECKED.with(|c| c.replace(now) != now)
 }
 
 /// Runs `f` with the embedder for the current settings, loading it first if
@@ -41,7 +54,11 @@ pub fn with_embedder<R>(f: impl FnOnce(&mut Embedder) -> R) -> R {
     };
     CACHE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|l| l.key != key) {
+        let fresh = new_statement();
+        let stale = slot
+            .as_ref()
+            .is_none_or(|l| l.key != key || (fresh && l.embedder.files_replaced()));
+        if stale {
             // Drop the old session before loading the new one, so two models
             // never sit in memory at once.
             *slot = None;

@@ -11,8 +11,7 @@
 //! dependency; it runs once per model per backend, lazily.
 
 use std::fs::File;
-use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -132,36 +131,104 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SHA-256 of a file's contents, read in 1 MiB pieces.
-pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
-    let unreadable = |e: std::io::Error| {
-        Error::new(ErrorKind::NotFound, "cannot read model file")
-            .detail(format!("Reading \"{}\" failed: {e}.", path.display()))
-    };
-    let mut file = File::open(path).map_err(unreadable)?;
-    let mut hasher = Sha256::default();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(unreadable)?;
-        if n == 0 {
-            return Ok(hasher.finish());
+/// Identifies one version of a file: a file replaced by another (renamed
+/// into place) or rewritten in place gets another stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         }
-        hasher.update(&buf[..n]);
     }
 }
 
-/// The identity of the model in `dir` with effective `settings` (a canonical
-/// text of everything besides the files that shapes the vectors).
-pub fn model_identity(dir: &Path, settings: &str) -> Result<String> {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".to_string());
+/// A model file held open from the moment its session was loaded, so the
+/// identity hashes the bytes that were loaded even after the model directory
+/// is replaced.
+#[derive(Debug)]
+pub struct PinnedFile {
+    pub path: PathBuf,
+    file: File,
+    stamp: FileStamp,
+}
+
+impl PinnedFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let unreadable = |e: std::io::Error| {
+            Error::new(ErrorKind::NotFound, "cannot read model file")
+                .detail(format!("Opening \"{}\" failed: {e}.", path.display()))
+                .hint("The server's operating system user must be able to read every file of the model directory.")
+        };
+        let file = File::open(path).map_err(unreadable)?;
+        let stamp = FileStamp::of(&file.metadata().map_err(unreadable)?);
+        Ok(PinnedFile {
+            path: path.to_path_buf(),
+            file,
+            stamp,
+        })
+    }
+
+    /// Whether the path now names another file, or the file was rewritten.
+    pub fn replaced(&self) -> bool {
+        std::fs::metadata(&self.path).map_or(true, |m| FileStamp::of(&m) != self.stamp)
+    }
+
+    /// SHA-256 of the pinned file, read in 1 MiB pieces; an error if it was
+    /// rewritten in place since it was opened.
+    pub fn sha256(&self) -> Result<[u8; 32]> {
+        use std::os::unix::fs::FileExt;
+        let changed = || {
+            Error::new(ErrorKind::InvalidModel, "model file changed in place after loading")
+                .detail(format!("\"{}\" was rewritten while this session held it.", self.path.display()))
+                .hint("Install new model files as a new directory and rename it into place; then reconnect.")
+        };
+        let mut hasher = Sha256::default();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        loop {
+            let n = self.file.read_at(&mut buf, offset).map_err(|e| {
+                Error::new(ErrorKind::NotFound, "cannot read model file")
+                    .detail(format!("Reading \"{}\" failed: {e}.", self.path.display()))
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        let now = self.file.metadata().map(|m| FileStamp::of(&m)).ok();
+        if now != Some(self.stamp) || offset != self.stamp.len {
+            return Err(changed());
+        }
+        Ok(hasher.finish())
+    }
+}
+
+/// The identity of model `name` loaded from `files` with effective
+/// `settings` (a canonical text of everything besides the files that shapes
+/// the vectors).
+pub fn model_identity(name: &str, files: &[PinnedFile], settings: &str) -> Result<String> {
     let mut h = Sha256::default();
-    for file in [crate::model::MODEL_FILE, crate::model::TOKENIZER_FILE] {
-        h.update(file.as_bytes());
+    for f in files {
+        let label = f
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        h.update(label.as_bytes());
         h.update(&[0]);
-        h.update(&file_sha256(&dir.join(file))?);
+        h.update(&f.sha256()?);
     }
     h.update(settings.as_bytes());
     Ok(format!("{name}@{}", &hex(&h.finish())[..16]))
@@ -209,18 +276,39 @@ mod tests {
     }
 
     #[test]
-    fn identity_follows_content_and_settings() {
+    fn identity_follows_content_and_settings_and_survives_replacement() {
         let dir = std::env::temp_dir().join(format!("clinembed-identity-{}", std::process::id()));
         let model = dir.join("m");
         std::fs::create_dir_all(&model).unwrap();
         std::fs::write(model.join("model.onnx"), b"graph").unwrap();
         std::fs::write(model.join("tokenizer.json"), b"{}").unwrap();
-        let a = model_identity(&model, "mean").unwrap();
+        let pin = || {
+            vec![
+                PinnedFile::open(&model.join("model.onnx")).unwrap(),
+                PinnedFile::open(&model.join("tokenizer.json")).unwrap(),
+            ]
+        };
+        let pinned = pin();
+        let a = model_identity("m", &pinned, "mean").unwrap();
         assert!(a.starts_with("m@") && a.len() == 2 + 16, "{a}");
-        assert_eq!(a, model_identity(&model, "mean").unwrap());
-        assert_ne!(a, model_identity(&model, "cls").unwrap());
-        std::fs::write(model.join("model.onnx"), b"graph2").unwrap();
-        assert_ne!(a, model_identity(&model, "mean").unwrap());
+        assert_eq!(a, model_identity("m", &pin(), "mean").unwrap());
+        assert_ne!(a, model_identity("m", &pin(), "cls").unwrap());
+        assert!(!pinned[0].replaced());
+
+        // A new file renamed into place: the pinned one still hashes the old
+        // bytes, and knows it was replaced.
+        std::fs::write(dir.join("new.onnx"), b"graph2").unwrap();
+        std::fs::rename(dir.join("new.onnx"), model.join("model.onnx")).unwrap();
+        assert!(pinned[0].replaced());
+        assert_eq!(a, model_identity("m", &pinned, "mean").unwrap());
+        assert_ne!(a, model_identity("m", &pin(), "mean").unwrap());
+
+        // Rewritten in place: an error, never a hash of other bytes.
+        let pinned = pin();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(model.join("model.onnx"), b"graph3!").unwrap();
+        let e = model_identity("m", &pinned, "mean").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidModel);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

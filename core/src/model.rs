@@ -11,6 +11,7 @@ use ort::value::{Outlet, Tensor, TensorElementType};
 
 use crate::batch::Batch;
 use crate::error::{Error, ErrorKind, Result};
+use crate::identity::PinnedFile;
 use crate::pool;
 use crate::settings::{self, ModelSettings, Pooling};
 use crate::signals::with_signals_blocked;
@@ -123,6 +124,8 @@ pub struct Embedder {
     output: Output,
     info: ModelInfo,
     usage: Usage,
+    /// `model.onnx` and `tokenizer.json` as they were when the session loaded.
+    files: Vec<PinnedFile>,
     identity: Option<String>,
 }
 
@@ -144,6 +147,12 @@ impl Embedder {
                 .detail(format!("No readable file at \"{}\".", model_path.display()))
                 .hint("A model directory holds model.onnx and tokenizer.json."));
         }
+        // Held open from before the session reads them: the identity is
+        // hashed from these, whatever happens to the directory later.
+        let files = vec![
+            PinnedFile::open(&model_path)?,
+            PinnedFile::open(&dir.join(TOKENIZER_FILE))?,
+        ];
         let settings = ModelSettings::load(dir)?;
         let max_length =
             settings::effective_max_length(settings.max_length, settings::position_limit(dir)?);
@@ -180,6 +189,7 @@ impl Embedder {
             output,
             info,
             usage: Usage::default(),
+            files,
             identity: None,
         };
         let probe = embedder.encode("clinembed")?;
@@ -201,6 +211,16 @@ impl Embedder {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         embedder.info.batch_invariant = diff <= BATCH_INVARIANCE_TOLERANCE;
+        if embedder.files_replaced() {
+            return Err(
+                Error::new(ErrorKind::Runtime, "model files changed while loading")
+                    .detail(format!(
+                        "The files in \"{}\" were replaced during the load.",
+                        dir.display()
+                    ))
+                    .hint("Try again once the model directory is in place."),
+            );
+        }
         // The probes are part of loading, not work done for a caller.
         embedder.usage = Usage {
             load_seconds: started.elapsed().as_secs_f64(),
@@ -222,9 +242,15 @@ impl Embedder {
         self.usage
     }
 
-    /// The model's identity (see [`crate::identity`]), hashed from the files
-    /// on first use and then remembered: it describes the files this session
-    /// loaded, even if they are replaced on disk later.
+    /// Whether the model directory now holds other files than the ones this
+    /// session loaded (two `stat` calls).
+    pub fn files_replaced(&self) -> bool {
+        self.files.iter().any(PinnedFile::replaced)
+    }
+
+    /// The model's identity (see [`crate::identity`]), hashed on first use
+    /// from the files as they were loaded (held open since), then remembered:
+    /// it describes this session even if the directory is replaced later.
     pub fn identity(&mut self) -> Result<&str> {
         if self.identity.is_none() {
             let settings = format!(
@@ -233,7 +259,16 @@ impl Embedder {
                 self.info.normalize,
                 self.info.max_length
             );
-            self.identity = Some(crate::identity::model_identity(&self.info.dir, &settings)?);
+            let name = self
+                .info
+                .dir
+                .file_name()
+                .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+            self.identity = Some(crate::identity::model_identity(
+                &name,
+                &self.files,
+                &settings,
+            )?);
         }
         Ok(self.identity.as_deref().unwrap_or_default())
     }

@@ -9,15 +9,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. tests/integration/lib.sh
 
 DB=clinembed_integration
-PASS=0 FAIL=0
-check() { # name condition-output expected
-    if [ "$2" = "$3" ]; then echo "ok - $1"; PASS=$((PASS + 1)); else echo "not ok - $1 (got '$2', want '$3')"; FAIL=$((FAIL + 1)); fi
-}
-q() { pg -d "$DB" -At -c "$1"; }
 
-pg -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+fresh_db
 pg -d "$DB" <<'SQL'
 CREATE EXTENSION clinembed;
 CREATE EXTENSION vector;
@@ -106,8 +102,6 @@ check "progress of all runs adds up to the table" "$(q "SELECT sum(rows_done) FR
 check "vectors equal embed_text" \
     "$(q "SELECT bool_and(embedding = embed_text(exp_text)::vector) FROM notes WHERE id % 500 = 1")" "t"
 check "server log shows no crash" \
-    "$(grep -cE 'terminated by signal|PANIC|was terminated' "$CLUSTER_DIR/server.log")" "0"
+    "$(crashes)" "0"
 
-pg -c "DROP DATABASE $DB"
-echo "integration: $PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish integration

@@ -1,0 +1,89 @@
+-- Privileges: what an ordinary role can and cannot do.
+CREATE EXTENSION IF NOT EXISTS clinembed;
+\set SHOW_CONTEXT never
+
+-- the extension needs a superuser to install and is not trusted
+SELECT version, superuser, trusted FROM pg_available_extension_versions
+ WHERE name = 'clinembed' ORDER BY version;
+
+-- every SECURITY DEFINER function pins search_path, with pg_temp last
+SELECT p.oid::regprocedure AS function, p.proconfig,
+       coalesce((SELECT c ~ '^search_path=.*pg_temp$' FROM unnest(p.proconfig) c
+                  WHERE c LIKE 'search_path=%'), false) AS pinned
+  FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'clinembed') AND d.deptype = 'e'
+   AND p.prosecdef
+ ORDER BY 1;
+-- and so does every other PL/pgSQL or SQL function that is not a procedure
+-- (procedures cannot: a SET clause forbids their COMMIT)
+SELECT p.oid::regprocedure AS unpinned
+  FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'clinembed') AND d.deptype = 'e'
+   AND p.prolang IN (SELECT oid FROM pg_language WHERE lanname IN ('plpgsql', 'sql')) AND p.prokind = 'f'
+   AND NOT coalesce(p.proconfig @> '{"search_path=pg_catalog, pg_temp"}', false)
+ ORDER BY 1;
+
+CREATE ROLE clinembed_clerk LOGIN;
+GRANT CREATE ON SCHEMA public TO clinembed_clerk;
+
+-- before the library is loaded in a session, its settings are placeholders
+-- that anyone may set; when it loads, PostgreSQL discards a placeholder value
+-- the role had no right to, with a WARNING, and the default stays
+\c
+SET ROLE clinembed_clerk;
+SET clinembed.model = '/etc';
+SELECT array_length(embed_text('x'), 1) AS dims;
+SHOW clinembed.model;
+RESET ROLE;
+
+-- once loaded, file and library settings are superuser-only: 42501
+SET ROLE clinembed_clerk;
+SET clinembed.model = '/etc';
+\echo :LAST_ERROR_SQLSTATE
+SET clinembed.onnxruntime_library = '/tmp/evil.so';
+\echo :LAST_ERROR_SQLSTATE
+-- ... also through a function's SET clause
+CREATE FUNCTION sneaky() RETURNS real[] LANGUAGE sql SET clinembed.model = '/etc' AS $$ SELECT embed_text('x') $$;
+\echo :LAST_ERROR_SQLSTATE
+
+-- an ordinary role embeds, uses the triggers on its own tables and backfills them
+CREATE TABLE clerk_notes (id int PRIMARY KEY, exp_text text, embedding real[], embedding_model text);
+CREATE TRIGGER e BEFORE INSERT OR UPDATE ON clerk_notes
+    FOR EACH ROW EXECUTE FUNCTION embed_trigger('exp_text', 'embedding', 'embedding_model');
+INSERT INTO clerk_notes VALUES (1, 'Clerk note.');
+ALTER TABLE clerk_notes DISABLE TRIGGER e;
+INSERT INTO clerk_notes VALUES (2, 'Second clerk note.');
+SET client_min_messages = warning;
+CALL embed_backfill('clerk_notes', 'exp_text', 'embedding', model_column => 'embedding_model');
+RESET client_min_messages;
+SELECT count(embedding) AS embedded FROM clerk_notes;
+SELECT state, rows_done FROM backfill_status WHERE relation = 'clerk_notes';
+
+-- the progress table is read-only to it: 42501
+INSERT INTO backfill_runs (relation, source_column, target_column, model_id, batch_size, pid, started_at, updated_at, rows_total)
+VALUES ('x', 'a', 'b', 'm', 1, 1, now(), now(), 1);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE backfill_runs SET rows_done = 0;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM backfill_runs;
+\echo :LAST_ERROR_SQLSTATE
+-- and through the definer functions it can only advance runs of its own backend
+RESET ROLE;
+INSERT INTO backfill_runs (relation, source_column, target_column, model_id, batch_size, pid, started_at, updated_at, rows_total)
+VALUES ('other_backend', 'a', 'b', 'm', 1, 1, now(), now(), 10);
+SET ROLE clinembed_clerk;
+SELECT _backfill_step(run_id, 1000, true) FROM backfill_runs WHERE relation = 'other_backend';
+SELECT rows_done, finished_at IS NULL AS unfinished FROM backfill_runs WHERE relation = 'other_backend';
+-- it cannot embed from a table it may not read
+RESET ROLE;
+CREATE TABLE secret_notes (id int PRIMARY KEY, exp_text text, embedding real[]);
+INSERT INTO secret_notes VALUES (1, 'Secret.');
+SET ROLE clinembed_clerk;
+CALL embed_backfill('secret_notes', 'exp_text', 'embedding');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+DROP TABLE clerk_notes, secret_notes;
+DELETE FROM backfill_runs WHERE relation IN ('clerk_notes', 'secret_notes', 'other_backend');
+REVOKE CREATE ON SCHEMA public FROM clinembed_clerk;
+DROP ROLE clinembed_clerk;
