@@ -58,7 +58,6 @@ SELECT model, dimensions, max_length, pooling, onnxruntime_version FROM embed_mo
 
 \echo == nearest notes to a new query note (cosine distance, HNSW index)
 \echo query: 'Crushing substernal chest pain radiating to the jaw; troponin elevated, ST depressions on ECG. Cardiology consulted for catheterization.'
-SET enable_seqscan = off;
 SELECT note_id, note_type, topic,
        round((embedding <=> q)::numeric, 3) AS distance,
        left(regexp_replace(exp_text, '\s+', ' ', 'g'), 90) AS note_start
@@ -66,7 +65,6 @@ FROM notes,
      (SELECT embed_text('Crushing substernal chest pain radiating to the jaw; troponin elevated, ST depressions on ECG. Cardiology consulted for catheterization.')::vector(384) AS q) query
 ORDER BY embedding <=> q
 LIMIT 5;
-RESET enable_seqscan;
 
 \echo == does the neighbourhood make sense? topic of each note vs. topics of its 5 nearest notes
 SELECT round(100.0 * avg((n.topic = m.topic)::int), 1) AS pct_same_topic_in_top5,

@@ -2,6 +2,11 @@
 -- triggers, the resumable backfill and its progress view.
 \echo Use "ALTER EXTENSION clinembed UPDATE TO '0.2.0'" to load this file. \quit
 
+-- The planner must know that embedding is expensive (see src/lib.rs).
+ALTER FUNCTION "embed_text"(TEXT) COST 10000;
+ALTER FUNCTION "embed_texts"(TEXT[]) COST 10000;
+ALTER FUNCTION "embed_token_count"(TEXT) COST 1000;
+
 CREATE  FUNCTION "embed_model_id"() RETURNS TEXT /* String */
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -19,6 +24,41 @@ CREATE  FUNCTION "embed_stats"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'embed_stats_wrapper';
+
+CREATE  FUNCTION "embed_truncation"(
+	"text" TEXT /* & str */
+) RETURNS TABLE (
+	"tokens" INT,  /* i32 */
+	"max_length" INT,  /* i32 */
+	"truncated" bool  /* bool */
+)
+STRICT STABLE PARALLEL SAFE COST 1000
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_truncation_wrapper';
+
+CREATE  FUNCTION "embed_chunks"(
+	"text" TEXT, /* & str */
+	"window_tokens" INT DEFAULT 128, /* i32 */
+	"overlap_tokens" INT DEFAULT 32 /* i32 */
+) RETURNS TABLE (
+	"chunk" INT,  /* i32 */
+	"char_start" INT,  /* i32 */
+	"char_end" INT,  /* i32 */
+	"tokens" INT,  /* i32 */
+	"embedding" real[]  /* Vec < f32 > */
+)
+STRICT STABLE PARALLEL SAFE COST 10000
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_chunks_wrapper';
+
+CREATE  FUNCTION "embed_text_chunked"(
+	"text" TEXT, /* & str */
+	"window_tokens" INT DEFAULT 128, /* i32 */
+	"overlap_tokens" INT DEFAULT 32 /* i32 */
+) RETURNS real[] /* Vec < f32 > */
+STRICT STABLE PARALLEL SAFE COST 10000
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_text_chunked_wrapper';
 
 -- Embeddings that stay next to their rows: triggers, a resumable backfill with
 -- progress, and provenance.  Included in the generated install script by

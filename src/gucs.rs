@@ -72,6 +72,34 @@ pub static BATCH_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4_000_000)
 /// backends would take the CPU from the threads doing work.
 pub static INTRA_OP_SPINNING: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// What `embed_text`, `embed_texts`, the triggers and the backfill do with a
+/// text longer than the model's maximum length.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LongText {
+    /// Keep the first `max_length` tokens (the notebook's behaviour).
+    #[name = c"truncate"]
+    Truncate,
+    /// Embed overlapping windows and take their token-weighted mean.
+    #[name = c"chunk"]
+    Chunk,
+}
+
+/// `clinembed.long_text`: `truncate` (default, the notebook's behaviour; see
+/// `embed_truncation` for which notes lose text) or `chunk`: every text is
+/// cut into windows of `clinembed.chunk_tokens` tokens overlapping by
+/// `clinembed.chunk_overlap`, never splitting a word, embedded, and pooled by
+/// a token-weighted mean.  The model identity records the choice, so a
+/// backfill after a change re-embeds.
+pub static LONG_TEXT: GucSetting<LongText> = GucSetting::<LongText>::new(LongText::Truncate);
+
+/// `clinembed.chunk_tokens`: window size in tokens, special tokens included.
+/// Default 128, the sequence length Bio_ClinicalBERT was trained at.
+pub static CHUNK_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(128);
+
+/// `clinembed.chunk_overlap`: tokens shared by consecutive windows, at most.
+/// Default 32, a quarter of the default window.
+pub static CHUNK_OVERLAP: GucSetting<i32> = GucSetting::<i32>::new(32);
+
 pub fn init() {
     GucRegistry::define_string_guc(
         c"clinembed.model",
@@ -145,6 +173,34 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"clinembed.long_text",
+        c"What to do with texts longer than the model's maximum length: truncate or chunk.",
+        c"chunk embeds overlapping windows of clinembed.chunk_tokens tokens and pools them by a token-weighted mean.",
+        &LONG_TEXT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clinembed.chunk_tokens",
+        c"Window size in tokens, special tokens included, for the chunk policy and embed_chunks.",
+        c"",
+        &CHUNK_TOKENS,
+        3,
+        8192,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clinembed.chunk_overlap",
+        c"Most tokens consecutive windows share, for the chunk policy and embed_chunks.",
+        c"",
+        &CHUNK_OVERLAP,
+        0,
+        8191,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init on the main thread with a static string.
     #[cfg(any(feature = "pg13", feature = "pg14"))]
     unsafe {
@@ -201,4 +257,17 @@ pub fn batch_limits() -> clinembed_core::BatchLimits {
         max_texts: BATCH_MAX_TEXTS.get().max(1) as usize,
         max_tokens: BATCH_MAX_TOKENS.get().max(1) as usize,
     }
+}
+
+/// The window settings from `clinembed.chunk_tokens` and `clinembed.chunk_overlap`.
+pub fn chunk_options() -> clinembed_core::chunk::ChunkOptions {
+    clinembed_core::chunk::ChunkOptions {
+        window: CHUNK_TOKENS.get().max(1) as usize,
+        overlap: CHUNK_OVERLAP.get().max(0) as usize,
+    }
+}
+
+/// The chunk options when `clinembed.long_text` is `chunk`, else `None`.
+pub fn long_text() -> Option<clinembed_core::chunk::ChunkOptions> {
+    (LONG_TEXT.get() == LongText::Chunk).then(chunk_options)
 }

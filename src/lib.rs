@@ -25,10 +25,88 @@ pub extern "C-unwind" fn _PG_init() {
 /// The embedding of one text: tokenized with the model's tokenizer, truncated
 /// to the model's maximum length, run through the model, and pooled
 /// (attention-mask mean by default).  STABLE: the result depends on the
-/// configured model, not only on the argument.
-#[pg_extern(stable, parallel_safe, strict)]
+/// configured model, not only on the argument.  COST 10000: a call takes
+/// milliseconds, thousands of times a default function's cost, and the
+/// planner must know it, or it may sort a table by
+/// `embedding <=> embed_text(...)` computing the query vector once per row
+/// instead of using the vector index, which computes it once.
+#[pg_extern(stable, parallel_safe, strict, cost = 10000)]
 fn embed_text(text: &str) -> Vec<f32> {
-    backend::with_embedder(|e| e.embed(text)).or_report()
+    match gucs::long_text() {
+        None => backend::with_embedder(|e| e.embed(text)).or_report(),
+        Some(opts) => embed_chunked(text, opts),
+    }
+}
+
+fn embed_chunked(text: &str, opts: clinembed_core::chunk::ChunkOptions) -> Vec<f32> {
+    let limits = gucs::batch_limits();
+    backend::with_embedder(|e| {
+        e.embed_chunked(text, opts, &limits, || {
+            pg_sys::check_for_interrupts!();
+        })
+    })
+    .or_report()
+}
+
+/// One vector for a text by the chunked long-text policy, whatever
+/// `clinembed.long_text` says: windows of `window_tokens` tokens (special
+/// tokens included) overlapping by at most `overlap_tokens`, never splitting
+/// a word, pooled by a token-weighted mean.
+#[pg_extern(stable, parallel_safe, strict, cost = 10000)]
+fn embed_text_chunked(
+    text: &str,
+    window_tokens: default!(i32, 128),
+    overlap_tokens: default!(i32, 32),
+) -> Vec<f32> {
+    embed_chunked(text, chunk_options(window_tokens, overlap_tokens))
+}
+
+fn chunk_options(window: i32, overlap: i32) -> clinembed_core::chunk::ChunkOptions {
+    clinembed_core::chunk::ChunkOptions {
+        window: window.max(0) as usize,
+        overlap: overlap.max(0) as usize,
+    }
+}
+
+/// The windows of a text, for storing long notes as chunk rows: each
+/// window's character span in the text (`substr(text, char_start + 1,
+/// char_end - char_start)` is its text), its token count without special
+/// tokens, and its vector.  Windows hold `window_tokens` tokens at most,
+/// special tokens included, overlap by at most `overlap_tokens`, and never
+/// split a word.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe, strict, cost = 10000)]
+fn embed_chunks(
+    text: &str,
+    window_tokens: default!(i32, 128),
+    overlap_tokens: default!(i32, 32),
+) -> TableIterator<
+    'static,
+    (
+        name!(chunk, i32),
+        name!(char_start, i32),
+        name!(char_end, i32),
+        name!(tokens, i32),
+        name!(embedding, Vec<f32>),
+    ),
+> {
+    let opts = chunk_options(window_tokens, overlap_tokens);
+    let limits = gucs::batch_limits();
+    let parts = backend::with_embedder(|e| {
+        e.embed_windows(text, opts, &limits, || {
+            pg_sys::check_for_interrupts!();
+        })
+    })
+    .or_report();
+    TableIterator::new(parts.into_iter().enumerate().map(|(i, (w, v))| {
+        (
+            i as i32 + 1,
+            i32::try_from(w.char_start).unwrap_or(i32::MAX),
+            i32::try_from(w.char_end).unwrap_or(i32::MAX),
+            w.tokens as i32,
+            v,
+        )
+    }))
 }
 
 /// Embeddings of many texts in one call, as `(ord, embedding)` rows where
@@ -36,12 +114,38 @@ fn embed_text(text: &str) -> Vec<f32> {
 /// embedding.  Texts are sorted by token count and run in micro-batches of at
 /// most `clinembed.batch_tokens` padded tokens, each padded only to its own
 /// longest text; the query can be cancelled between micro-batches.
-#[pg_extern(stable, parallel_safe, strict)]
+#[pg_extern(stable, parallel_safe, strict, cost = 10000)]
 fn embed_texts(
     texts: Array<'_, &str>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(embedding, Option<Vec<f32>>))> {
     let items: Vec<Option<&str>> = texts.iter().collect();
     let limits = gucs::batch_limits();
+    if let Some(opts) = gucs::long_text() {
+        if items.len() > limits.max_texts {
+            errors::report(
+                clinembed_core::Error::new(
+                    clinembed_core::ErrorKind::LimitExceeded,
+                    "too many texts in one call",
+                )
+                .detail(format!(
+                    "The call has {} texts; the limit is {}.",
+                    items.len(),
+                    limits.max_texts
+                ))
+                .hint("Embed the texts in several calls, or raise clinembed.batch_max_texts."),
+            );
+        }
+        let vectors: Vec<Option<Vec<f32>>> = items
+            .iter()
+            .map(|t| t.map(|t| embed_chunked(t, opts)))
+            .collect();
+        return TableIterator::new(
+            vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i as i32 + 1, v)),
+        );
+    }
     let vectors = backend::with_embedder(|e| {
         e.embed_batch(&items, &limits, || {
             pg_sys::check_for_interrupts!();
@@ -58,11 +162,40 @@ fn embed_texts(
 
 /// Number of tokens of `text` before truncation, special tokens included.
 /// Compare with `max_length` from `embed_model_info()` to find notes that are
-/// truncated.
-#[pg_extern(stable, parallel_safe, strict)]
+/// truncated.  COST 1000: tokenizing is cheaper than embedding but far from
+/// free.
+#[pg_extern(stable, parallel_safe, strict, cost = 1000)]
 fn embed_token_count(text: &str) -> i32 {
     let n = backend::with_embedder(|e| e.encoder().count_tokens(text)).or_report();
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Whether `embed_text` would truncate `text` under the current model: its
+/// token count (special tokens included), the model's maximum length, and
+/// whether the first exceeds the second.  Truncation is the default, as in
+/// the notebook, but never silent: this tells which notes lose text.
+#[pg_extern(stable, parallel_safe, strict, cost = 1000)]
+fn embed_truncation(
+    text: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(tokens, i32),
+        name!(max_length, i32),
+        name!(truncated, bool),
+    ),
+> {
+    let (tokens, max) = backend::with_embedder(|e| {
+        e.encoder()
+            .count_tokens(text)
+            .map(|n| (n, e.info().max_length))
+    })
+    .or_report();
+    TableIterator::once((
+        i32::try_from(tokens).unwrap_or(i32::MAX),
+        max as i32,
+        tokens > max,
+    ))
 }
 
 /// The model this session embeds with, loading it if needed.
@@ -110,7 +243,8 @@ fn embed_model_info() -> TableIterator<
 /// model can be found and re-embedded.
 #[pg_extern(stable, parallel_safe)]
 fn embed_model_id() -> String {
-    backend::with_embedder(|e| e.identity().map(str::to_string)).or_report()
+    let long_text = gucs::long_text();
+    backend::with_embedder(|e| e.identity(long_text)).or_report()
 }
 
 /// What this backend has loaded and done with it: the model, its identity,
@@ -134,7 +268,7 @@ fn embed_stats() -> TableIterator<
 > {
     let row = backend::with_loaded(|loaded| {
         loaded.map(|e| {
-            let id = e.identity().map(str::to_string).or_report();
+            let id = e.identity(gucs::long_text()).or_report();
             let u = e.usage();
             (
                 e.info().dir.display().to_string(),

@@ -3,6 +3,7 @@
 //! plain `cargo test` and benchmarks cover everything that computes.
 
 pub mod batch;
+pub mod chunk;
 pub mod error;
 pub mod identity;
 pub mod model;

@@ -10,6 +10,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{Outlet, Tensor, TensorElementType};
 
 use crate::batch::Batch;
+use crate::chunk::{ChunkOptions, Window};
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::PinnedFile;
 use crate::pool;
@@ -251,7 +252,10 @@ impl Embedder {
     /// The model's identity (see [`crate::identity`]), hashed on first use
     /// from the files as they were loaded (held open since), then remembered:
     /// it describes this session even if the directory is replaced later.
-    pub fn identity(&mut self) -> Result<&str> {
+    ///
+    /// With the chunked long-text policy, the identity says so
+    /// (`name@hash+chunk128/32`): the same files give other vectors.
+    pub fn identity(&mut self, long_text: Option<ChunkOptions>) -> Result<String> {
         if self.identity.is_none() {
             let settings = format!(
                 "pooling={};normalize={};max_length={}",
@@ -270,7 +274,75 @@ impl Embedder {
                 &settings,
             )?);
         }
-        Ok(self.identity.as_deref().unwrap_or_default())
+        let base = self.identity.clone().unwrap_or_default();
+        Ok(match long_text {
+            None => base,
+            Some(c) => format!("{base}+chunk{}/{}", c.window, c.overlap),
+        })
+    }
+
+    /// The windows of `text` (see [`crate::chunk`]) with their vectors, in
+    /// text order, run in micro-batches like [`Embedder::embed_batch`].
+    pub fn embed_windows(
+        &mut self,
+        text: &str,
+        opts: ChunkOptions,
+        limits: &BatchLimits,
+        mut between: impl FnMut(),
+    ) -> Result<Vec<(Window, Vec<f32>)>> {
+        opts.check(&self.encoder.specials()?, self.info.max_length)?;
+        let tokens = self.encoder.tokens(text)?;
+        if tokens.ids.len() > limits.max_tokens {
+            return Err(
+                Error::new(ErrorKind::LimitExceeded, "text too long to chunk")
+                    .detail(format!(
+                        "The text has {} tokens; the limit is {}.",
+                        tokens.ids.len(),
+                        limits.max_tokens
+                    ))
+                    .hint("Raise clinembed.batch_max_tokens, or split the text."),
+            );
+        }
+        let windows = crate::chunk::windows(&tokens, &self.encoder.specials()?, opts);
+        let lengths: Vec<usize> = windows.iter().map(|w| w.encoded.len()).collect();
+        let max_rows = if self.info.batch_invariant {
+            usize::MAX
+        } else {
+            1
+        };
+        let mut vectors = vec![Vec::new(); windows.len()];
+        for batch in crate::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows) {
+            between();
+            let rows: Vec<&Encoded> = batch.iter().map(|&i| &windows[i].encoded).collect();
+            let pooled = self.embed_encoded(&rows)?;
+            for (r, &i) in batch.iter().enumerate() {
+                vectors[i] = pooled.row(r).to_vec();
+            }
+        }
+        Ok(windows.into_iter().zip(vectors).collect())
+    }
+
+    /// One vector for a text by the chunked policy: the token-weighted mean
+    /// of its windows' vectors, L2-normalized again if the model normalizes.
+    pub fn embed_chunked(
+        &mut self,
+        text: &str,
+        opts: ChunkOptions,
+        limits: &BatchLimits,
+        between: impl FnMut(),
+    ) -> Result<Vec<f32>> {
+        let parts = self.embed_windows(text, opts, limits, between)?;
+        let weights: Vec<usize> = parts.iter().map(|(w, _)| w.tokens.max(1)).collect();
+        let vectors: Vec<Vec<f32>> = parts.into_iter().map(|(_, v)| v).collect();
+        let mean = crate::chunk::weighted_mean(&vectors, &weights);
+        if !self.info.normalize {
+            return Ok(mean);
+        }
+        let mut rows = Array2::from_shape_vec((1, mean.len()), mean).map_err(|e| {
+            Error::new(ErrorKind::Inference, "pooling failed").detail(e.to_string())
+        })?;
+        pool::l2_normalize(&mut rows);
+        Ok(rows.row(0).to_vec())
     }
 
     /// Tokenizes one text, truncated to the model's maximum length.
@@ -410,6 +482,7 @@ impl Embedder {
             }
             match self.info.pooling {
                 Pooling::Cls => pool::cls_pool(hidden),
+                Pooling::Max => pool::max_pool(hidden, batch.attention_mask.view()),
                 _ => pool::mean_pool(hidden, batch.attention_mask.view()),
             }
         } else {

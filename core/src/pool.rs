@@ -37,6 +37,32 @@ pub fn mean_pool(hidden: ArrayView3<f32>, mask: ArrayView2<i64>) -> Array2<f32> 
 }
 
 /// The first token's vector of each row.
+/// Element-wise maximum of each row's attended token vectors; padding never
+/// wins.  A row with no attended token gives zeros.
+pub fn max_pool(hidden: ArrayView3<f32>, mask: ArrayView2<i64>) -> Array2<f32> {
+    let (rows, len, dim) = hidden.dim();
+    assert_eq!(
+        mask.dim(),
+        (rows, len),
+        "mask shape must match hidden states"
+    );
+    let mut out = Array2::<f32>::zeros((rows, dim));
+    for r in 0..rows {
+        let mut seen = false;
+        let mut row = out.row_mut(r);
+        for t in (0..len).filter(|&t| mask[(r, t)] != 0) {
+            let h = hidden.slice(ndarray::s![r, t, ..]);
+            if seen {
+                row.zip_mut_with(&h, |o, &x| *o = o.max(x));
+            } else {
+                row.assign(&h);
+                seen = true;
+            }
+        }
+    }
+    out
+}
+
 pub fn cls_pool(hidden: ArrayView3<f32>) -> Array2<f32> {
     hidden.index_axis(Axis(1), 0).to_owned()
 }
@@ -72,6 +98,16 @@ mod tests {
         let h = Array3::from_shape_vec((2, 2, 1), vec![1.0, 3.0, 5.0, -7.0]).unwrap();
         let m = array![[1i64, 1], [1, 0]];
         assert_eq!(mean_pool(h.view(), m.view()), array![[2.0f32], [5.0]]);
+    }
+
+    #[test]
+    fn max_ignores_padding_even_when_padding_is_larger() {
+        let h =
+            Array3::from_shape_vec((1, 3, 2), vec![1.0, -5.0, 3.0, -4.0, 100.0, 100.0]).unwrap();
+        let m = array![[1i64, 1, 0]];
+        assert_eq!(max_pool(h.view(), m.view()), array![[3.0f32, -4.0]]);
+        let none = array![[0i64, 0, 0]];
+        assert_eq!(max_pool(h.view(), none.view()), array![[0.0f32, 0.0]]);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum Pooling {
     Mean,
     /// The first token's vector (`[CLS]`).
     Cls,
+    /// The element-wise maximum over the attended tokens (sentence-transformers'
+    /// max pooling).
+    Max,
     /// The graph's own `sentence_embedding` output, used as is.
     Model,
 }
@@ -30,6 +33,7 @@ impl Pooling {
         match self {
             Pooling::Mean => "mean",
             Pooling::Cls => "cls",
+            Pooling::Max => "max",
             Pooling::Model => "model",
         }
     }

@@ -124,13 +124,48 @@ impl Encoder {
         Ok(self.raw_encode(&self.counting, text)?.get_ids().len())
     }
 
-    fn raw_encode(&self, tok: &Tokenizer, text: &str) -> Result<tokenizers::Encoding> {
-        tok.encode_fast(text, true).map_err(|_| {
-            // The tokenizer's message may quote the input: keep it out.
-            Error::new(ErrorKind::InvalidArgument, "could not tokenize text")
-                .detail(format!("The text is {} bytes long.", text.len()))
+    /// The whole text's tokens without special tokens, with word indexes and
+    /// character offsets, for cutting into windows.
+    pub fn tokens(&self, text: &str) -> Result<crate::chunk::Tokens> {
+        let enc = self
+            .counting
+            .encode_char_offsets(text, false)
+            .map_err(|_| tokenize_error(text))?;
+        Ok(crate::chunk::Tokens {
+            ids: enc.get_ids().iter().map(|&i| i64::from(i)).collect(),
+            word_ids: enc.get_word_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
         })
     }
+
+    /// The special tokens the tokenizer puts around one sequence.
+    pub fn specials(&self) -> Result<crate::chunk::Specials> {
+        let with = self.raw_encode(&self.counting, "a")?;
+        let without = self
+            .counting
+            .encode_fast("a", false)
+            .map_err(|_| tokenize_error("a"))?;
+        let (w, c) = (with.get_ids(), without.get_ids());
+        let at = (0..=w.len().saturating_sub(c.len()))
+            .find(|&i| w[i..].starts_with(c))
+            .unwrap_or(0);
+        let ids = |s: &[u32]| s.iter().map(|&i| i64::from(i)).collect();
+        Ok(crate::chunk::Specials {
+            prefix: ids(&w[..at]),
+            suffix: ids(&w[(at + c.len()).min(w.len())..]),
+        })
+    }
+
+    fn raw_encode(&self, tok: &Tokenizer, text: &str) -> Result<tokenizers::Encoding> {
+        tok.encode_fast(text, true)
+            .map_err(|_| tokenize_error(text))
+    }
+}
+
+/// The tokenizer's own message may quote the input: keep it out.
+fn tokenize_error(text: &str) -> Error {
+    Error::new(ErrorKind::InvalidArgument, "could not tokenize text")
+        .detail(format!("The text is {} bytes long.", text.len()))
 }
 
 fn invalid(e: tokenizers::Error) -> Error {

@@ -2,35 +2,10 @@
 //! Postgres.  Paths come from CLINEMBED_MODEL_DIR and CLINEMBED_ORT_LIBRARY, or
 //! else from where scripts/setup.sh installs them (found with pg_config).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 use clinembed_core::{runtime, Embedder, ErrorKind, SessionOptions};
-
-fn pg_dir(flag: &str) -> PathBuf {
-    let out = Command::new("pg_config")
-        .arg(flag)
-        .output()
-        .expect("pg_config not found: run scripts/setup.sh or set CLINEMBED_MODEL_DIR and CLINEMBED_ORT_LIBRARY");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("CLINEMBED_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| pg_dir("--sharedir").join("clinembed/models/all-minilm-l6-v2-int8"))
-}
-
-fn library() -> PathBuf {
-    std::env::var_os("CLINEMBED_ORT_LIBRARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| pg_dir("--pkglibdir").join("clinembed/libonnxruntime.so.1.31.1"))
-}
-
-fn load() -> Embedder {
-    let env = runtime::environment(&library()).expect("onnx runtime loads");
-    Embedder::load(env, &model_dir(), &SessionOptions::default()).expect("model loads")
-}
+use common::{library, load, model_dir};
 
 #[test]
 fn loads_default_model_with_expected_shape() {
@@ -226,7 +201,7 @@ fn usage_counts_runs_texts_and_tokens_but_not_load_probes() {
 #[test]
 fn identity_is_name_and_content_hash() {
     let mut e = load();
-    let id = e.identity().unwrap().to_string();
+    let id = e.identity(None).unwrap();
     let name = model_dir()
         .file_name()
         .unwrap()
@@ -234,5 +209,9 @@ fn identity_is_name_and_content_hash() {
         .into_owned();
     assert!(id.starts_with(&format!("{name}@")), "{id}");
     assert_eq!(id.len(), name.len() + 1 + 16);
-    assert_eq!(id, load().identity().unwrap());
+    assert_eq!(id, load().identity(None).unwrap());
+    let chunked = load()
+        .identity(Some(clinembed_core::chunk::ChunkOptions::default()))
+        .unwrap();
+    assert_eq!(chunked, format!("{id}+chunk128/32"));
 }

@@ -5,12 +5,16 @@ The reference is the notebook's method rebuilt from Python onnxruntime and HF
 tokenizers on the same model files: special tokens added, truncation at
 min(512, position limit), no padding for one text, attention-masked mean
 pooling of last_hidden_state.  Every text must agree within --tol (1e-5) max
-absolute difference.  Connects with the usual PG* environment variables.
+absolute difference.  Then the same for every pooling and output option
+(CLS, max, L2 normalization), each a copy of the model directory with its own
+clinembed.json, against the same reference with that option.  Connects with
+the usual PG* environment variables, as a superuser (it sets clinembed.model).
 """
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -75,6 +79,8 @@ class Reference:
 
     def __init__(self, model_dir):
         s = settings(model_dir)
+        self.pooling = s.get("pooling", "mean")
+        self.normalize = s.get("normalize", False)
         limit = position_limit(model_dir)
         self.max_length = min(s.get("max_length", 512), limit) if limit else s.get("max_length", 512)
         self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
@@ -84,7 +90,7 @@ class Reference:
         opts.intra_op_num_threads = 1
         self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.sess.get_inputs()}
-        assert s.get("pooling", "mean") == "mean", "the reference implements mean pooling"
+        assert self.pooling in ("mean", "cls", "max"), "the reference implements mean, cls and max pooling"
 
     def embed(self, text):
         enc = self.tok.encode(text, add_special_tokens=True)
@@ -95,8 +101,72 @@ class Reference:
             feed["token_type_ids"] = np.array([enc.type_ids], dtype=np.int64)
         hidden = self.sess.run(["last_hidden_state"], feed)[0]
         m = mask[..., None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0, :]
+        elif self.pooling == "max":
+            # sentence-transformers: padding set to a large negative value
+            pooled = np.where(m > 0, hidden, -1e9).max(axis=1)
+        else:
+            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if self.normalize:
+            norm = np.linalg.norm(pooled.astype(np.float64), axis=1, keepdims=True)
+            pooled = (pooled / np.clip(norm, 1e-12, None)).astype(np.float32)
         return pooled[0], len(enc.ids)
+
+
+# Every pooling and output option, as clinembed.json contents.
+VARIANTS = [
+    ("cls", {"pooling": "cls"}),
+    ("max", {"pooling": "max"}),
+    ("mean_normalized", {"pooling": "mean", "normalize": True}),
+    ("cls_normalized", {"pooling": "cls", "normalize": True}),
+    ("max_normalized", {"pooling": "max", "normalize": True}),
+]
+
+
+def variant_dir(model_dir, name, options):
+    """A copy of model_dir with its own clinembed.json, readable by the server."""
+    path = f"/tmp/clinembed-parity-{name}"
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    for f in ("model.onnx", "tokenizer.json", "config.json"):
+        if os.path.exists(os.path.join(model_dir, f)):
+            shutil.copy(os.path.join(model_dir, f), path)
+    with open(os.path.join(path, "clinembed.json"), "w") as out:
+        json.dump(options, out)
+    os.chmod(path, 0o755)
+    for f in os.listdir(path):
+        os.chmod(os.path.join(path, f), 0o644)
+    return path
+
+
+def check_model(conn, ref, label, tol):
+    """embed_text and embed_texts against ref on every text: (passed, failed, worst)."""
+    passed = failed = 0
+    worst = 0.0
+    for name, text in TEXTS:
+        want, ntok = ref.embed(text)
+        got = conn.execute("SELECT embed_text(%s)", (text,)).fetchone()[0]
+        got = np.array(got, dtype=np.float32)
+        ok = got.shape == want.shape and np.all(np.isfinite(got))
+        diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
+        ok = ok and diff <= tol
+        worst = max(worst, diff)
+        passed += ok
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {label} {name:<18} tokens={ntok:<4} max_abs_diff={diff:.2e}")
+    # The batched function over all texts at once: each within tol too.
+    rows = conn.execute("SELECT ord, embedding FROM embed_texts(%s) ORDER BY ord", ([t for _, t in TEXTS],)).fetchall()
+    assert [r[0] for r in rows] == list(range(1, len(TEXTS) + 1)), "embed_texts returns one row per input, in order"
+    for (name, text), (_, got) in zip(TEXTS, rows):
+        want, _ = ref.embed(text)
+        diff = float(np.max(np.abs(np.array(got, dtype=np.float32) - want)))
+        ok = diff <= tol
+        worst = max(worst, diff)
+        passed += ok
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {label} embed_texts {name:<18} max_abs_diff={diff:.2e}")
+    return passed, failed, worst
 
 
 def main():
@@ -104,38 +174,23 @@ def main():
     ap.add_argument("--model-dir", default=os.path.join(pg_dir("--sharedir"), "clinembed/models/all-minilm-l6-v2-int8"))
     ap.add_argument("--model", default=None, help="value for clinembed.model (default: the server's default)")
     ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--no-variants", action="store_true", help="check only the model as configured")
     args = ap.parse_args()
 
     ref = Reference(args.model_dir)
-    passed = failed = 0
-    worst = 0.0
     with psycopg.connect(dbname=os.environ.get("PGDATABASE", "postgres"), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS clinembed")
         if args.model:
             conn.execute("SELECT set_config('clinembed.model', %s, false)", (args.model,))
-        for name, text in TEXTS:
-            want, ntok = ref.embed(text)
-            got = conn.execute("SELECT embed_text(%s)", (text,)).fetchone()[0]
-            got = np.array(got, dtype=np.float32)
-            ok = got.shape == want.shape and np.all(np.isfinite(got))
-            diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
-            ok = ok and diff <= args.tol
-            worst = max(worst, diff)
-            passed += ok
-            failed += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {name:<18} tokens={ntok:<4} max_abs_diff={diff:.2e}")
-        # The batched function over all texts at once: each within tol too.
-        rows = conn.execute("SELECT ord, embedding FROM embed_texts(%s) ORDER BY ord", ([t for _, t in TEXTS],)).fetchall()
-        assert [r[0] for r in rows] == list(range(1, len(TEXTS) + 1)), "embed_texts returns one row per input, in order"
-        for (name, text), (_, got) in zip(TEXTS, rows):
-            want, _ = ref.embed(text)
-            diff = float(np.max(np.abs(np.array(got, dtype=np.float32) - want)))
-            ok = diff <= args.tol
-            worst = max(worst, diff)
-            passed += ok
-            failed += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} embed_texts {name:<18} max_abs_diff={diff:.2e}")
-    print(f"parity over {len(TEXTS)} texts, worst max abs diff {worst:.2e} (tolerance {args.tol:g}), max_length {ref.max_length}")
+        passed, failed, worst = check_model(conn, ref, ref.pooling, args.tol)
+        print(f"parity over {len(TEXTS)} texts, worst max abs diff {worst:.2e} (tolerance {args.tol:g}), max_length {ref.max_length}")
+        for name, options in [] if args.no_variants else VARIANTS:
+            path = variant_dir(args.model_dir, name, options)
+            conn.execute("SELECT set_config('clinembed.model', %s, false)", (path,))
+            p, f, w = check_model(conn, Reference(path), name, args.tol)
+            print(f"parity {name}: {p} passed, {f} failed, worst max abs diff {w:.2e}")
+            passed, failed = passed + p, failed + f
+            shutil.rmtree(path, ignore_errors=True)
     print(f"parity: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

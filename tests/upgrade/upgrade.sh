@@ -16,7 +16,7 @@ PASS=0 FAIL=0
 SCHEMA_QUERY=$(cat <<'SQL'
 SELECT kind || ' ' || ident || ' ' || definition FROM (
     SELECT 'function' AS kind, p.oid::regprocedure::text AS ident,
-           concat_ws(' | ', pg_get_function_result(p.oid), p.prokind, p.provolatile, p.proparallel,
+           concat_ws(' | ', pg_get_function_result(p.oid), p.prokind, p.provolatile, p.proparallel, p.procost, p.prorows,
                      p.proisstrict, p.prosecdef, p.proconfig::text, p.probin, md5(p.prosrc), p.proacl::text) AS definition
       FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
      WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'

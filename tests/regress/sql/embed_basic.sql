@@ -30,6 +30,11 @@ SELECT embed_token_count('') AS tokens, finite(embed_text('')) AS finite,
 SELECT embed_token_count(repeat('afebrile lungs clear ', 300)) AS tokens;
 SELECT embed_text(repeat('afebrile lungs clear ', 300))
      = embed_text(repeat('afebrile lungs clear ', 300) || 'sepsis intubated') AS tail_ignored;
+-- truncation is never silent: embed_truncation tells which notes lose text
+SELECT * FROM embed_truncation('Patient stable.');
+SELECT * FROM embed_truncation(repeat('word ', 600));
+SELECT * FROM embed_truncation(NULL);
+
 -- a 2 MB note
 SELECT array_length(embed_text(repeat('afebrile lungs clear ', 100000)), 1) AS huge_dims,
        embed_text(repeat('afebrile lungs clear ', 100000)) = embed_text(repeat('afebrile lungs clear ', 300)) AS same_prefix;
@@ -46,8 +51,9 @@ FROM (SELECT embed_text('Crushing substernal chest pain, troponin elevated, ST d
              embed_text('NSTEMI: chest pain with rising troponin; cardiology consulted for catheterization.') b,
              embed_text('Distal radius fracture after a fall; splint applied, orthopedics follow-up.') c) v;
 
--- markings: STABLE (depends on the configured model), PARALLEL SAFE, STRICT
-SELECT proname, provolatile, proparallel, proisstrict FROM pg_proc
+-- markings: STABLE (depends on the configured model), PARALLEL SAFE, STRICT,
+-- and a cost that tells the planner embedding is expensive
+SELECT proname, provolatile, proparallel, proisstrict, procost FROM pg_proc
 WHERE proname IN ('embed_text', 'embed_texts', 'embed_token_count', 'embed_model_info') ORDER BY proname;
 
 -- pgvector pairing: a vector column checks the width of what is stored in it

@@ -1,0 +1,309 @@
+//! Long notes as overlapping windows.
+//!
+//! A text is tokenized whole (no truncation), then cut into windows of at
+//! most `window` tokens, special tokens included, that overlap by at most
+//! `overlap` tokens.  Every window starts and ends at a word boundary as the
+//! tokenizer sees words (the first token of a word, never a `##` piece), so
+//! no WordPiece is split; only a single word longer than a whole window is
+//! cut inside, at the window size.  Each window keeps the character span of
+//! the source text it covers, so it can be stored beside its vector.
+//!
+//! Windows are what the model sees: `[CLS]`, the window's tokens, `[SEP]`
+//! (or the model's own special tokens).  For a BERT WordPiece tokenizer,
+//! where words are tokenized independently, a window's tokens are exactly
+//! the tokens of its character span tokenized alone.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::tokenize::Encoded;
+
+/// Window settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChunkOptions {
+    /// Tokens per window, special tokens included.
+    pub window: usize,
+    /// Tokens shared by consecutive windows, at most.
+    pub overlap: usize,
+}
+
+impl Default for ChunkOptions {
+    /// 128-token windows, the sequence length Bio_ClinicalBERT was trained
+    /// at, overlapping by a quarter.
+    fn default() -> Self {
+        ChunkOptions {
+            window: 128,
+            overlap: 32,
+        }
+    }
+}
+
+/// One window of a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// What the model runs: special tokens around the window's tokens.
+    pub encoded: Encoded,
+    /// The window's tokens without special tokens.
+    pub tokens: usize,
+    /// Character offsets into the source text, `[start, end)`.
+    pub char_start: usize,
+    pub char_end: usize,
+}
+
+/// A whole text tokenized without special tokens: ids, type ids, word index
+/// and character span per token.
+pub struct Tokens {
+    pub ids: Vec<i64>,
+    pub word_ids: Vec<Option<u32>>,
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// The special tokens a model wraps one sequence in.
+#[derive(Debug, Clone, Default)]
+pub struct Specials {
+    pub prefix: Vec<i64>,
+    pub suffix: Vec<i64>,
+}
+
+impl ChunkOptions {
+    pub fn check(&self, specials: &Specials, max_length: usize) -> Result<()> {
+        let extra = specials.prefix.len() + specials.suffix.len();
+        let ok =
+            self.window > extra && self.window <= max_length && self.overlap < self.window - extra;
+        if ok {
+            Ok(())
+        } else {
+            Err(
+                Error::new(ErrorKind::InvalidArgument, "invalid chunk window")
+                    .detail(format!(
+                        "Window {} tokens with overlap {}; the model allows windows of {} to {} tokens, and the overlap must be smaller than the window less its {extra} special tokens.",
+                        self.window, self.overlap, extra + 1, max_length
+                    ))
+                    .hint("Use, for example, window 128 and overlap 32."),
+            )
+        }
+    }
+}
+
+/// Cuts `tokens` into windows; at least one window, even for an empty text.
+pub fn windows(tokens: &Tokens, specials: &Specials, opts: ChunkOptions) -> Vec<Window> {
+    let n = tokens.ids.len();
+    let content = opts.window - specials.prefix.len() - specials.suffix.len();
+    // A token starts a word unless it continues the previous token's word.
+    let starts_word = |i: usize| {
+        i == 0
+            || i >= n
+            || tokens.word_ids[i].is_none()
+            || tokens.word_ids[i] != tokens.word_ids[i - 1]
+    };
+    let make = |a: usize, b: usize| {
+        let mut ids = specials.prefix.clone();
+        ids.extend_from_slice(&tokens.ids[a..b]);
+        ids.extend_from_slice(&specials.suffix);
+        let len = ids.len();
+        Window {
+            encoded: Encoded {
+                ids,
+                type_ids: vec![0; len],
+            },
+            tokens: b - a,
+            char_start: if a < b { tokens.offsets[a].0 } else { 0 },
+            char_end: if a < b { tokens.offsets[b - 1].1 } else { 0 },
+        }
+    };
+    if n <= content {
+        return vec![make(0, n)];
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    loop {
+        let mut end = (start + content).min(n);
+        if end < n {
+            // Back to the last word start inside the window; a word longer
+            // than the window is cut at the window size.
+            if let Some(b) = (start + 1..=end).rev().find(|&b| starts_word(b)) {
+                end = b;
+            }
+        }
+        out.push(make(start, end));
+        if end >= n {
+            return out;
+        }
+        // The next window starts at the first word start that keeps the
+        // overlap within `overlap` tokens, and always moves forward.
+        let earliest = end.saturating_sub(opts.overlap).max(start + 1);
+        start = (earliest..=end).find(|&b| starts_word(b)).unwrap_or(end);
+    }
+}
+
+/// The token-weighted mean of window vectors: each window counts as many
+/// times as it has tokens.
+pub fn weighted_mean(vectors: &[Vec<f32>], weights: &[usize]) -> Vec<f32> {
+    let dim = vectors.first().map_or(0, Vec::len);
+    let total: f64 = weights.iter().map(|&w| w as f64).sum::<f64>().max(1e-9);
+    let mut acc = vec![0f64; dim];
+    for (v, &w) in vectors.iter().zip(weights) {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a += w as f64 * f64::from(x);
+        }
+    }
+    acc.into_iter().map(|a| (a / total) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Words of `sizes[i]` tokens each; word i's pieces span characters
+    /// 10*i .. 10*i + 9.
+    fn words(sizes: &[usize]) -> Tokens {
+        let mut t = Tokens {
+            ids: vec![],
+            word_ids: vec![],
+            offsets: vec![],
+        };
+        for (w, &k) in sizes.iter().enumerate() {
+            for p in 0..k {
+                t.ids.push((100 * w + p) as i64);
+                t.word_ids.push(Some(w as u32));
+                t.offsets.push((10 * w + p, 10 * w + p + 1));
+            }
+        }
+        t
+    }
+
+    fn specials() -> Specials {
+        Specials {
+            prefix: vec![1],
+            suffix: vec![2],
+        }
+    }
+
+    fn check_windows(t: &Tokens, ws: &[Window], opts: ChunkOptions) {
+        let n = t.ids.len();
+        assert!(!ws.is_empty());
+        let mut covered = vec![false; n];
+        let mut prev: Option<(usize, usize)> = None;
+        for w in ws {
+            assert!(w.encoded.len() <= opts.window);
+            assert_eq!(w.encoded.ids.first(), Some(&1));
+            assert_eq!(w.encoded.ids.last(), Some(&2));
+            let a = t.ids.iter().position(|&x| x == w.encoded.ids[1]).unwrap();
+            let b = a + w.tokens;
+            assert_eq!(&w.encoded.ids[1..w.encoded.len() - 1], &t.ids[a..b]);
+            covered[a..b].iter_mut().for_each(|c| *c = true);
+            if let Some((pa, pb)) = prev {
+                assert!(a > pa, "windows move forward");
+                assert!(a <= pb, "no gap between windows");
+                assert!(
+                    pb - a <= opts.overlap,
+                    "overlap {} over {}",
+                    pb - a,
+                    opts.overlap
+                );
+            }
+            prev = Some((a, b));
+        }
+        assert!(covered.iter().all(|&c| c), "every token is in a window");
+    }
+
+    #[test]
+    fn short_text_is_one_window() {
+        let t = words(&[1, 2, 1]);
+        let ws = windows(
+            &t,
+            &specials(),
+            ChunkOptions {
+                window: 16,
+                overlap: 4,
+            },
+        );
+        assert_eq!(ws.len(), 1);
+        assert_eq!(ws[0].encoded.ids, vec![1, 0, 100, 101, 200, 2]);
+        assert_eq!((ws[0].char_start, ws[0].char_end), (0, 21));
+    }
+
+    #[test]
+    fn windows_end_and_start_at_word_boundaries() {
+        let sizes: Vec<usize> = (0..200).map(|i| 1 + i % 4).collect();
+        let t = words(&sizes);
+        let opts = ChunkOptions {
+            window: 18,
+            overlap: 5,
+        };
+        let ws = windows(&t, &specials(), opts);
+        check_windows(&t, &ws, opts);
+        for w in &ws {
+            let a = t.ids.iter().position(|&x| x == w.encoded.ids[1]).unwrap();
+            let b = a + w.tokens;
+            assert!(
+                a == 0 || t.word_ids[a] != t.word_ids[a - 1],
+                "window starts inside a word"
+            );
+            assert!(
+                b == t.ids.len() || t.word_ids[b] != t.word_ids[b - 1],
+                "window ends inside a word"
+            );
+            assert_eq!(w.char_start, t.offsets[a].0);
+            assert_eq!(w.char_end, t.offsets[b - 1].1);
+        }
+    }
+
+    #[test]
+    fn a_word_longer_than_a_window_is_cut_and_progress_is_made() {
+        let t = words(&[3, 40, 2, 2]);
+        let opts = ChunkOptions {
+            window: 10,
+            overlap: 3,
+        };
+        let ws = windows(&t, &specials(), opts);
+        check_windows(&t, &ws, opts);
+    }
+
+    #[test]
+    fn empty_text_is_one_empty_window() {
+        let ws = windows(&words(&[]), &specials(), ChunkOptions::default());
+        assert_eq!(ws.len(), 1);
+        assert_eq!(ws[0].encoded.ids, vec![1, 2]);
+        assert_eq!(ws[0].tokens, 0);
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let s = specials();
+        assert!(ChunkOptions {
+            window: 128,
+            overlap: 32
+        }
+        .check(&s, 512)
+        .is_ok());
+        assert!(ChunkOptions {
+            window: 600,
+            overlap: 32
+        }
+        .check(&s, 512)
+        .is_err());
+        assert!(ChunkOptions {
+            window: 2,
+            overlap: 0
+        }
+        .check(&s, 512)
+        .is_err());
+        assert!(ChunkOptions {
+            window: 10,
+            overlap: 8
+        }
+        .check(&s, 512)
+        .is_err());
+        assert!(ChunkOptions {
+            window: 10,
+            overlap: 7
+        }
+        .check(&s, 512)
+        .is_ok());
+    }
+
+    #[test]
+    fn weighted_mean_counts_tokens() {
+        let m = weighted_mean(&[vec![1.0, 0.0], vec![4.0, 3.0]], &[1, 2]);
+        assert_eq!(m, vec![3.0, 2.0]);
+    }
+}
