@@ -126,7 +126,8 @@ MODEL_DEST=$SHAREDIR/clinembed/models/$MODEL_NAME
 model_ok() {
     [ -f "$MODEL_DEST/model.onnx" ] && [ -f "$MODEL_DEST/tokenizer.json" ] && [ -f "$MODEL_DEST/clinembed.json" ] &&
     [ "$(sha256sum "$MODEL_DEST/model.onnx" | cut -d' ' -f1)" = "$MODEL_ONNX_SHA256" ] &&
-    [ "$(sha256sum "$MODEL_DEST/tokenizer.json" | cut -d' ' -f1)" = "$TOKENIZER_SHA256" ]
+    [ "$(sha256sum "$MODEL_DEST/tokenizer.json" | cut -d' ' -f1)" = "$TOKENIZER_SHA256" ] &&
+    grep -q "\"sha256\": \"$MODEL_ONNX_SHA256\"" "$MODEL_DEST/clinembed.json"
 }
 if model_ok; then
     log "default model $MODEL_NAME already installed"
@@ -142,8 +143,9 @@ else
     verify "$stage/model.onnx" "$MODEL_ONNX_SHA256"
     verify "$stage/tokenizer.json" "$TOKENIZER_SHA256"
     verify "$stage/config.json" "$CONFIG_SHA256"
-    # The notebook's method: mean pooling, truncation at 512, no normalisation.
-    printf '{\n  "pooling": "mean",\n  "max_length": 512,\n  "normalize": false\n}\n' > "$stage/clinembed.json"
+    # The notebook's method: mean pooling, truncation at 512, no normalisation;
+    # and the checksum clinembed verifies at every load.
+    printf '{\n  "pooling": "mean",\n  "max_length": 512,\n  "normalize": false,\n  "sha256": "%s"\n}\n' "$MODEL_ONNX_SHA256" > "$stage/clinembed.json"
     # Files first under temporary names, then renamed, so the directory is
     # never seen with a new tokenizer beside an old model.
     for f in config.json clinembed.json tokenizer.json model.onnx; do

@@ -87,6 +87,16 @@ regress() {
     printf '{"version": "1.0", "model": {"type": "WordPiece", "vocab": ' > /tmp/clinembed-regress-badtokenizer/tokenizer.json
     printf 'not an ELF file' > /tmp/clinembed-regress-fake-ort/not-a-library.so
     cc -shared -fPIC -o /tmp/clinembed-regress-fake-ort/libonnxruntime.so.1.16.0 tests/regress/fixtures/fake_ort.c
+    # Installed models for embed_models: another pooling, a wrong recorded
+    # checksum, and a link out of the model root.
+    local root; root="$("$PG_CONFIG" --sharedir)/clinembed/models"
+    rm -rf "$root"/clinembed-regress-*
+    cp -r "$models" "$root/clinembed-regress-cls"
+    printf '{"pooling": "cls"}\n' > "$root/clinembed-regress-cls/clinembed.json"
+    cp -r "$models" "$root/clinembed-regress-badsum"
+    printf '{"sha256": "%064d"}\n' 0 > "$root/clinembed-regress-badsum/clinembed.json"
+    ln -s "$normalized" "$root/clinembed-regress-link"
+    chmod -R a+rX "$root"/clinembed-regress-*
     chmod -R a+rX /tmp/clinembed-regress-{nomodel,truncated,badtokenizer,fake-ort}
     local out=/tmp/clinembed-regress-out
     rm -rf "$out" && mkdir -p "$out"

@@ -7,35 +7,6 @@ ALTER FUNCTION "embed_text"(TEXT) COST 10000;
 ALTER FUNCTION "embed_texts"(TEXT[]) COST 10000;
 ALTER FUNCTION "embed_token_count"(TEXT) COST 1000;
 
-CREATE  FUNCTION "embed_model_id"() RETURNS TEXT /* String */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'embed_model_id_wrapper';
-
-CREATE  FUNCTION "embed_stats"() RETURNS TABLE (
-	"model" TEXT,  /* String */
-	"model_id" TEXT,  /* String */
-	"load_ms" double precision,  /* f64 */
-	"texts" bigint,  /* i64 */
-	"tokens" bigint,  /* i64 */
-	"runs" bigint,  /* i64 */
-	"rss_kb" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'embed_stats_wrapper';
-
-CREATE  FUNCTION "embed_truncation"(
-	"text" TEXT /* & str */
-) RETURNS TABLE (
-	"tokens" INT,  /* i32 */
-	"max_length" INT,  /* i32 */
-	"truncated" bool  /* bool */
-)
-STRICT STABLE PARALLEL SAFE COST 1000
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'embed_truncation_wrapper';
-
 CREATE  FUNCTION "embed_chunks"(
 	"text" TEXT, /* & str */
 	"window_tokens" INT DEFAULT 128, /* i32 */
@@ -51,6 +22,55 @@ STRICT STABLE PARALLEL SAFE COST 10000
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'embed_chunks_wrapper';
 
+CREATE  FUNCTION "embed_model_id"() RETURNS TEXT /* String */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_model_id_wrapper';
+
+CREATE  FUNCTION "embed_model_id"(
+	"model" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_model_id_model_wrapper';
+
+CREATE  FUNCTION "embed_models"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"path" TEXT,  /* String */
+	"dimensions" INT,  /* Option < i32 > */
+	"max_length" INT,  /* Option < i32 > */
+	"pooling" TEXT,  /* Option < String > */
+	"normalize" bool,  /* Option < bool > */
+	"sha256" TEXT,  /* Option < String > */
+	"loaded" bool,  /* bool */
+	"error" TEXT  /* Option < String > */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_models_wrapper';
+
+CREATE  FUNCTION "embed_stats"() RETURNS TABLE (
+	"model" TEXT,  /* String */
+	"path" TEXT,  /* String */
+	"model_id" TEXT,  /* String */
+	"load_ms" double precision,  /* f64 */
+	"texts" bigint,  /* i64 */
+	"tokens" bigint,  /* i64 */
+	"runs" bigint,  /* i64 */
+	"rss_kb" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_stats_wrapper';
+
+CREATE  FUNCTION "embed_text"(
+	"text" TEXT, /* & str */
+	"model" TEXT /* & str */
+) RETURNS real[] /* Vec < f32 > */
+STRICT STABLE PARALLEL SAFE  COST 10000
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_text_model_wrapper';
+
 CREATE  FUNCTION "embed_text_chunked"(
 	"text" TEXT, /* & str */
 	"window_tokens" INT DEFAULT 128, /* i32 */
@@ -59,6 +79,28 @@ CREATE  FUNCTION "embed_text_chunked"(
 STRICT STABLE PARALLEL SAFE COST 10000
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'embed_text_chunked_wrapper';
+
+CREATE  FUNCTION "embed_texts"(
+	"texts" TEXT[], /* Array < '_, & str > */
+	"model" TEXT /* & str */
+) RETURNS TABLE (
+	"ord" INT,  /* i32 */
+	"embedding" real[]  /* :: std :: option :: Option < Vec < f32 > > */
+)
+STRICT STABLE PARALLEL SAFE  COST 10000
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_texts_model_wrapper';
+
+CREATE  FUNCTION "embed_truncation"(
+	"text" TEXT /* & str */
+) RETURNS TABLE (
+	"tokens" INT,  /* i32 */
+	"max_length" INT,  /* i32 */
+	"truncated" bool  /* bool */
+)
+STRICT STABLE PARALLEL SAFE COST 1000
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'embed_truncation_wrapper';
 
 -- Embeddings that stay next to their rows: triggers, a resumable backfill with
 -- progress, and provenance.  Included in the generated install script by

@@ -1,14 +1,17 @@
 //! The per-backend model cache.
 //!
-//! One `Embedder` per backend process, created lazily on the first call and
-//! reused until the settings that shaped it change or the model directory
-//! holds other files (checked once per statement).  It lives in a
-//! `thread_local!`: only the backend's main thread ever calls into Postgres or
-//! this module, so no lock is needed, and ONNX Runtime's own worker threads
-//! never see it.  The ONNX Runtime environment is cached apart from it, in the
-//! core, so a failed model load leaves the next attempt a clean slate.
+//! Each backend keeps up to `clinembed.max_sessions` loaded models, created
+//! lazily on first use and reused; the least recently used one is dropped to
+//! make room.  A model is reloaded when the settings that shaped it change or
+//! when its directory holds other files (checked once per statement, so one
+//! statement never mixes two versions).  The cache lives in a
+//! `thread_local!`: only the backend's main thread ever calls into Postgres
+//! or this module, so no lock is needed, and ONNX Runtime's own worker
+//! threads never see it.  The ONNX Runtime environment is cached apart from
+//! it, in the core, so a failed model load leaves the next attempt a clean
+//! slate.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 use clinembed_core::{runtime, Embedder, SessionOptions};
@@ -23,57 +26,103 @@ struct Key {
     options: SessionOptions,
 }
 
-struct Loaded {
+pub struct Loaded {
     key: Key,
-    embedder: Embedder,
+    /// The name it was asked for: an installed name or a path.
+    pub name: String,
+    pub embedder: Embedder,
+    /// Statement start time of the last freshness check.
+    checked: i64,
 }
 
 thread_local! {
-    static CACHE: RefCell<Option<Loaded>> = const { RefCell::new(None) };
-    /// Start time of the statement that last checked the model files.
-    static CHECKED: Cell<i64> = const { Cell::new(i64::MIN) };
+    /// Most recently used last.
+    static CACHE: RefCell<Vec<Loaded>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether the model files should be checked for replacement: once per
-/// statement, so that within one statement (a batched trigger, a whole
-/// backfill CALL) every vector and the identity stored beside it come from
-/// one session, and the next statement picks up a replaced directory.
-fn new_statement() -> bool {
+fn statement_start() -> i64 {
     // SAFETY: reads a backend-local timestamp; main thread only.
-    let now = unsafe { pgrx::pg_sys::GetCurrentStatementStartTimestamp() };
-    CHECKED.with(|c| c.replace(now) != now)
+    unsafe { pgrx::pg_sys::GetCurrentStatementStartTimestamp() }
 }
 
-/// Runs `f` with the embedder for the current settings, loading it first if
-/// this backend has none or the settings changed since it was loaded.
+/// Runs `f` with the embedder of the configured model (`clinembed.model`).
 pub fn with_embedder<R>(f: impl FnOnce(&mut Embedder) -> R) -> R {
+    let name = gucs::model_setting();
+    let dir = paths::resolve_model(&name);
+    with_model(name, dir, f)
+}
+
+/// Runs `f` with the embedder of installed model `name`, given per call.
+/// Only installed names are accepted: pointing at files is what the
+/// superuser-only `clinembed.model` setting is for.
+pub fn with_named<R>(name: &str, f: impl FnOnce(&mut Embedder) -> R) -> R {
+    let dir = paths::resolve_installed(name);
+    with_model(name.to_string(), dir, f)
+}
+
+fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R) -> R {
     let key = Key {
-        dir: paths::resolve_model(&gucs::model_setting()),
+        dir,
         library: gucs::ort_library(),
         options: gucs::session_options(),
     };
+    let now = statement_start();
     CACHE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let fresh = new_statement();
-        let stale = slot
-            .as_ref()
-            .is_none_or(|l| l.key != key || (fresh && l.embedder.files_replaced()));
-        if stale {
-            // Drop the old session before loading the new one, so two models
-            // never sit in memory at once.
-            *slot = None;
-            let env = runtime::environment(&key.library).or_report();
-            let embedder = Embedder::load(env, &key.dir, &key.options).or_report();
-            *slot = Some(Loaded { key, embedder });
+        let mut cache = cell.borrow_mut();
+        let found = cache.iter().position(|l| l.key == key);
+        let reuse = found.filter(|&i| {
+            let l = &mut cache[i];
+            if l.checked == now {
+                return true;
+            }
+            l.checked = now;
+            !l.embedder.files_replaced()
+        });
+        let loaded = match reuse {
+            Some(i) => cache.remove(i),
+            None => {
+                // Drop a stale copy, and the least recently used models
+                // beyond the cap, before loading, so memory never holds more
+                // than the cap.
+                if let Some(i) = found {
+                    cache.remove(i);
+                }
+                let cap = gucs::max_sessions();
+                while cache.len() >= cap {
+                    cache.remove(0);
+                }
+                let env = runtime::environment(&key.library).or_report();
+                let embedder = Embedder::load(env, &key.dir, &key.options).or_report();
+                Loaded {
+                    key,
+                    name,
+                    embedder,
+                    checked: now,
+                }
+            }
+        };
+        // Most recently used last.  `f` runs on it in place: if it raises an
+        // error (a cancel, a limit), the model stays cached.
+        cache.push(loaded);
+        // A lowered cap takes effect now, not only at the next load.
+        let cap = gucs::max_sessions();
+        while cache.len() > cap {
+            cache.remove(0);
         }
-        f(&mut slot.as_mut().expect("loaded above").embedder)
+        let last = cache.len() - 1;
+        f(&mut cache[last].embedder)
     })
 }
 
-/// Runs `f` with the embedder this backend has loaded, if any, without
-/// loading one.
-pub fn with_loaded<R>(f: impl FnOnce(Option<&mut Embedder>) -> R) -> R {
-    CACHE.with(|cell| f(cell.borrow_mut().as_mut().map(|l| &mut l.embedder)))
+/// Runs `f` over every model this backend has loaded, least recently used
+/// first, without loading any.
+pub fn for_each_loaded<R>(mut f: impl FnMut(&mut Loaded) -> R) -> Vec<R> {
+    CACHE.with(|cell| cell.borrow_mut().iter_mut().map(&mut f).collect())
+}
+
+/// Whether this backend has loaded the model in `dir`.
+pub fn is_loaded(dir: &std::path::Path) -> bool {
+    CACHE.with(|cell| cell.borrow().iter().any(|l| l.key.dir == dir))
 }
 
 /// Resident memory of this backend process in kB, from /proc/self/status.

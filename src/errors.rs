@@ -22,7 +22,12 @@ pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
 
 /// Raises `e` at ERROR level with the SQLSTATE of its kind; does not return.
 pub fn report(e: Error) -> ! {
-    let mut er = ErrorReport::new(sqlstate(e.kind), e.message, "clinembed");
+    report_code(sqlstate(e.kind), e)
+}
+
+/// Raises `e` at ERROR level with SQLSTATE `code`; does not return.
+pub fn report_code(code: PgSqlErrorCode, e: Error) -> ! {
+    let mut er = ErrorReport::new(code, e.message, "clinembed");
     if let Some(d) = e.detail {
         er = er.set_detail(d);
     }

@@ -100,6 +100,18 @@ pub static CHUNK_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(128);
 /// Default 32, a quarter of the default window.
 pub static CHUNK_OVERLAP: GucSetting<i32> = GucSetting::<i32>::new(32);
 
+/// `clinembed.max_sessions`: models one backend keeps loaded at once; the
+/// least recently used is dropped to load another.  Default 2: a model and
+/// its replacement during a migration, or two models compared side by side,
+/// without a reload per call.  Each costs its own memory (see the README).
+pub static MAX_SESSIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
+
+/// `clinembed.allow_model_links`: let an installed model name resolve to a
+/// directory outside `$sharedir/clinembed/models` through a symbolic link.
+/// Off by default: a link planted under the model root must not make the
+/// server read files elsewhere.  Superuser-only.
+pub static ALLOW_MODEL_LINKS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub fn init() {
     GucRegistry::define_string_guc(
         c"clinembed.model",
@@ -201,6 +213,24 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"clinembed.max_sessions",
+        c"Models one backend keeps loaded at once.",
+        c"The least recently used is dropped to load another.",
+        &MAX_SESSIONS,
+        1,
+        16,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"clinembed.allow_model_links",
+        c"Let installed model names resolve through symbolic links to directories outside the model root.",
+        c"Off by default; superuser-only.",
+        &ALLOW_MODEL_LINKS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init on the main thread with a static string.
     #[cfg(any(feature = "pg13", feature = "pg14"))]
     unsafe {
@@ -270,4 +300,8 @@ pub fn chunk_options() -> clinembed_core::chunk::ChunkOptions {
 /// The chunk options when `clinembed.long_text` is `chunk`, else `None`.
 pub fn long_text() -> Option<clinembed_core::chunk::ChunkOptions> {
     (LONG_TEXT.get() == LongText::Chunk).then(chunk_options)
+}
+
+pub fn max_sessions() -> usize {
+    MAX_SESSIONS.get().clamp(1, 16) as usize
 }

@@ -32,20 +32,42 @@ pub extern "C-unwind" fn _PG_init() {
 /// instead of using the vector index, which computes it once.
 #[pg_extern(stable, parallel_safe, strict, cost = 10000)]
 fn embed_text(text: &str) -> Vec<f32> {
-    match gucs::long_text() {
-        None => backend::with_embedder(|e| e.embed(text)).or_report(),
-        Some(opts) => embed_chunked(text, opts),
+    one_vector(text, None)
+}
+
+/// A text's vector under the long-text policy, with the configured model or
+/// installed model `model`.
+fn one_vector(text: &str, model: Option<&str>) -> Vec<f32> {
+    let limits = gucs::batch_limits();
+    let long_text = gucs::long_text();
+    with_model(model, |e| match long_text {
+        None => e.embed(text),
+        Some(opts) => e.embed_chunked(text, opts, &limits, || {
+            pg_sys::check_for_interrupts!();
+        }),
+    })
+}
+
+/// Runs `f` with the configured model or installed model `model`, raising its
+/// error.
+fn with_model<T>(
+    model: Option<&str>,
+    f: impl FnOnce(&mut clinembed_core::Embedder) -> clinembed_core::Result<T>,
+) -> T {
+    match model {
+        None => backend::with_embedder(f),
+        Some(m) => backend::with_named(m, f),
     }
+    .or_report()
 }
 
 fn embed_chunked(text: &str, opts: clinembed_core::chunk::ChunkOptions) -> Vec<f32> {
     let limits = gucs::batch_limits();
-    backend::with_embedder(|e| {
+    with_model(None, |e| {
         e.embed_chunked(text, opts, &limits, || {
             pg_sys::check_for_interrupts!();
         })
     })
-    .or_report()
 }
 
 /// One vector for a text by the chunked long-text policy, whatever
@@ -118,40 +140,25 @@ fn embed_chunks(
 fn embed_texts(
     texts: Array<'_, &str>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(embedding, Option<Vec<f32>>))> {
+    many_vectors(texts, None)
+}
+
+/// `(ord, embedding)` rows; pgrx reads column names from each function's own
+/// signature, so the functions spell this type out.
+type Ordered = TableIterator<'static, (i32, Option<Vec<f32>>)>;
+
+/// Vectors of many texts, in micro-batches, under the long-text policy.
+fn many_vectors(texts: Array<'_, &str>, model: Option<&str>) -> Ordered {
     let items: Vec<Option<&str>> = texts.iter().collect();
     let limits = gucs::batch_limits();
-    if let Some(opts) = gucs::long_text() {
-        if items.len() > limits.max_texts {
-            errors::report(
-                clinembed_core::Error::new(
-                    clinembed_core::ErrorKind::LimitExceeded,
-                    "too many texts in one call",
-                )
-                .detail(format!(
-                    "The call has {} texts; the limit is {}.",
-                    items.len(),
-                    limits.max_texts
-                ))
-                .hint("Embed the texts in several calls, or raise clinembed.batch_max_texts."),
-            );
-        }
-        let vectors: Vec<Option<Vec<f32>>> = items
-            .iter()
-            .map(|t| t.map(|t| embed_chunked(t, opts)))
-            .collect();
-        return TableIterator::new(
-            vectors
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (i as i32 + 1, v)),
-        );
-    }
-    let vectors = backend::with_embedder(|e| {
-        e.embed_batch(&items, &limits, || {
-            pg_sys::check_for_interrupts!();
-        })
-    })
-    .or_report();
+    let long_text = gucs::long_text();
+    let interrupts = || {
+        pg_sys::check_for_interrupts!();
+    };
+    let vectors = with_model(model, |e| match long_text {
+        None => e.embed_batch(&items, &limits, interrupts),
+        Some(opts) => e.embed_batch_chunked(&items, opts, &limits, interrupts),
+    });
     TableIterator::new(
         vectors
             .into_iter()
@@ -244,20 +251,22 @@ fn embed_model_info() -> TableIterator<
 #[pg_extern(stable, parallel_safe)]
 fn embed_model_id() -> String {
     let long_text = gucs::long_text();
-    backend::with_embedder(|e| e.identity(long_text)).or_report()
+    with_model(None, |e| e.identity(long_text))
 }
 
-/// What this backend has loaded and done with it: the model, its identity,
-/// how long it took to load, and the texts, tokens and ONNX Runtime runs
-/// since.  No row when this backend has not loaded a model yet.  `runs`
-/// counts inferences: a row-at-a-time trigger adds one per row, a batched
-/// call one per micro-batch.
+/// What this backend has loaded and done with each model, least recently
+/// used first: the name it was asked for, its directory and identity, how
+/// long it took to load, and the texts, tokens and ONNX Runtime runs since.
+/// `runs` counts inferences: a row-at-a-time trigger adds one per row, a
+/// batched call one per micro-batch.  `rss_kb` is the whole backend's.  No
+/// row before the first load.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
 fn embed_stats() -> TableIterator<
     'static,
     (
         name!(model, String),
+        name!(path, String),
         name!(model_id, String),
         name!(load_ms, f64),
         name!(texts, i64),
@@ -266,21 +275,120 @@ fn embed_stats() -> TableIterator<
         name!(rss_kb, Option<i64>),
     ),
 > {
-    let row = backend::with_loaded(|loaded| {
-        loaded.map(|e| {
-            let id = e.identity(gucs::long_text()).or_report();
-            let u = e.usage();
-            (
-                e.info().dir.display().to_string(),
-                id,
-                u.load_seconds * 1000.0,
-                u.texts as i64,
-                u.tokens as i64,
-                u.runs as i64,
-            )
-        })
+    let long_text = gucs::long_text();
+    let rss = backend::rss_kb();
+    let rows = backend::for_each_loaded(|l| {
+        let id = l.embedder.identity(long_text).or_report();
+        let u = l.embedder.usage();
+        (
+            l.name.clone(),
+            l.embedder.info().dir.display().to_string(),
+            id,
+            u.load_seconds * 1000.0,
+            u.texts as i64,
+            u.tokens as i64,
+            u.runs as i64,
+            rss,
+        )
     });
-    TableIterator::new(row.map(|(m, id, ms, t, k, r)| (m, id, ms, t, k, r, backend::rss_kb())))
+    TableIterator::new(rows)
+}
+
+/// The models installed under `$sharedir/clinembed/models`, read without
+/// loading them: name, directory, dimensions (from `config.json`, or from
+/// the loaded model), maximum length, pooling, normalization, the SHA-256 of
+/// `model.onnx` recorded in `clinembed.json` (checked at every load), and
+/// whether this backend has it loaded.  A directory whose settings cannot be
+/// read is listed with `error` set instead.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe)]
+fn embed_models() -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(path, String),
+        name!(dimensions, Option<i32>),
+        name!(max_length, Option<i32>),
+        name!(pooling, Option<String>),
+        name!(normalize, Option<bool>),
+        name!(sha256, Option<String>),
+        name!(loaded, bool),
+        name!(error, Option<String>),
+    ),
+> {
+    let root = paths::models_dir();
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let loaded_dims = |dir: &std::path::Path| {
+        backend::for_each_loaded(|l| (l.embedder.info().dir.clone(), l.embedder.info().dimensions))
+            .into_iter()
+            .find(|(d, _)| d == dir)
+            .map(|(_, n)| n as i32)
+    };
+    let rows: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let dir = root.join(&name);
+            let loaded = backend::is_loaded(&dir);
+            match clinembed_core::settings::describe(&dir) {
+                Ok(d) => (
+                    name,
+                    dir.display().to_string(),
+                    loaded_dims(&dir).or(d.dimensions.map(|n| n as i32)),
+                    Some(d.max_length as i32),
+                    Some(d.pooling.map_or("mean", |p| p.as_str()).to_string()),
+                    Some(d.normalize),
+                    d.sha256,
+                    loaded,
+                    None,
+                ),
+                Err(e) => (
+                    name,
+                    dir.display().to_string(),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    loaded,
+                    Some(e.message),
+                ),
+            }
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// `embed_text` with an installed model chosen for this call
+/// (`embed_text(exp_text, model => 'bio_clinicalbert')`).  Only installed
+/// names: pointing at files is what the superuser-only `clinembed.model`
+/// setting is for.  Up to `clinembed.max_sessions` models stay loaded.
+#[pg_extern(stable, parallel_safe, strict, cost = 10000, name = "embed_text")]
+fn embed_text_model(text: &str, model: &str) -> Vec<f32> {
+    one_vector(text, Some(model))
+}
+
+/// `embed_texts` with an installed model chosen for this call.
+#[pg_extern(stable, parallel_safe, strict, cost = 10000, name = "embed_texts")]
+fn embed_texts_model(
+    texts: Array<'_, &str>,
+    model: &str,
+) -> TableIterator<'static, (name!(ord, i32), name!(embedding, Option<Vec<f32>>))> {
+    many_vectors(texts, Some(model))
+}
+
+/// The identity of installed model `model` (see `embed_model_id()`).
+#[pg_extern(stable, parallel_safe, strict, name = "embed_model_id")]
+fn embed_model_id_model(model: &str) -> String {
+    let long_text = gucs::long_text();
+    with_model(Some(model), |e| e.identity(long_text))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

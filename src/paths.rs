@@ -35,23 +35,45 @@ pub fn models_dir() -> PathBuf {
     PathBuf::from(share_dir()).join("clinembed").join("models")
 }
 
-/// Resolves `clinembed.model`: an absolute path is used as is; a name must be
-/// a plain directory name and resolves under [`models_dir`].
+/// Resolves `clinembed.model`: an absolute path is used as is (only a
+/// superuser can set it); a name must be an installed model.
 pub fn resolve_model(setting: &str) -> PathBuf {
     if setting.starts_with('/') {
         return PathBuf::from(setting);
     }
-    let plain = !setting.is_empty()
-        && !setting.starts_with('.')
-        && setting
+    resolve_installed(setting)
+}
+
+/// Resolves an installed model name under [`models_dir`].  The name must be a
+/// plain directory name, and the directory it names must lie inside the model
+/// root once symbolic links are followed, unless a superuser set
+/// `clinembed.allow_model_links`.
+pub fn resolve_installed(name: &str) -> PathBuf {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !plain {
         report(
             Error::new(ErrorKind::InvalidArgument, "invalid model name")
-                .detail(format!("clinembed.model is {} characters long and is neither a plain name nor an absolute path.", setting.chars().count()))
-                .hint("Use an installed model name (letters, digits, '.', '_', '-') or the absolute path of a model directory."),
+                .detail(format!("The model name is {} characters long and is neither a plain name nor an absolute path.", name.chars().count()))
+                .hint("Use an installed model name (letters, digits, '.', '_', '-'); see embed_models()."),
         );
     }
-    models_dir().join(setting)
+    let root = models_dir();
+    let dir = root.join(name);
+    if !crate::gucs::ALLOW_MODEL_LINKS.get() {
+        if let (Ok(real_root), Ok(real_dir)) = (root.canonicalize(), dir.canonicalize()) {
+            if !real_dir.starts_with(&real_root) {
+                crate::errors::report_code(
+                    pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    Error::new(ErrorKind::InvalidArgument, "model directory is outside the model root")
+                        .detail(format!("\"{}\" links to a directory outside \"{}\".", dir.display(), root.display()))
+                        .hint("Install the model files under the model root, or have a superuser set clinembed.allow_model_links."),
+                );
+            }
+        }
+    }
+    dir
 }

@@ -161,6 +161,7 @@ pub struct PinnedFile {
     pub path: PathBuf,
     file: File,
     stamp: FileStamp,
+    hash: once_cell::unsync::OnceCell<[u8; 32]>,
 }
 
 impl PinnedFile {
@@ -176,6 +177,7 @@ impl PinnedFile {
             path: path.to_path_buf(),
             file,
             stamp,
+            hash: once_cell::unsync::OnceCell::new(),
         })
     }
 
@@ -184,9 +186,13 @@ impl PinnedFile {
         std::fs::metadata(&self.path).map_or(true, |m| FileStamp::of(&m) != self.stamp)
     }
 
-    /// SHA-256 of the pinned file, read in 1 MiB pieces; an error if it was
+    /// SHA-256 of the pinned file, computed once; an error if it was
     /// rewritten in place since it was opened.
     pub fn sha256(&self) -> Result<[u8; 32]> {
+        self.hash.get_or_try_init(|| self.hash_now()).copied()
+    }
+
+    fn hash_now(&self) -> Result<[u8; 32]> {
         use std::os::unix::fs::FileExt;
         let changed = || {
             Error::new(ErrorKind::InvalidModel, "model file changed in place after loading")

@@ -102,6 +102,9 @@ pub struct ModelInfo {
     /// Whether texts embedded in a padded micro-batch equal texts embedded
     /// alone; if not, batched calls run one text at a time.
     pub batch_invariant: bool,
+    /// Whether `model.onnx` was checked against the `sha256` recorded in
+    /// `clinembed.json` at load (only when one is recorded).
+    pub checksum_verified: bool,
 }
 
 /// What one loaded model has done since it loaded.
@@ -155,6 +158,21 @@ impl Embedder {
             PinnedFile::open(&dir.join(TOKENIZER_FILE))?,
         ];
         let settings = ModelSettings::load(dir)?;
+        if let Some(want) = &settings.sha256 {
+            let got = crate::identity::hex(&files[0].sha256()?);
+            if !got.eq_ignore_ascii_case(want.trim()) {
+                return Err(Error::new(
+                    ErrorKind::InvalidModel,
+                    "model.onnx does not match its recorded checksum",
+                )
+                .detail(format!(
+                    "clinembed.json in \"{}\" records sha256 {}; the file has {got}.",
+                    dir.display(),
+                    want.trim()
+                ))
+                .hint("Reinstall the model files, or update sha256 in clinembed.json if the model was changed on purpose."));
+            }
+        }
         let max_length =
             settings::effective_max_length(settings.max_length, settings::position_limit(dir)?);
         let encoder = Encoder::from_file(&dir.join(TOKENIZER_FILE), max_length)?;
@@ -181,6 +199,7 @@ impl Embedder {
                 Output::Tokens(n) | Output::Sentence(n) => n.clone(),
             },
             batch_invariant: false,
+            checksum_verified: settings.sha256.is_some(),
         };
         let mut embedder = Embedder {
             session,
@@ -322,6 +341,25 @@ impl Embedder {
         Ok(windows.into_iter().zip(vectors).collect())
     }
 
+    /// [`Embedder::embed_batch`] under the chunked policy: each text's
+    /// windows, pooled by [`Embedder::embed_chunked`].
+    pub fn embed_batch_chunked(
+        &mut self,
+        texts: &[Option<&str>],
+        opts: ChunkOptions,
+        limits: &BatchLimits,
+        mut between: impl FnMut(),
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        check_text_count(texts.len(), limits)?;
+        texts
+            .iter()
+            .map(|t| {
+                t.map(|t| self.embed_chunked(t, opts, limits, &mut between))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// One vector for a text by the chunked policy: the token-weighted mean
     /// of its windows' vectors, L2-normalized again if the model normalizes.
     pub fn embed_chunked(
@@ -367,17 +405,7 @@ impl Embedder {
         limits: &BatchLimits,
         mut between: impl FnMut(),
     ) -> Result<Vec<Option<Vec<f32>>>> {
-        if texts.len() > limits.max_texts {
-            return Err(
-                Error::new(ErrorKind::LimitExceeded, "too many texts in one call")
-                    .detail(format!(
-                        "The call has {} texts; the limit is {}.",
-                        texts.len(),
-                        limits.max_texts
-                    ))
-                    .hint("Embed the texts in several calls, or raise clinembed.batch_max_texts."),
-            );
-        }
+        check_text_count(texts.len(), limits)?;
         let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(texts.len());
         let mut total = 0usize;
         for (i, text) in texts.iter().enumerate() {
@@ -599,6 +627,20 @@ fn check_inputs(inputs: &[Outlet]) -> Result<(bool, IdType)> {
         names.contains(&"token_type_ids"),
         id_type.unwrap_or(IdType::I64),
     ))
+}
+
+fn check_text_count(n: usize, limits: &BatchLimits) -> Result<()> {
+    if n <= limits.max_texts {
+        return Ok(());
+    }
+    Err(
+        Error::new(ErrorKind::LimitExceeded, "too many texts in one call")
+            .detail(format!(
+                "The call has {n} texts; the limit is {}.",
+                limits.max_texts
+            ))
+            .hint("Embed the texts in several calls, or raise clinembed.batch_max_texts."),
+    )
 }
 
 fn pick_output(outputs: &[Outlet], pooling: Option<Pooling>) -> Result<Output> {

@@ -50,6 +50,8 @@ pub struct ModelSettings {
     pub max_length: Option<usize>,
     /// L2-normalise each vector.  Default: false, as in the notebook.
     pub normalize: Option<bool>,
+    /// SHA-256 of `model.onnx`, hex.  When present, checked at every load.
+    pub sha256: Option<String>,
 }
 
 impl ModelSettings {
@@ -65,9 +67,43 @@ impl ModelSettings {
         serde_json::from_str(&text).map_err(|e| {
             Error::new(ErrorKind::InvalidModel, "invalid model settings file")
                 .detail(format!("{}: {e}", path.display()))
-                .hint("Known keys: pooling (\"mean\", \"cls\" or \"model\"), max_length (integer), normalize (boolean).")
+                .hint("Known keys: pooling (\"mean\", \"cls\", \"max\" or \"model\"), max_length (integer), normalize (boolean), sha256 (hex string).")
         })
     }
+}
+
+/// What a model directory says about itself, read without loading the model.
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub dimensions: Option<usize>,
+    pub max_length: usize,
+    /// `None`: mean, unless the graph only has `sentence_embedding`.
+    pub pooling: Option<Pooling>,
+    pub normalize: bool,
+    /// The recorded SHA-256 of `model.onnx`, checked at every load.
+    pub sha256: Option<String>,
+}
+
+pub fn describe(dir: &Path) -> Result<Description> {
+    let s = ModelSettings::load(dir)?;
+    Ok(Description {
+        dimensions: hidden_size(dir),
+        max_length: effective_max_length(s.max_length, position_limit(dir)?),
+        pooling: s.pooling,
+        normalize: s.normalize.unwrap_or(false),
+        sha256: s.sha256,
+    })
+}
+
+/// The width of the model's vectors from `config.json` (`hidden_size`), when
+/// the directory has one; known without loading the model.
+pub fn hidden_size(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    config
+        .get("hidden_size")
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize)
 }
 
 /// The number of positions the model can embed, from `config.json` when the

@@ -1,0 +1,54 @@
+-- Several models: the installed list, a model per call, the per-backend
+-- session cap, checksums, and the model root.  Fixtures under
+-- $sharedir/clinembed/models/clinembed-regress-* are made by scripts/test.sh.
+CREATE EXTENSION IF NOT EXISTS clinembed;
+\set SHOW_CONTEXT never
+
+-- installed models, read without loading them
+SELECT name, dimensions, max_length, pooling, normalize, sha256 IS NOT NULL AS has_sha256, error
+  FROM embed_models() WHERE name IN ('all-minilm-l6-v2-int8', 'clinembed-regress-cls', 'clinembed-regress-badsum')
+ ORDER BY name;
+
+-- two models in one session, in one query
+SELECT embed_text('chest pain') = embed_text('chest pain', model => 'all-minilm-l6-v2-int8') AS default_by_name,
+       embed_text('chest pain') <> embed_text('chest pain', model => 'clinembed-regress-cls') AS other_model_differs;
+SELECT embed_model_id() <> embed_model_id('clinembed-regress-cls') AS identities_differ,
+       embed_model_id('clinembed-regress-cls') ~ '^clinembed-regress-cls@[0-9a-f]{16}$' AS id_format;
+SELECT count(*) AS rows, count(DISTINCT e.embedding IS NULL) AS kinds
+  FROM embed_texts(ARRAY['a', NULL, 'b'], model => 'clinembed-regress-cls') e;
+SELECT model, texts > 0 AS used FROM embed_stats() ORDER BY model;
+SELECT name, loaded FROM embed_models() WHERE name IN ('all-minilm-l6-v2-int8', 'clinembed-regress-cls') ORDER BY name;
+
+-- at most clinembed.max_sessions models stay loaded; the least recently used goes
+SET clinembed.max_sessions = 1;
+SELECT array_length(embed_text('x', model => 'clinembed-regress-cls'), 1) AS dims;
+SELECT model FROM embed_stats();
+SELECT array_length(embed_text('x'), 1) AS dims;
+SELECT model FROM embed_stats();
+RESET clinembed.max_sessions;
+
+-- a recorded checksum is verified at load: a wrong one is F0000
+SELECT embed_text('x', model => 'clinembed-regress-badsum');
+\echo :LAST_ERROR_SQLSTATE
+
+-- names only: no paths, no climbing out (22023); no links out of the root (42501)
+SELECT embed_text('x', model => '../all-minilm-l6-v2-int8');
+\echo :LAST_ERROR_SQLSTATE
+SELECT embed_text('x', model => '/tmp/clinembed-regress-normalized');
+\echo :LAST_ERROR_SQLSTATE
+SELECT embed_text('x', model => 'clinembed-regress-link');
+\echo :LAST_ERROR_SQLSTATE
+SELECT embed_text('x', model => 'no-such-model');
+\echo :LAST_ERROR_SQLSTATE
+-- a superuser may allow links explicitly; an ordinary role may not
+SET clinembed.allow_model_links = on;
+SELECT array_length(embed_text('x', model => 'clinembed-regress-link'), 1) AS dims_through_link;
+RESET clinembed.allow_model_links;
+CREATE ROLE clinembed_reader;
+SET ROLE clinembed_reader;
+SET clinembed.allow_model_links = on;
+\echo :LAST_ERROR_SQLSTATE
+-- ... but may choose any installed model per call
+SELECT array_length(embed_text('x', model => 'clinembed-regress-cls'), 1) AS dims_as_reader;
+RESET ROLE;
+DROP ROLE clinembed_reader;
