@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Exports a BERT-family checkpoint to a clinembed model directory with
+# optimum's ONNX exporter (task feature-extraction, transformers library, not
+# the sentence-transformers pooling head), then checks the export against the
+# checkpoint run in PyTorch:
+#   bash scripts/export-model.sh emilyalsentzer/Bio_ClinicalBERT OUTDIR   # from the hub
+#   bash scripts/export-model.sh /path/to/checkpoint OUTDIR               # local: safetensors + config + tokenizer
+# Options after OUTDIR: --pooling mean|cls|max, --normalize.
+# Run it where the checkpoint is reachable; copy OUTDIR to the database server
+# and install it as $(pg_config --sharedir)/clinembed/models/NAME (see the
+# README, "Bio_ClinicalBERT from pip install to SELECT").  Installs PyTorch,
+# transformers and optimum (scripts/model_tools/requirements-export.txt) into
+# scripts/model_tools/.venv-export unless PYTHON names an interpreter that
+# has them.
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
+SOURCE=$1 OUT=$2
+shift 2
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -z "${PYTHON:-}" ]; then
+    VENV=$HERE/model_tools/.venv-export
+    if ! "$VENV/bin/python" -c 'import torch, transformers, optimum.exporters.onnx, onnxruntime' 2>/dev/null; then
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet -r "$HERE/model_tools/requirements-export.txt"
+    fi
+    PYTHON=$VENV/bin/python
+fi
+EXPORT=$(mktemp -d)
+trap 'rm -rf "$EXPORT"' EXIT
+"$PYTHON" -m optimum.exporters.onnx --model "$SOURCE" --task feature-extraction \
+    --library-name transformers --opset 17 "$EXPORT"
+"$PYTHON" "$HERE/model_tools/finish_export.py" "$SOURCE" "$EXPORT" "$OUT" "$@"
+echo "install on the database server (as root):"
+echo "  cp -r $OUT \$(pg_config --sharedir)/clinembed/models/NAME && chmod -R a+rX \$(pg_config --sharedir)/clinembed/models/NAME"

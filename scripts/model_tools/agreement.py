@@ -1,0 +1,126 @@
+"""Agreement of a candidate model with a reference model, before switching.
+
+Embeds a corpus with both model directories the way clinembed does (the
+model's tokenizer, truncation at its max_length, the pooling and
+normalization of its clinembed.json), with Python onnxruntime, and reports:
+  - cosine similarity between each text's two vectors: mean and minimum;
+  - nearest-neighbour overlap at k (default 10): for each text, the share of
+    its k nearest neighbours (cosine, within the corpus) that both models
+    agree on, averaged over the corpus.
+The corpus is a file of one text per line, or the synthetic notes of
+scripts/gen_notes.py when none is given.  Prints a report and, with --json,
+writes the numbers.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+
+def settings(model_dir):
+    path = os.path.join(model_dir, "clinembed.json")
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+class Model:
+    def __init__(self, model_dir, threads):
+        s = settings(model_dir)
+        self.pooling = s.get("pooling", "mean")
+        self.normalize = s.get("normalize", False)
+        max_length = s.get("max_length", 512)
+        cfg = os.path.join(model_dir, "config.json")
+        if os.path.exists(cfg):
+            limit = json.load(open(cfg)).get("max_position_embeddings")
+            if limit:
+                max_length = min(max_length, limit)
+        self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+        self.tok.no_padding()
+        self.tok.enable_truncation(max_length=max_length)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.sess.get_inputs()}
+        self.output = "last_hidden_state" if any(o.name == "last_hidden_state" for o in self.sess.get_outputs()) else "token_embeddings"
+
+    def embed(self, text):
+        enc = self.tok.encode(text)
+        ids = np.array([enc.ids], dtype=np.int64)
+        mask = np.array([enc.attention_mask], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.array([enc.type_ids], dtype=np.int64)
+        hidden = self.sess.run([self.output], feed)[0].astype(np.float64)
+        if self.pooling == "cls":
+            v = hidden[0, 0]
+        elif self.pooling == "max":
+            v = hidden[0].max(axis=0)
+        else:
+            v = hidden[0].mean(axis=0)  # one text, no padding: the masked mean
+        if self.normalize:
+            v = v / max(np.linalg.norm(v), 1e-12)
+        return v
+
+
+def unit(m):
+    return m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
+
+
+def neighbours(m, k):
+    sims = unit(m) @ unit(m).T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1)[:, :k]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("reference", help="reference model directory (e.g. fp32)")
+    ap.add_argument("candidate", help="candidate model directory (e.g. int8)")
+    ap.add_argument("--corpus", help="file with one text per line (default: scripts/gen_notes.py notes)")
+    ap.add_argument("--notes", type=int, default=300, help="synthetic notes when no corpus is given")
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--json", help="write the numbers here")
+    args = ap.parse_args()
+
+    if args.corpus:
+        texts = [l.rstrip("\n") for l in open(args.corpus) if l.strip()]
+        source = args.corpus
+    else:
+        import gen_notes
+        texts = [row[4] for row in gen_notes.notes(args.notes, 20261126)]
+        source = f"scripts/gen_notes.py, {len(texts)} notes"
+    ref, cand = Model(args.reference, args.threads), Model(args.candidate, args.threads)
+    t = time.perf_counter()
+    a = np.array([ref.embed(x) for x in texts])
+    t_ref = time.perf_counter() - t
+    t = time.perf_counter()
+    b = np.array([cand.embed(x) for x in texts])
+    t_cand = time.perf_counter() - t
+    cos = np.sum(unit(a) * unit(b), axis=1)
+    na, nb = neighbours(a, args.k), neighbours(b, args.k)
+    overlap = np.mean([len(set(x) & set(y)) / args.k for x, y in zip(na, nb)])
+    result = {
+        "reference": args.reference, "candidate": args.candidate, "corpus": source, "texts": len(texts),
+        "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+        "cosine_p05": float(np.percentile(cos, 5)), f"nn_overlap_at_{args.k}": float(overlap),
+        "python_ort_s_reference": t_ref, "python_ort_s_candidate": t_cand,
+    }
+    print(f"agreement of {args.candidate} with {args.reference} on {source}:")
+    print(f"  cosine: mean {cos.mean():.5f}, min {cos.min():.5f}, 5th percentile {np.percentile(cos, 5):.5f}")
+    print(f"  nearest-neighbour overlap at {args.k}: {overlap:.3f}")
+    print(f"  Python onnxruntime, one text at a time: {len(texts) / t_ref:.2f} vs {len(texts) / t_cand:.2f} texts/s")
+    if args.json:
+        json.dump(result, open(args.json, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()

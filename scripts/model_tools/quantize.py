@@ -1,0 +1,57 @@
+"""Dynamic int8 quantization of a clinembed model directory.
+
+Quantizes model.onnx's weights to int8 with onnxruntime's own tooling
+(quantize_dynamic: int8 weights, activations quantized per batch at run time),
+copies the tokenizer, config and settings, and records the new file's SHA-256
+in clinembed.json, so the result is a model directory clinembed loads as is.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("src", help="fp32 model directory (model.onnx, tokenizer.json, ...)")
+    ap.add_argument("dst", help="new int8 model directory")
+    ap.add_argument("--per-channel", action="store_true", help="one scale per output channel")
+    args = ap.parse_args()
+
+    os.makedirs(args.dst, exist_ok=True)
+    quantize_dynamic(
+        os.path.join(args.src, "model.onnx"),
+        os.path.join(args.dst, "model.onnx"),
+        weight_type=QuantType.QInt8,
+        per_channel=args.per_channel,
+        op_types_to_quantize=["MatMul", "Gemm"],
+    )
+    for f in ("tokenizer.json", "config.json"):
+        if os.path.exists(os.path.join(args.src, f)):
+            shutil.copy(os.path.join(args.src, f), args.dst)
+    settings = {}
+    if os.path.exists(os.path.join(args.src, "clinembed.json")):
+        settings = json.load(open(os.path.join(args.src, "clinembed.json")))
+    settings["sha256"] = sha256(os.path.join(args.dst, "model.onnx"))
+    with open(os.path.join(args.dst, "clinembed.json"), "w") as out:
+        json.dump(settings, out, indent=2)
+        out.write("\n")
+    before = os.path.getsize(os.path.join(args.src, "model.onnx"))
+    after = os.path.getsize(os.path.join(args.dst, "model.onnx"))
+    print(f"quantized {args.src} -> {args.dst}: {before / 1e6:.0f} MB -> {after / 1e6:.0f} MB, sha256 {settings['sha256']}")
+
+
+if __name__ == "__main__":
+    main()

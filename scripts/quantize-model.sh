@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Quantizes a clinembed model directory to int8 and reports how well the int8
+# model agrees with the original before anyone switches:
+#   bash scripts/quantize-model.sh SRC_DIR DST_DIR [--corpus FILE] [--notes N]
+# SRC_DIR is a model directory (model.onnx, tokenizer.json, ...), e.g. one
+# made by scripts/export-model.sh.  DST_DIR gets the int8 model.onnx, the same
+# tokenizer and settings, and the new sha256 in clinembed.json; install it
+# like any model.  The report (mean and minimum cosine to the original, and
+# nearest-neighbour overlap at 10) runs on FILE (one text per line), or on
+# the synthetic notes of scripts/gen_notes.py, and is also written to
+# DST_DIR/agreement.json.  Needs python3 with venv; installs onnx and
+# onnxruntime from PyPI into scripts/model_tools/.venv.
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
+SRC=$1 DST=$2
+shift 2
+HERE=$(cd "$(dirname "$0")" && pwd)
+VENV=$HERE/model_tools/.venv
+if ! "$VENV/bin/python" -c 'import onnx, onnxruntime.quantization, tokenizers, numpy' 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet -r "$HERE/model_tools/requirements.txt"
+fi
+"$VENV/bin/python" "$HERE/model_tools/quantize.py" "$SRC" "$DST"
+"$VENV/bin/python" "$HERE/model_tools/agreement.py" "$SRC" "$DST" --json "$DST/agreement.json" "$@"
