@@ -54,6 +54,7 @@ CREATE  FUNCTION "embed_stats"() RETURNS TABLE (
 	"path" TEXT,  /* String */
 	"model_id" TEXT,  /* String */
 	"load_ms" double precision,  /* f64 */
+	"calls" bigint,  /* i64 */
 	"texts" bigint,  /* i64 */
 	"tokens" bigint,  /* i64 */
 	"runs" bigint,  /* i64 */

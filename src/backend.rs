@@ -31,6 +31,8 @@ pub struct Loaded {
     /// The name it was asked for: an installed name or a path.
     pub name: String,
     pub embedder: Embedder,
+    /// SQL calls that used it.
+    pub calls: u64,
     /// Statement start time of the last freshness check.
     checked: i64,
 }
@@ -97,6 +99,7 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
                     key,
                     name,
                     embedder,
+                    calls: 0,
                     checked: now,
                 }
             }
@@ -110,6 +113,7 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
             cache.remove(0);
         }
         let last = cache.len() - 1;
+        cache[last].calls += 1;
         f(&mut cache[last].embedder)
     })
 }

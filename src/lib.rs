@@ -256,7 +256,8 @@ fn embed_model_id() -> String {
 
 /// What this backend has loaded and done with each model, least recently
 /// used first: the name it was asked for, its directory and identity, how
-/// long it took to load, and the texts, tokens and ONNX Runtime runs since.
+/// long it took to load, and the SQL calls, texts, tokens and ONNX Runtime
+/// runs since.
 /// `runs` counts inferences: a row-at-a-time trigger adds one per row, a
 /// batched call one per micro-batch.  `rss_kb` is the whole backend's.  No
 /// row before the first load.
@@ -269,6 +270,7 @@ fn embed_stats() -> TableIterator<
         name!(path, String),
         name!(model_id, String),
         name!(load_ms, f64),
+        name!(calls, i64),
         name!(texts, i64),
         name!(tokens, i64),
         name!(runs, i64),
@@ -285,6 +287,7 @@ fn embed_stats() -> TableIterator<
             l.embedder.info().dir.display().to_string(),
             id,
             u.load_seconds * 1000.0,
+            l.calls as i64,
             u.texts as i64,
             u.tokens as i64,
             u.runs as i64,

@@ -76,7 +76,9 @@ for t in texts:
         h = model(**enc).last_hidden_state
     m = enc["attention_mask"].unsqueeze(-1).float()
     want = ((h * m).sum(1) / m.sum(1).clamp(min=1e-9)).numpy()[0]
-    out = subprocess.run(psql + ["-v", f"t={t}", "-c", "SELECT array_to_json(embed_text(:'t', model => 'clinembed-export-test'))"],
+    # the text travels as a psql variable, quoted by psql (:'t'), on stdin
+    out = subprocess.run(psql + ["-v", f"t={t}", "-f", "-"],
+                         input="SELECT array_to_json(embed_text(:'t', model => 'clinembed-export-test'));\n",
                          check=True, capture_output=True, text=True).stdout
     got = np.array(json.loads(out), dtype=np.float32)
     worst = max(worst, float(np.max(np.abs(got - want))))
