@@ -289,6 +289,7 @@ DECLARE
     new_table name;
     old_table name;
     keys text[];
+    key_columns text;
     model_id text;
     candidates text;
     total bigint;
@@ -327,23 +328,24 @@ BEGIN
     END IF;
 
     -- The rows that need work, as (key columns..., clinembed_text).
+    key_columns := (SELECT string_agg(format('n.%I', k), ', ') FROM unnest(keys) k);
     IF TG_OP = 'INSERT' THEN
         IF args.model_column IS NULL THEN
             candidates := format('SELECT %s, n.%I::text AS clinembed_text FROM %I n WHERE n.%I IS NOT NULL OR n.%I IS NOT NULL',
-                                 (SELECT string_agg(format('n.%I', k), ', ') FROM unnest(keys) k),
+                                 key_columns,
                                  args.source_column, new_table, args.source_column, args.target_column);
         ELSE
             model_id := @extschema@.embed_model_id();
             candidates := format('SELECT %s, n.%2$I::text AS clinembed_text FROM %3$I n'
                                  ' WHERE (n.%2$I IS NOT NULL AND (n.%4$I IS NULL OR n.%5$I::text IS DISTINCT FROM %6$L))'
                                  '    OR (n.%2$I IS NULL AND (n.%4$I IS NOT NULL OR n.%5$I IS NOT NULL))',
-                                 (SELECT string_agg(format('n.%I', k), ', ') FROM unnest(keys) k),
+                                 key_columns,
                                  args.source_column, new_table, args.target_column, args.model_column, model_id);
         END IF;
     ELSE
         -- Only a changed text is embedded again: no inference otherwise.
         candidates := format('SELECT %s, n.%I::text AS clinembed_text FROM %I n JOIN %I o USING (%s) WHERE n.%I IS DISTINCT FROM o.%I',
-                             (SELECT string_agg(format('n.%I', k), ', ') FROM unnest(keys) k),
+                             key_columns,
                              args.source_column, new_table, old_table,
                              (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k),
                              args.source_column, args.source_column);
@@ -352,7 +354,7 @@ BEGIN
     IF total = 0 THEN
         RETURN NULL;
     END IF;
-    model_id := @extschema@.embed_model_id();
+    model_id := coalesce(model_id, @extschema@.embed_model_id());
     IF target.target_dims IS NOT NULL THEN
         PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type, target.target_dims,
                                               (SELECT i.dimensions FROM @extschema@.embed_model_info() i));

@@ -93,6 +93,7 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
                 while cache.len() >= cap {
                     cache.remove(0);
                 }
+                paths::check_inside_root(&key.dir).or_report();
                 let env = runtime::environment(&key.library).or_report();
                 let embedder = Embedder::load(env, &key.dir, &key.options).or_report();
                 Loaded {
@@ -122,11 +123,6 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
 /// first, without loading any.
 pub fn for_each_loaded<R>(mut f: impl FnMut(&mut Loaded) -> R) -> Vec<R> {
     CACHE.with(|cell| cell.borrow_mut().iter_mut().map(&mut f).collect())
-}
-
-/// Whether this backend has loaded the model in `dir`.
-pub fn is_loaded(dir: &std::path::Path) -> bool {
-    CACHE.with(|cell| cell.borrow().iter().any(|l| l.key.dir == dir))
 }
 
 /// Resident memory of this backend process in kB, from /proc/self/status.

@@ -17,17 +17,13 @@ pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
         ErrorKind::InvalidArgument => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         ErrorKind::LimitExceeded => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         ErrorKind::Inference => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+        ErrorKind::Forbidden => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
     }
 }
 
 /// Raises `e` at ERROR level with the SQLSTATE of its kind; does not return.
 pub fn report(e: Error) -> ! {
-    report_code(sqlstate(e.kind), e)
-}
-
-/// Raises `e` at ERROR level with SQLSTATE `code`; does not return.
-pub fn report_code(code: PgSqlErrorCode, e: Error) -> ! {
-    let mut er = ErrorReport::new(code, e.message, "clinembed");
+    let mut er = ErrorReport::new(sqlstate(e.kind), e.message, "clinembed");
     if let Some(d) = e.detail {
         er = er.set_detail(d);
     }

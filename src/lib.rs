@@ -32,14 +32,17 @@ pub extern "C-unwind" fn _PG_init() {
 /// instead of using the vector index, which computes it once.
 #[pg_extern(stable, parallel_safe, strict, cost = 10000)]
 fn embed_text(text: &str) -> Vec<f32> {
-    one_vector(text, None)
+    one_vector(text, None, gucs::long_text())
 }
 
-/// A text's vector under the long-text policy, with the configured model or
-/// installed model `model`.
-fn one_vector(text: &str, model: Option<&str>) -> Vec<f32> {
+/// A text's vector with the configured model or installed model `model`,
+/// truncated, or chunked when `long_text` has window settings.
+fn one_vector(
+    text: &str,
+    model: Option<&str>,
+    long_text: Option<clinembed_core::chunk::ChunkOptions>,
+) -> Vec<f32> {
     let limits = gucs::batch_limits();
-    let long_text = gucs::long_text();
     with_model(model, |e| match long_text {
         None => e.embed(text),
         Some(opts) => e.embed_chunked(text, opts, &limits, || {
@@ -61,15 +64,6 @@ fn with_model<T>(
     .or_report()
 }
 
-fn embed_chunked(text: &str, opts: clinembed_core::chunk::ChunkOptions) -> Vec<f32> {
-    let limits = gucs::batch_limits();
-    with_model(None, |e| {
-        e.embed_chunked(text, opts, &limits, || {
-            pg_sys::check_for_interrupts!();
-        })
-    })
-}
-
 /// One vector for a text by the chunked long-text policy, whatever
 /// `clinembed.long_text` says: windows of `window_tokens` tokens (special
 /// tokens included) overlapping by at most `overlap_tokens`, never splitting
@@ -80,7 +74,8 @@ fn embed_text_chunked(
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
 ) -> Vec<f32> {
-    embed_chunked(text, chunk_options(window_tokens, overlap_tokens))
+    let opts = chunk_options(window_tokens, overlap_tokens);
+    one_vector(text, None, Some(opts))
 }
 
 fn chunk_options(window: i32, overlap: i32) -> clinembed_core::chunk::ChunkOptions {
@@ -329,27 +324,28 @@ fn embed_models() -> TableIterator<
         })
         .unwrap_or_default();
     names.sort();
-    let loaded_dims = |dir: &std::path::Path| {
-        backend::for_each_loaded(|l| (l.embedder.info().dir.clone(), l.embedder.info().dimensions))
-            .into_iter()
-            .find(|(d, _)| d == dir)
-            .map(|(_, n)| n as i32)
-    };
+    // (directory, dimensions) of the models this backend holds
+    let loaded = backend::for_each_loaded(|l| {
+        (
+            l.embedder.info().dir.clone(),
+            l.embedder.info().dimensions as i32,
+        )
+    });
     let rows: Vec<_> = names
         .into_iter()
         .map(|name| {
             let dir = root.join(&name);
-            let loaded = backend::is_loaded(&dir);
+            let held = loaded.iter().find(|(d, _)| *d == dir).map(|&(_, n)| n);
             match clinembed_core::settings::describe(&dir) {
                 Ok(d) => (
                     name,
                     dir.display().to_string(),
-                    loaded_dims(&dir).or(d.dimensions.map(|n| n as i32)),
+                    held.or(d.dimensions.map(|n| n as i32)),
                     Some(d.max_length as i32),
                     Some(d.pooling.map_or("mean", |p| p.as_str()).to_string()),
                     Some(d.normalize),
                     d.sha256,
-                    loaded,
+                    held.is_some(),
                     None,
                 ),
                 Err(e) => (
@@ -360,7 +356,7 @@ fn embed_models() -> TableIterator<
                     None,
                     None,
                     None,
-                    loaded,
+                    held.is_some(),
                     Some(e.message),
                 ),
             }
@@ -375,7 +371,7 @@ fn embed_models() -> TableIterator<
 /// setting is for.  Up to `clinembed.max_sessions` models stay loaded.
 #[pg_extern(stable, parallel_safe, strict, cost = 10000, name = "embed_text")]
 fn embed_text_model(text: &str, model: &str) -> Vec<f32> {
-    one_vector(text, Some(model))
+    one_vector(text, Some(model), gucs::long_text())
 }
 
 /// `embed_texts` with an installed model chosen for this call.

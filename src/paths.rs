@@ -1,7 +1,7 @@
 //! Installation directories of the running server, and model-name resolution.
 
 use std::ffi::CStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pgrx::pg_sys;
 
@@ -44,10 +44,9 @@ pub fn resolve_model(setting: &str) -> PathBuf {
     resolve_installed(setting)
 }
 
-/// Resolves an installed model name under [`models_dir`].  The name must be a
-/// plain directory name, and the directory it names must lie inside the model
-/// root once symbolic links are followed, unless a superuser set
-/// `clinembed.allow_model_links`.
+/// Resolves an installed model name under [`models_dir`]; the name must be a
+/// plain directory name.  Where the directory leads is checked when the model
+/// loads ([`check_inside_root`]), not on every call.
 pub fn resolve_installed(name: &str) -> PathBuf {
     let plain = !name.is_empty()
         && !name.starts_with('.')
@@ -61,19 +60,24 @@ pub fn resolve_installed(name: &str) -> PathBuf {
                 .hint("Use an installed model name (letters, digits, '.', '_', '-'); see embed_models()."),
         );
     }
+    models_dir().join(name)
+}
+
+/// A directory under the model root must stay inside it once symbolic links
+/// are followed, unless a superuser set `clinembed.allow_model_links`; other
+/// directories (an absolute `clinembed.model`, superuser-only) are not
+/// checked.
+pub fn check_inside_root(dir: &Path) -> Result<(), Error> {
     let root = models_dir();
-    let dir = root.join(name);
-    if !crate::gucs::ALLOW_MODEL_LINKS.get() {
-        if let (Ok(real_root), Ok(real_dir)) = (root.canonicalize(), dir.canonicalize()) {
-            if !real_dir.starts_with(&real_root) {
-                crate::errors::report_code(
-                    pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    Error::new(ErrorKind::InvalidArgument, "model directory is outside the model root")
-                        .detail(format!("\"{}\" links to a directory outside \"{}\".", dir.display(), root.display()))
-                        .hint("Install the model files under the model root, or have a superuser set clinembed.allow_model_links."),
-                );
-            }
-        }
+    if crate::gucs::ALLOW_MODEL_LINKS.get() || !dir.starts_with(&root) {
+        return Ok(());
     }
-    dir
+    match (root.canonicalize(), dir.canonicalize()) {
+        (Ok(real_root), Ok(real_dir)) if !real_dir.starts_with(&real_root) => {
+            Err(Error::new(ErrorKind::Forbidden, "model directory is outside the model root")
+                .detail(format!("\"{}\" links to a directory outside \"{}\".", dir.display(), root.display()))
+                .hint("Install the model files under the model root, or have a superuser set clinembed.allow_model_links."))
+        }
+        _ => Ok(()),
+    }
 }

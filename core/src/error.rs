@@ -23,6 +23,8 @@ pub enum ErrorKind {
     LimitExceeded,
     /// ONNX Runtime failed while running the model.
     Inference,
+    /// The request would read files the configuration does not allow.
+    Forbidden,
 }
 
 #[derive(Debug, Clone)]

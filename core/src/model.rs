@@ -309,7 +309,8 @@ impl Embedder {
         limits: &BatchLimits,
         mut between: impl FnMut(),
     ) -> Result<Vec<(Window, Vec<f32>)>> {
-        opts.check(&self.encoder.specials()?, self.info.max_length)?;
+        let specials = self.encoder.specials();
+        opts.check(specials, self.info.max_length)?;
         let tokens = self.encoder.tokens(text)?;
         if tokens.ids.len() > limits.max_tokens {
             return Err(
@@ -322,7 +323,7 @@ impl Embedder {
                     .hint("Raise clinembed.batch_max_tokens, or split the text."),
             );
         }
-        let windows = crate::chunk::windows(&tokens, &self.encoder.specials()?, opts);
+        let windows = crate::chunk::windows(&tokens, specials, opts);
         let lengths: Vec<usize> = windows.iter().map(|w| w.encoded.len()).collect();
         let max_rows = if self.info.batch_invariant {
             usize::MAX

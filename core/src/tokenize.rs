@@ -37,6 +37,8 @@ pub struct Encoder {
     counting: Tokenizer,
     max_length: usize,
     pad_id: i64,
+    /// Computed once: the chunked policy wraps every window in them.
+    specials: crate::chunk::Specials,
 }
 
 impl Encoder {
@@ -78,11 +80,13 @@ impl Encoder {
             direction: TruncationDirection::Right,
         }))
         .map_err(invalid)?;
+        let specials = find_specials(&counting)?;
         Ok(Encoder {
             truncating: tok,
             counting,
             max_length,
             pad_id,
+            specials,
         })
     }
 
@@ -139,27 +143,33 @@ impl Encoder {
     }
 
     /// The special tokens the tokenizer puts around one sequence.
-    pub fn specials(&self) -> Result<crate::chunk::Specials> {
-        let with = self.raw_encode(&self.counting, "a")?;
-        let without = self
-            .counting
-            .encode_fast("a", false)
-            .map_err(|_| tokenize_error("a"))?;
-        let (w, c) = (with.get_ids(), without.get_ids());
-        let at = (0..=w.len().saturating_sub(c.len()))
-            .find(|&i| w[i..].starts_with(c))
-            .unwrap_or(0);
-        let ids = |s: &[u32]| s.iter().map(|&i| i64::from(i)).collect();
-        Ok(crate::chunk::Specials {
-            prefix: ids(&w[..at]),
-            suffix: ids(&w[(at + c.len()).min(w.len())..]),
-        })
+    pub fn specials(&self) -> &crate::chunk::Specials {
+        &self.specials
     }
 
     fn raw_encode(&self, tok: &Tokenizer, text: &str) -> Result<tokenizers::Encoding> {
         tok.encode_fast(text, true)
             .map_err(|_| tokenize_error(text))
     }
+}
+
+/// The special tokens `tok` puts around one sequence: those of "a" with
+/// special tokens, less those of "a" without.
+fn find_specials(tok: &Tokenizer) -> Result<crate::chunk::Specials> {
+    let encode = |special| {
+        tok.encode_fast("a", special)
+            .map_err(|_| tokenize_error("a"))
+    };
+    let (with, without) = (encode(true)?, encode(false)?);
+    let (w, c) = (with.get_ids(), without.get_ids());
+    let at = (0..=w.len().saturating_sub(c.len()))
+        .find(|&i| w[i..].starts_with(c))
+        .unwrap_or(0);
+    let ids = |s: &[u32]| s.iter().map(|&i| i64::from(i)).collect();
+    Ok(crate::chunk::Specials {
+        prefix: ids(&w[..at]),
+        suffix: ids(&w[(at + c.len()).min(w.len())..]),
+    })
 }
 
 /// The tokenizer's own message may quote the input: keep it out.

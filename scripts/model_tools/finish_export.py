@@ -8,7 +8,6 @@ mean pooling) and fails if they differ by more than --tol.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -17,20 +16,14 @@ import sys
 import numpy as np
 import onnxruntime as ort
 
+from files import sha256
+
 TEXTS = [
     "Patient denies chest pain or shortness of breath.",
     "Pt c/o SOB x3d, DOE, orthopnea; h/o CHF, HFrEF EF 30%.",
     "DISCHARGE SUMMARY: admitted with community-acquired pneumonia, treated with ceftriaxone. " * 40,
     "",
 ]
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main():

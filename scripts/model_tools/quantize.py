@@ -7,7 +7,6 @@ in clinembed.json, so the result is a model directory clinembed loads as is.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -15,13 +14,7 @@ import shutil
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from files import sha256
 
 
 def main():

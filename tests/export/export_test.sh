@@ -10,9 +10,9 @@
 # 3. installs the result as model "clinembed-export-test";
 # 4. embeds texts in PostgreSQL with it, per call, and compares them with the
 #    checkpoint run in PyTorch (the notebook's method).
-# PYTHON may name an interpreter with torch, transformers and optimum
-# (bench/.venv after `pip install optimum==1.23.3` works); otherwise
-# scripts/export-model.sh installs its own.
+# PYTHON names an interpreter with torch, transformers and optimum (default
+# scripts/model_tools/.venv-export, which scripts/export-model.sh makes on
+# first use; bench/.venv after `pip install optimum==1.23.3` works too).
 # Prints "ok - ..." / "not ok - ..." and "export: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,14 +22,16 @@ WORK=/tmp/clinembed-export-test
 rm -rf "$WORK" && mkdir -p "$WORK"
 PASS=0 FAIL=0
 check() { if [ "$2" = "$3" ]; then echo "ok - $1"; PASS=$((PASS + 1)); else echo "not ok - $1 (got '$2', want '$3')"; FAIL=$((FAIL + 1)); fi; }
-PY=${PYTHON:-}
-if [ -z "$PY" ]; then
-    bash scripts/export-model.sh 2>/dev/null || true # prints usage; the venv is made on first real use
+PY=${PYTHON:-scripts/model_tools/.venv-export/bin/python}
+if ! "$PY" -c 'import torch, transformers, optimum.exporters.onnx' 2>/dev/null; then
+    echo "not ok - no Python with torch, transformers and optimum: set PYTHON, or make one with"
+    echo "  python3 -m venv scripts/model_tools/.venv-export && scripts/model_tools/.venv-export/bin/pip install -r scripts/model_tools/requirements-export.txt"
+    exit 1
 fi
 TOKENIZER=$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8/tokenizer.json
 
 # 1. the checkpoint
-"${PY:-python3}" - "$WORK/checkpoint" "$TOKENIZER" <<'PY' || { echo "not ok - checkpoint (needs torch and transformers: set PYTHON)"; exit 1; }
+"$PY" - "$WORK/checkpoint" "$TOKENIZER" <<'PY' || { echo "not ok - checkpoint"; exit 1; }
 import sys, torch
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 out, tokenizer = sys.argv[1], sys.argv[2]
@@ -58,7 +60,7 @@ cluster_start export 28821
 trap 'cluster_stop; rm -rf "$DEST"' EXIT
 
 # 4. PostgreSQL against PyTorch
-"${PY:-$(dirname "$0")/../../scripts/model_tools/.venv-export/bin/python}" - "$WORK/checkpoint" <<'PY' > "$WORK/compare.txt" 2>&1
+"$PY" - "$WORK/checkpoint" <<'PY' > "$WORK/compare.txt" 2>&1
 import os, sys, subprocess, json
 import numpy as np, torch
 from transformers import AutoModel, AutoTokenizer
