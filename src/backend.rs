@@ -71,9 +71,14 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
     let now = statement_start();
     CACHE.with(|cell| {
         let mut cache = cell.borrow_mut();
-        let found = cache.iter().position(|l| l.key == key);
+        // One session per model directory: a session built with other
+        // settings (threads, arena, library) is replaced, not kept beside.
+        let found = cache.iter().position(|l| l.key.dir == key.dir);
         let reuse = found.filter(|&i| {
             let l = &mut cache[i];
+            if l.key != key {
+                return false;
+            }
             if l.checked == now {
                 return true;
             }
@@ -83,7 +88,7 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
         let loaded = match reuse {
             Some(i) => cache.remove(i),
             None => {
-                // Drop a stale copy, and the least recently used models
+                // Drop a stale or differently built copy, and the least recently used models
                 // beyond the cap, before loading, so memory never holds more
                 // than the cap.
                 if let Some(i) = found {

@@ -56,7 +56,17 @@ pub static MEMORY_ARENA: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// any budget from 512 to 8192 within the benchmark machine's drift, with less
 /// memory than larger ones (RSS 661 MB against 823 MB at 4096 and 1153 MB at
 /// 8192; bench/RESULTS.md), and a cancel lands within about a second.
-pub static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(2048);
+pub static BATCH_TOKENS: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::DEFAULT_MICRO_BATCH_TOKENS as i32);
+
+/// `clinembed.batch_tokens_limit`: the most padded tokens per micro-batch,
+/// whatever a session sets `clinembed.batch_tokens` to.  A micro-batch's
+/// memory, and the time before a cancel lands, grow with its size (one role
+/// that set `batch_tokens` to 1048576 made a backend take 15.5 GB for 120 s
+/// without a chance to cancel), so only a superuser may raise the ceiling.
+/// Default: the default budget, so an ordinary role can only lower it.
+pub static BATCH_TOKENS_LIMIT: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::DEFAULT_MICRO_BATCH_TOKENS as i32);
 
 /// `clinembed.batch_max_texts`: texts per `embed_texts` call.  Default
 /// 100000; over it the call fails with a hint instead of exhausting memory.
@@ -163,6 +173,16 @@ pub fn init() {
         16,
         1 << 20,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clinembed.batch_tokens_limit",
+        c"Most padded tokens per micro-batch, whatever clinembed.batch_tokens says.",
+        c"Bounds the memory of one micro-batch and the time before a cancel lands; superuser-only.",
+        &BATCH_TOKENS_LIMIT,
+        16,
+        1 << 20,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -283,7 +303,10 @@ pub fn session_options() -> clinembed_core::SessionOptions {
 
 pub fn batch_limits() -> clinembed_core::BatchLimits {
     clinembed_core::BatchLimits {
-        micro_batch_tokens: BATCH_TOKENS.get().max(1) as usize,
+        micro_batch_tokens: clinembed_core::micro_batch_budget(
+            BATCH_TOKENS.get(),
+            BATCH_TOKENS_LIMIT.get(),
+        ),
         max_texts: BATCH_MAX_TEXTS.get().max(1) as usize,
         max_tokens: BATCH_MAX_TOKENS.get().max(1) as usize,
     }

@@ -20,6 +20,12 @@ pub extern "C-unwind" fn _PG_init() {
     // Only settings here: the model loads lazily in each backend, never in the
     // postmaster, whose forked children would inherit ONNX Runtime threads.
     gucs::init();
+    // pgrx appends a Rust backtrace to every error's detail when the server's
+    // environment has RUST_BACKTRACE set; a detail sent to clients carries
+    // code paths, not help.  RUST_LIB_BACKTRACE takes precedence for captured
+    // backtraces, and is read once, at the first capture; _PG_init runs before
+    // any, on the process's only thread.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
 }
 
 /// The embedding of one text: tokenized with the model's tokenizer, truncated
@@ -162,13 +168,19 @@ fn many_vectors(texts: Array<'_, &str>, model: Option<&str>) -> Ordered {
     )
 }
 
+/// Lets a cancel or `statement_timeout` land between pieces of work.
+fn check_interrupts() {
+    pg_sys::check_for_interrupts!();
+}
+
 /// Number of tokens of `text` before truncation, special tokens included.
 /// Compare with `max_length` from `embed_model_info()` to find notes that are
 /// truncated.  COST 1000: tokenizing is cheaper than embedding but far from
 /// free.
 #[pg_extern(stable, parallel_safe, strict, cost = 1000)]
 fn embed_token_count(text: &str) -> i32 {
-    let n = backend::with_embedder(|e| e.encoder().count_tokens(text)).or_report();
+    let n =
+        backend::with_embedder(|e| e.encoder().count_tokens(text, check_interrupts)).or_report();
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
@@ -189,7 +201,7 @@ fn embed_truncation(
 > {
     let (tokens, max) = backend::with_embedder(|e| {
         e.encoder()
-            .count_tokens(text)
+            .count_tokens(text, check_interrupts)
             .map(|n| (n, e.info().max_length))
     })
     .or_report();

@@ -15,6 +15,9 @@ pub mod signals;
 pub mod tokenize;
 
 pub use error::{Error, ErrorKind, Result};
-pub use model::{BatchLimits, Embedder, ModelInfo, SessionOptions, Usage};
+pub use model::{
+    micro_batch_budget, BatchLimits, Embedder, ModelInfo, SessionOptions, Usage,
+    DEFAULT_MICRO_BATCH_TOKENS,
+};
 pub use settings::Pooling;
 pub use tokenize::Encoded;

@@ -68,10 +68,21 @@ pub struct BatchLimits {
     pub max_tokens: usize,
 }
 
+/// Padded tokens per micro-batch unless configured otherwise: on BERT-base
+/// as fast as any budget from 512 to 8192, with less memory than larger ones,
+/// and short enough for a cancel to land within about a second.
+pub const DEFAULT_MICRO_BATCH_TOKENS: usize = 2048;
+
+/// The padded tokens per micro-batch for a session that asks for `requested`
+/// under a server's ceiling `ceiling`: the smaller, and at least one.
+pub fn micro_batch_budget(requested: i32, ceiling: i32) -> usize {
+    requested.min(ceiling).max(1) as usize
+}
+
 impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
-            micro_batch_tokens: 2048,
+            micro_batch_tokens: DEFAULT_MICRO_BATCH_TOKENS,
             max_texts: 100_000,
             max_tokens: 4_000_000,
         }
@@ -311,7 +322,7 @@ impl Embedder {
     ) -> Result<Vec<(Window, Vec<f32>)>> {
         let specials = self.encoder.specials();
         opts.check(specials, self.info.max_length)?;
-        let tokens = self.encoder.tokens(text)?;
+        let tokens = self.encoder.tokens(text, &mut between)?;
         if tokens.ids.len() > limits.max_tokens {
             return Err(
                 Error::new(ErrorKind::LimitExceeded, "text too long to chunk")
@@ -670,4 +681,21 @@ fn pick_output(outputs: &[Outlet], pooling: Option<Pooling>) -> Result<Output> {
         )
         .detail(format!("{wanted}; the graph has: {}.", names.join(", ")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_batch_budget_never_passes_the_ceiling() {
+        assert_eq!(micro_batch_budget(1 << 20, 2048), 2048);
+        assert_eq!(micro_batch_budget(512, 2048), 512);
+        assert_eq!(micro_batch_budget(8192, 8192), 8192);
+        assert_eq!(micro_batch_budget(0, 2048), 1);
+        assert_eq!(
+            BatchLimits::default().micro_batch_tokens,
+            DEFAULT_MICRO_BATCH_TOKENS
+        );
+    }
 }

@@ -10,9 +10,17 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Inputs larger than this many bytes are tokenized on a whitespace-aligned
-/// prefix first; see [`Encoder::encode`].
+/// Inputs larger than this many bytes are tokenized a piece at a time: on a
+/// prefix first when truncating ([`Encoder::encode`]), in whitespace-aligned
+/// pieces when counting or chunking ([`Encoder::count_tokens`],
+/// [`Encoder::tokens`]).  The tokenizer's working memory is a few hundred
+/// bytes per input byte, so it is bounded by the piece, not by the text.
 pub const PREFIX_BYTES: usize = 64 * 1024;
+
+/// The most bytes of one text that [`Encoder::encode`] tokenizes.  A text
+/// whose first mebibyte holds fewer than `max_length` tokens (only possible
+/// with words of thousands of characters) is embedded from that mebibyte.
+pub const MAX_PREFIX_BYTES: usize = 1024 * 1024;
 
 /// One tokenized text.  The attention mask is all ones over `ids`, so it is
 /// not stored.
@@ -101,45 +109,100 @@ impl Encoder {
     /// Tokenizes one text, truncated to `max_length` tokens.
     ///
     /// A text over [`PREFIX_BYTES`] is first tokenized on a prefix that ends
-    /// just before a whitespace character, doubling the prefix until it yields
-    /// more tokens than fit.  Pre-tokenizers split at whitespace, so the tokens
-    /// of such a prefix are a prefix of the whole text's tokens, and the
-    /// truncated result is the same; a megabyte note costs no more than a
-    /// 64 KiB one.
+    /// at a word boundary, doubling the prefix until it yields more tokens
+    /// than fit.  Pre-tokenizers split at whitespace, so the tokens of such a
+    /// prefix are a prefix of the whole text's tokens, and the truncated
+    /// result is the same.  A prefix that would split a word (a text without
+    /// whitespace) ends where that word starts instead.  No more than
+    /// [`MAX_PREFIX_BYTES`] are tokenized, whatever the text's size.
     pub fn encode(&self, text: &str) -> Result<Encoded> {
         let mut want = PREFIX_BYTES;
-        while want < text.len() {
-            let Some(cut) = whitespace_cut(text, want) else {
-                break;
-            };
-            let enc = self.raw_encode(&self.truncating, &text[..cut])?;
-            if !enc.get_overflowing().is_empty() {
-                return Ok(to_encoded(&enc));
+        while want < text.len() && want <= MAX_PREFIX_BYTES {
+            if let Some(enc) = self.encode_prefix(text, want)? {
+                return Ok(enc);
             }
             want = want.saturating_mul(2);
         }
-        let enc = self.raw_encode(&self.truncating, text)?;
+        let end = floor_char_boundary(text, MAX_PREFIX_BYTES);
+        let enc = self.raw_encode(&self.truncating, &text[..end])?;
         Ok(to_encoded(&enc))
     }
 
+    /// The truncated tokens of `text` from a word-aligned prefix of at most
+    /// `want` bytes, if that prefix has more tokens than fit.
+    fn encode_prefix(&self, text: &str, want: usize) -> Result<Option<Encoded>> {
+        let (mut cut, at_space) = piece_end(text, 0, want);
+        if !at_space {
+            // The cut splits a word: end the prefix where that word starts.
+            // `encode`, not `encode_fast`: it keeps word ids and byte offsets.
+            let enc = self
+                .counting
+                .encode(&text[..cut], false)
+                .map_err(|_| tokenize_error(text))?;
+            let last = enc.get_word_ids().iter().flatten().max().copied();
+            cut = enc
+                .get_word_ids()
+                .iter()
+                .zip(enc.get_offsets())
+                .find(|(w, _)| w.is_some() && **w == last)
+                .map_or(0, |(_, &(start, _))| start);
+        }
+        let enc = self.raw_encode(&self.truncating, &text[..cut])?;
+        Ok((!enc.get_overflowing().is_empty()).then(|| to_encoded(&enc)))
+    }
+
     /// Number of tokens the whole text has, special tokens included, before
-    /// truncation.
-    pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        Ok(self.raw_encode(&self.counting, text)?.get_ids().len())
+    /// truncation.  A long text is counted in whitespace-aligned pieces of at
+    /// most [`PREFIX_BYTES`], with `interrupts` called between pieces; the
+    /// count is exact unless a single word is longer than a piece.
+    pub fn count_tokens(&self, text: &str, mut interrupts: impl FnMut()) -> Result<usize> {
+        let mut n = self.specials.prefix.len() + self.specials.suffix.len();
+        for (start, end) in pieces(text) {
+            interrupts();
+            n += self
+                .counting
+                .encode_fast(&text[start..end], false)
+                .map_err(|_| tokenize_error(text))?
+                .get_ids()
+                .len();
+        }
+        Ok(n)
     }
 
     /// The whole text's tokens without special tokens, with word indexes and
-    /// character offsets, for cutting into windows.
-    pub fn tokens(&self, text: &str) -> Result<crate::chunk::Tokens> {
-        let enc = self
-            .counting
-            .encode_char_offsets(text, false)
-            .map_err(|_| tokenize_error(text))?;
-        Ok(crate::chunk::Tokens {
-            ids: enc.get_ids().iter().map(|&i| i64::from(i)).collect(),
-            word_ids: enc.get_word_ids().to_vec(),
-            offsets: enc.get_offsets().to_vec(),
-        })
+    /// character offsets, for cutting into windows.  Tokenized in pieces like
+    /// [`Encoder::count_tokens`].
+    pub fn tokens(&self, text: &str, mut interrupts: impl FnMut()) -> Result<crate::chunk::Tokens> {
+        let mut out = crate::chunk::Tokens {
+            ids: Vec::new(),
+            word_ids: Vec::new(),
+            offsets: Vec::new(),
+        };
+        let (mut chars_before, mut words_before, mut last_end) = (0usize, 0u32, 0usize);
+        for (start, end) in pieces(text) {
+            interrupts();
+            chars_before += text[last_end..start].chars().count();
+            last_end = start;
+            let enc = self
+                .counting
+                .encode_char_offsets(&text[start..end], false)
+                .map_err(|_| tokenize_error(text))?;
+            out.ids.extend(enc.get_ids().iter().map(|&i| i64::from(i)));
+            out.word_ids.extend(
+                enc.get_word_ids()
+                    .iter()
+                    .map(|w| w.map(|w| w + words_before)),
+            );
+            out.offsets.extend(
+                enc.get_offsets()
+                    .iter()
+                    .map(|&(a, b)| (a + chars_before, b + chars_before)),
+            );
+            if let Some(max) = enc.get_word_ids().iter().flatten().max() {
+                words_before += max + 1;
+            }
+        }
+        Ok(out)
     }
 
     /// The special tokens the tokenizer puts around one sequence.
@@ -189,16 +252,61 @@ fn to_encoded(enc: &tokenizers::Encoding) -> Encoded {
     }
 }
 
-/// The byte offset of the first whitespace character at or after `at`, if any.
-fn whitespace_cut(text: &str, at: usize) -> Option<usize> {
-    let mut start = at;
-    while !text.is_char_boundary(start) {
-        start += 1;
+/// The largest char boundary at or below `at`, or the text's length.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    if at >= text.len() {
+        return text.len();
     }
-    text[start..]
-        .char_indices()
-        .find(|(_, c)| c.is_whitespace())
-        .map(|(i, _)| start + i)
+    let mut end = at;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// Where a piece of `text` that starts at `start` ends, taking at most `max`
+/// bytes: where the last whitespace run inside it begins, so that no word is
+/// split (`true`), or, without one, at a char boundary (`false`).  The whole
+/// rest of the text when it fits.
+fn piece_end(text: &str, start: usize, max: usize) -> (usize, bool) {
+    let limit = start.saturating_add(max);
+    if limit >= text.len() {
+        return (text.len(), true);
+    }
+    let end = floor_char_boundary(text, limit);
+    let window = &text[start..end];
+    let mut run_start = None;
+    let mut prev_space = true;
+    for (i, c) in window.char_indices() {
+        let space = c.is_whitespace();
+        if space && !prev_space {
+            run_start = Some(start + i);
+        }
+        prev_space = space;
+    }
+    match run_start {
+        Some(at) => (at, true),
+        None if end > start => (end, false),
+        // a single character wider than `max`
+        None => (
+            start + text[start..].chars().next().map_or(0, char::len_utf8),
+            false,
+        ),
+    }
+}
+
+/// The `(start, end)` byte ranges of the pieces a long text is tokenized in,
+/// each at most [`PREFIX_BYTES`] long, cut where whitespace begins.
+fn pieces(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        (start < text.len()).then(|| {
+            let (end, _) = piece_end(text, start, PREFIX_BYTES);
+            let piece = (start, end);
+            start = end;
+            piece
+        })
+    })
 }
 
 #[cfg(test)]
@@ -254,7 +362,7 @@ pub(crate) mod tests {
         let e = enc.encode("chest pain , no fever , no cough").unwrap();
         assert_eq!(e.ids, vec![2, 4, 5, 12, 3]);
         assert_eq!(
-            enc.count_tokens("chest pain , no fever , no cough")
+            enc.count_tokens("chest pain , no fever , no cough", || ())
                 .unwrap(),
             10
         );
@@ -276,9 +384,59 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn whitespace_cut_respects_char_boundaries() {
-        let t = "ééé éé";
-        assert_eq!(whitespace_cut(t, 1), Some(6));
-        assert_eq!(whitespace_cut(t, 7), None);
+    fn a_huge_text_without_whitespace_is_cut_where_a_word_starts() {
+        let enc = Encoder::new(tiny_tokenizer(), 16).unwrap();
+        // "chest," repeated: no whitespace, but a word at every comma.
+        let text = "chest,".repeat(PREFIX_BYTES * 3 / 6);
+        let whole = to_encoded(&enc.raw_encode(&enc.truncating, &text).unwrap());
+        assert_eq!(enc.encode(&text).unwrap(), whole);
+        assert_eq!(whole.len(), 16);
+        // ... from the first prefix, not from the whole text
+        let first = enc.encode_prefix(&text, PREFIX_BYTES).unwrap();
+        assert_eq!(first, Some(whole));
+    }
+
+    #[test]
+    fn no_more_than_max_prefix_bytes_are_tokenized() {
+        let enc = Encoder::new(tiny_tokenizer(), 16).unwrap();
+        // One word of a mebibyte, then words: only the first mebibyte counts.
+        let text = format!("{} chest pain", "x".repeat(MAX_PREFIX_BYTES));
+        assert_eq!(enc.encode(&text).unwrap().ids, vec![2, 1, 3]);
+        let short = format!("{} chest pain", "x".repeat(1000));
+        assert_eq!(enc.encode(&short).unwrap().ids, vec![2, 1, 4, 5, 3]);
+    }
+
+    #[test]
+    fn pieces_give_the_whole_texts_count_and_tokens() {
+        let enc = Encoder::new(tiny_tokenizer(), 16).unwrap();
+        let unit = "chest  pain ,\tpatient denies fevers\n\n no acute distress . ";
+        let text = unit.repeat(PREFIX_BYTES * 3 / unit.len() + 7);
+        let whole = enc
+            .counting
+            .encode_char_offsets(text.as_str(), false)
+            .unwrap();
+        let mut calls = 0;
+        assert_eq!(
+            enc.count_tokens(&text, || calls += 1).unwrap(),
+            whole.get_ids().len() + 2
+        );
+        assert!(calls >= 3, "interrupts are checked between pieces");
+        let t = enc.tokens(&text, || ()).unwrap();
+        let ids: Vec<i64> = whole.get_ids().iter().map(|&i| i64::from(i)).collect();
+        assert_eq!(t.ids, ids);
+        assert_eq!(t.word_ids, whole.get_word_ids());
+        assert_eq!(t.offsets, whole.get_offsets());
+        assert_eq!(enc.count_tokens("", || ()).unwrap(), 2);
+    }
+
+    #[test]
+    fn pieces_end_where_whitespace_begins_and_respect_char_boundaries() {
+        let t = "ééé éé  é";
+        assert_eq!(piece_end(t, 0, 100), (t.len(), true));
+        assert_eq!(piece_end(t, 0, 9), (6, true));
+        assert_eq!(piece_end(t, 0, 5), (4, false));
+        assert_eq!(piece_end(t, 7, 4), (11, false));
+        let ranges: Vec<_> = pieces("ab cd").collect();
+        assert_eq!(ranges, vec![(0, 5)]);
     }
 }

@@ -188,7 +188,7 @@ fn usage_counts_runs_texts_and_tokens_but_not_load_probes() {
     let u = e.usage();
     assert_eq!((u.runs, u.texts, u.tokens), (0, 0, 0));
     assert!(u.load_seconds > 0.0);
-    let tokens = e.encoder().count_tokens("Patient stable.").unwrap() as u64;
+    let tokens = e.encoder().count_tokens("Patient stable.", || ()).unwrap() as u64;
     e.embed("Patient stable.").unwrap();
     let u = e.usage();
     assert_eq!((u.runs, u.texts, u.tokens), (1, 1, tokens));
