@@ -43,6 +43,17 @@ SQL
 
 schema_of() { pg -d "$1" -At -c "$SCHEMA_QUERY"; }
 
+# A released script is never edited: tests/upgrade/released.sha256 lists each
+# with its checksum (a release adds its lines when it is cut).
+if sha256sum --quiet --strict -c tests/upgrade/released.sha256; then
+    echo "ok - released scripts are unchanged ($(wc -l < tests/upgrade/released.sha256) listed)"; PASS=$((PASS + 1))
+else
+    echo "not ok - a released script changed: add a new upgrade script instead"; FAIL=$((FAIL + 1))
+fi
+for f in sql/clinembed--*--*.sql tests/upgrade/clinembed--*.sql; do
+    grep -q " $f\$" tests/upgrade/released.sha256 || echo "# $f is not released yet"
+done
+
 for frozen in tests/upgrade/clinembed--*.sql; do
     from=$(basename "$frozen" .sql | sed 's/^clinembed--//')
     [ "$from" = "$CURRENT" ] && continue

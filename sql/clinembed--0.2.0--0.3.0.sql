@@ -1,0 +1,499 @@
+-- clinembed 0.2.0 -> 0.3.0.  Released: never edit (see sql/README.md).
+--
+-- The backfill identifies rows by table and ctid (partitions and inheritance
+-- children included); its progress table is written under row-level security
+-- instead of through SECURITY DEFINER functions; its procedure calls only
+-- schema-qualified helpers that pin search_path; a second model on a table is
+-- refused while one runs.  The batched trigger re-embeds rows whose key
+-- changed, accepts any column name, checks its privileges first, and keeps
+-- note text out of constraint errors.
+\echo Use "ALTER EXTENSION clinembed UPDATE TO '0.3.0'" to load this file. \quit
+
+DROP VIEW @extschema@.backfill_status;
+DROP FUNCTION @extschema@._backfill_begin(text, text, text, text, text, integer, bigint);
+DROP FUNCTION @extschema@._backfill_step(bigint, bigint, boolean);
+ALTER TABLE @extschema@.backfill_runs RENAME TO backfill_runs_0_2_0;
+ALTER SEQUENCE @extschema@.backfill_runs_run_id_seq RENAME TO backfill_runs_0_2_0_run_id_seq;
+ALTER INDEX @extschema@.backfill_runs_pkey RENAME TO backfill_runs_0_2_0_pkey;
+
+-- Statement trigger for bulk work: AFTER INSERT ... REFERENCING NEW TABLE AS
+-- new_rows FOR EACH STATEMENT, and AFTER UPDATE ... REFERENCING OLD TABLE AS
+-- old_rows NEW TABLE AS new_rows FOR EACH STATEMENT, with
+-- EXECUTE FUNCTION embed_batch_trigger('source', 'target' [, 'model_column']).
+-- Embeds all rows of a statement (INSERT ... SELECT, COPY) through
+-- embed_texts, 1000 rows per call, and writes the vectors back by primary key,
+-- as the role whose statement fired it.  The queries it builds name the
+-- table's columns only through the table's alias, and its own columns are
+-- aliases (k1.., txt, ord), so no column name of the table can clash.
+CREATE OR REPLACE FUNCTION @extschema@.embed_batch_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    args record;
+    target record;
+    new_table name;
+    old_table name;
+    keys text[];
+    key_select text;
+    key_aliases text;
+    key_match text;
+    missing text;
+    model_id text;
+    candidates text;
+    total bigint;
+    -- missing_ok: in a session that has not called into clinembed yet, its
+    -- settings are not registered.
+    chunk integer := least(1000, current_setting('clinembed.batch_max_texts', true)::integer);
+    lo bigint := 0;
+BEGIN
+    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+        RAISE EXCEPTION 'embed_batch_trigger must fire AFTER INSERT or AFTER UPDATE FOR EACH STATEMENT'
+            USING ERRCODE = 'trigger_protocol_violated',
+                  DETAIL = format('Trigger %I on %s fired %s %s FOR EACH %s.', TG_NAME, TG_RELID::regclass, TG_WHEN, TG_OP, TG_LEVEL),
+                  HINT = 'For one row at a time use embed_trigger, a BEFORE ... FOR EACH ROW trigger.';
+    END IF;
+    SELECT * INTO args FROM @extschema@._embed_trigger_args('embed_batch_trigger', TG_RELID, TG_NAME, TG_ARGV);
+    SELECT * INTO target FROM @extschema@._embed_target(TG_RELID, args.source_column, args.target_column, args.model_column);
+    SELECT t.tgnewtable, t.tgoldtable INTO new_table, old_table
+      FROM pg_trigger t WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
+    IF new_table IS NULL OR (TG_OP = 'UPDATE' AND old_table IS NULL) THEN
+        RAISE EXCEPTION 'embed_batch_trigger needs transition tables'
+            USING ERRCODE = 'trigger_protocol_violated',
+                  DETAIL = format('Trigger %I on %s has no %s.', TG_NAME, TG_RELID::regclass,
+                                  CASE WHEN new_table IS NULL THEN 'NEW TABLE' ELSE 'OLD TABLE' END),
+                  HINT = 'Create it with REFERENCING NEW TABLE AS new_rows (AFTER INSERT), or REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows (AFTER UPDATE).';
+    END IF;
+    SELECT array_agg(a.attname::text ORDER BY k.n) INTO keys
+      FROM pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = TG_RELID AND i.indisprimary;
+    IF keys IS NULL THEN
+        RAISE EXCEPTION 'embed_batch_trigger needs a primary key'
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = format('Table %s has none; the trigger writes the vectors back to the new rows by key.', TG_RELID::regclass),
+                  HINT = 'Add a primary key, or use embed_trigger, a row trigger, which needs none.';
+    END IF;
+    -- The write-back is an UPDATE by the role whose statement fired the
+    -- trigger: it reads the key columns and sets the vector columns.
+    SELECT string_agg(format('%s (%I)', c.priv, c.col), ', ') INTO missing
+      FROM (SELECT 'SELECT' AS priv, k AS col FROM unnest(keys) k
+            UNION ALL
+            SELECT 'UPDATE', v.col FROM unnest(ARRAY[args.target_column, args.model_column]) AS v(col)
+             WHERE v.col IS NOT NULL) c
+     WHERE NOT has_column_privilege(TG_RELID, c.col, c.priv);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'embed_batch_trigger needs %', missing
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('It writes the vectors of the statement''s rows into %s with an UPDATE as role %I.',
+                                  TG_RELID::regclass, current_user),
+                  HINT = format('GRANT %s ON %s TO %I; or use embed_trigger, a row trigger, which needs no UPDATE.',
+                                missing, TG_RELID::regclass, current_user);
+    END IF;
+
+    -- The rows that need work, as (k1.., txt).
+    SELECT string_agg(format('n.%I AS k%s', k, i), ', ' ORDER BY i),
+           string_agg(format('k%s', i), ', ' ORDER BY i),
+           string_agg(format('r.%I = w.k%s', k, i), ' AND ' ORDER BY i)
+      INTO key_select, key_aliases, key_match
+      FROM unnest(keys) WITH ORDINALITY AS u(k, i);
+    IF TG_OP = 'INSERT' THEN
+        IF args.model_column IS NULL THEN
+            candidates := format('SELECT %s, n.%I::text AS txt FROM %I n WHERE n.%I IS NOT NULL OR n.%I IS NOT NULL',
+                                 key_select,
+                                 args.source_column, new_table, args.source_column, args.target_column);
+        ELSE
+            model_id := @extschema@.embed_model_id();
+            candidates := format('SELECT %s, n.%2$I::text AS txt FROM %3$I n'
+                                 ' WHERE (n.%2$I IS NOT NULL AND (n.%4$I IS NULL OR n.%5$I::text IS DISTINCT FROM %6$L))'
+                                 '    OR (n.%2$I IS NULL AND (n.%4$I IS NOT NULL OR n.%5$I IS NOT NULL))',
+                                 key_select,
+                                 args.source_column, new_table, args.target_column, args.model_column, model_id);
+        END IF;
+    ELSE
+        -- New rows are paired with old ones by key.  A changed text is
+        -- embedded again, an unchanged one is not; a row whose key has no old
+        -- row (the statement changed the key) is embedded, since its vector
+        -- was computed before the statement.
+        candidates := format('SELECT %s, n.%I::text AS txt FROM %I n LEFT JOIN %I o ON %s'
+                             ' WHERE o.%I IS NULL OR n.%I IS DISTINCT FROM o.%I',
+                             key_select,
+                             args.source_column, new_table, old_table,
+                             (SELECT string_agg(format('o.%I = n.%I', k, k), ' AND ') FROM unnest(keys) k),
+                             keys[1], args.source_column, args.source_column);
+    END IF;
+    EXECUTE format('SELECT count(*) FROM (%s) c', candidates) INTO total;
+    IF total = 0 THEN
+        RETURN NULL;
+    END IF;
+    model_id := coalesce(model_id, @extschema@.embed_model_id());
+    IF target.target_dims IS NOT NULL THEN
+        PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type, target.target_dims,
+                                              (SELECT i.dimensions FROM @extschema@.embed_model_info() i));
+    END IF;
+    BEGIN
+        WHILE lo < total LOOP
+            EXECUTE format(
+                'WITH c AS MATERIALIZED (SELECT row_number() OVER (ORDER BY %1$s) AS ord, * FROM (%2$s) x),'
+                ' w AS MATERIALIZED (SELECT * FROM c WHERE ord > $1 AND ord <= $1 + $2),'
+                ' e AS (SELECT $1 + e.ord AS ord, e.embedding FROM @extschema@.embed_texts('
+                '         (SELECT array_agg(w.txt ORDER BY w.ord) FROM w)) e)'
+                ' UPDATE %3$s r SET %4$I = e.embedding::%5$s%6$s'
+                '   FROM w JOIN e USING (ord) WHERE %7$s',
+                key_aliases, candidates, TG_RELID::regclass, args.target_column, target.target_type,
+                CASE WHEN args.model_column IS NOT NULL
+                     THEN format(', %I = CASE WHEN e.embedding IS NULL THEN NULL ELSE $3 END', args.model_column) END,
+                key_match)
+            USING lo, chunk, model_id;
+            lo := lo + chunk;
+        END LOOP;
+    EXCEPTION WHEN integrity_constraint_violation THEN
+        PERFORM @extschema@._embed_constraint_error(TG_RELID, SQLSTATE, SQLERRM);
+    END;
+    RETURN NULL;
+END;
+$$;
+
+-- Raises again a constraint violation met while writing vectors, without
+-- PostgreSQL's "Failing row contains (...)" detail, which would carry the
+-- row's note text to the client and the server log.
+CREATE FUNCTION @extschema@._embed_constraint_error(rel pg_catalog.regclass, state text, message text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message,
+        DETAIL = format('clinembed was writing vectors into %s; the failing row is not shown, as it may hold note text.', rel),
+        HINT = 'Check the table''s constraints on the embedding and model columns.';
+END;
+$$;
+
+-- One row per backfill run: what it embeds, where its scan has got to, and
+-- its progress; names and counts, never note text.  Everyone may read it.  A
+-- role may add a run only for its own backend and only for a table it may
+-- update, and may advance only its own backend's unfinished runs (row-level
+-- security); the checks keep counts and names sane.
+CREATE TABLE @extschema@.backfill_runs (
+    run_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    relid oid NOT NULL,
+    source_column text NOT NULL CHECK (octet_length(source_column) < 64),
+    target_column text NOT NULL CHECK (octet_length(target_column) < 64),
+    model_column text CHECK (octet_length(model_column) < 64),
+    model_id text NOT NULL CHECK (octet_length(model_id) <= 1024),
+    batch_size integer NOT NULL CHECK (batch_size > 0),
+    pid integer NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
+    started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    finished_at timestamptz,
+    rows_total bigint NOT NULL CHECK (rows_total >= 0),
+    rows_done bigint NOT NULL DEFAULT 0 CHECK (rows_done >= 0),
+    batches bigint NOT NULL DEFAULT 0 CHECK (batches >= 0),
+    -- The scan: the table it is in (NULL before the first batch), the last
+    -- row it took there, and whether this pass over the tables found rows.
+    scan_relid oid,
+    scan_tid tid,
+    scan_found boolean NOT NULL DEFAULT false
+);
+REVOKE ALL ON @extschema@.backfill_runs FROM PUBLIC;
+GRANT SELECT ON @extschema@.backfill_runs TO PUBLIC;
+GRANT INSERT (relid, source_column, target_column, model_column, model_id, batch_size, rows_total)
+    ON @extschema@.backfill_runs TO PUBLIC;
+GRANT UPDATE (updated_at, finished_at, rows_done, batches, scan_relid, scan_tid, scan_found)
+    ON @extschema@.backfill_runs TO PUBLIC;
+ALTER TABLE @extschema@.backfill_runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY backfill_runs_read ON @extschema@.backfill_runs FOR SELECT USING (true);
+CREATE POLICY backfill_runs_start ON @extschema@.backfill_runs FOR INSERT
+    WITH CHECK (pid = pg_catalog.pg_backend_pid() AND finished_at IS NULL AND rows_done = 0 AND batches = 0
+                AND pg_catalog.has_any_column_privilege(relid, 'UPDATE')
+                AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
+                      WHERE a.attrelid = relid AND a.attnum > 0 AND NOT a.attisdropped
+                        AND a.attname IN (source_column, target_column, model_column))
+                    = CASE WHEN model_column IS NULL THEN 2 ELSE 3 END);
+CREATE POLICY backfill_runs_advance ON @extschema@.backfill_runs FOR UPDATE
+    USING (pid = pg_catalog.pg_backend_pid() AND finished_at IS NULL)
+    WITH CHECK (pid = pg_catalog.pg_backend_pid());
+
+-- The runs of 0.2.0, kept; a relation that no longer resolves gets oid 0.
+INSERT INTO @extschema@.backfill_runs
+    (run_id, relid, source_column, target_column, model_column, model_id, batch_size, pid,
+     started_at, updated_at, finished_at, rows_total, rows_done, batches)
+OVERRIDING SYSTEM VALUE
+SELECT o.run_id, coalesce(pg_catalog.to_regclass(o.relation)::oid, 0), o.source_column, o.target_column,
+       o.model_column, o.model_id, o.batch_size, o.pid, o.started_at, o.updated_at, o.finished_at,
+       o.rows_total, o.rows_done, o.batches
+  FROM @extschema@.backfill_runs_0_2_0 o;
+SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.backfill_runs', 'run_id'), pg_catalog.max(run_id))
+  FROM @extschema@.backfill_runs HAVING pg_catalog.max(run_id) IS NOT NULL;
+DROP TABLE @extschema@.backfill_runs_0_2_0;
+
+-- Whether the backend of a run is still running it: alive, and busy with the
+-- statement that started the run.  A cancelled backfill's session that stays
+-- connected is not.  SECURITY DEFINER because pg_stat_activity hides other
+-- roles' sessions; it tells only this, and only for backfill runs.
+CREATE FUNCTION @extschema@._backfill_active(run bigint)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT FROM @extschema@.backfill_runs r JOIN pg_stat_activity a ON a.pid = r.pid
+         WHERE r.run_id = run AND r.finished_at IS NULL
+           AND a.backend_start <= r.started_at AND a.state = 'active' AND a.query_start <= r.started_at);
+$$;
+
+-- Progress of every backfill, for any session: running, done, or interrupted
+-- (the backend that ran it is gone, or was cancelled and does other work).
+CREATE VIEW @extschema@.backfill_status AS
+SELECT r.run_id, r.relid::regclass::text AS relation, r.source_column, r.target_column, r.model_id, r.pid,
+       CASE WHEN r.finished_at IS NOT NULL THEN 'done'
+            WHEN @extschema@._backfill_active(r.run_id) THEN 'running'
+            ELSE 'interrupted' END AS state,
+       r.rows_done, r.rows_total, r.batches,
+       round(100.0 * r.rows_done / nullif(r.rows_total, 0), 1) AS percent,
+       round((r.rows_done / nullif(extract(epoch FROM r.updated_at - r.started_at), 0))::numeric, 2) AS rows_per_second,
+       CASE WHEN r.finished_at IS NULL AND r.rows_done > 0
+            THEN make_interval(secs => round(((r.rows_total - r.rows_done)
+                 * extract(epoch FROM r.updated_at - r.started_at) / r.rows_done)::numeric))
+       END AS eta,
+       r.started_at, r.updated_at, r.finished_at
+  FROM @extschema@.backfill_runs r;
+GRANT SELECT ON @extschema@.backfill_status TO PUBLIC;
+
+-- The tables that hold a relation's rows: itself, its partitions and its
+-- inheritance children, those with storage, in a fixed order.  A row is
+-- identified by its table and ctid together (a ctid alone repeats across
+-- partitions).  Refuses foreign tables and tables the role may not use.
+CREATE FUNCTION @extschema@._backfill_tables(
+    rel pg_catalog.regclass, source_column text, target_column text, model_column text)
+RETURNS oid[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    tables oid[] := '{}';
+    missing text;
+BEGIN
+    FOR t IN
+        WITH RECURSIVE tree(relid) AS (
+            SELECT rel::oid
+            UNION
+            SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid)
+        SELECT c.oid, c.relkind FROM tree JOIN pg_class c ON c.oid = tree.relid ORDER BY c.oid
+    LOOP
+        IF t.relkind = 'f' THEN
+            RAISE EXCEPTION 'embed_backfill cannot write foreign table %', t.oid::regclass
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = format('%s holds rows of %s on another server.', t.oid::regclass, rel),
+                      HINT = 'Run embed_backfill on the server that holds that table.';
+        END IF;
+        CONTINUE WHEN t.relkind <> 'r';
+        SELECT string_agg(format('%s (%I)', c.priv, c.col), ', ') INTO missing
+          FROM (VALUES ('SELECT', source_column), ('UPDATE', target_column), ('UPDATE', model_column)) c(priv, col)
+         WHERE c.col IS NOT NULL AND NOT has_column_privilege(t.oid, c.col, c.priv);
+        IF missing IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to backfill %', t.oid::regclass
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('The backfill of %s reads and writes %s directly and needs %s on it.', rel, t.oid::regclass, missing),
+                      HINT = format('GRANT %s ON %s TO %I, or run the backfill as the table''s owner.', missing, t.oid::regclass, current_user);
+        END IF;
+        tables := tables || t.oid;
+    END LOOP;
+    RETURN tables;
+END;
+$$;
+
+-- The rows a backfill embeds: a text and no vector, or with a model column,
+-- a vector from another model.
+CREATE FUNCTION @extschema@._backfill_stale(source_column text, target_column text, model_column text, model_id text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%I IS NOT NULL AND (%I IS NULL%s)', source_column, target_column,
+                  CASE WHEN model_column IS NULL THEN ''
+                       ELSE format(' OR %I::text IS DISTINCT FROM %L', model_column, model_id) END);
+$$;
+
+-- Starts a backfill run: checks the arguments, the model against the column,
+-- and that no backfill with another model runs on the table; counts the rows
+-- to embed and records the run.
+CREATE FUNCTION @extschema@._backfill_start(
+    rel pg_catalog.regclass, source_column text, target_column text, batch_size integer, model_column text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target record;
+    new_model text;
+    other record;
+    total bigint := 0;
+    n bigint;
+    t oid;
+    run bigint;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('batch_size is %s.', coalesce(batch_size::text, 'NULL')),
+                  HINT = 'Use a few hundred rows per batch.';
+    END IF;
+    SELECT * INTO target FROM @extschema@._embed_target(rel, source_column, target_column, model_column);
+    new_model := @extschema@.embed_model_id();
+    PERFORM @extschema@._embed_check_dims(rel, target_column, target.target_type, target.target_dims,
+                                          (SELECT i.dimensions FROM @extschema@.embed_model_info() i));
+    -- Two models on one table would re-embed each other's rows: starts on a
+    -- table are serialised, and a second model is refused while one runs.
+    PERFORM pg_advisory_xact_lock(hashtext('clinembed backfill'), rel::oid::integer);
+    SELECT r.pid, r.model_id INTO other FROM @extschema@.backfill_runs r
+     WHERE r.relid = rel AND r.finished_at IS NULL AND r.model_id <> new_model
+       AND @extschema@._backfill_active(r.run_id)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'another backfill of % is running with another model', rel
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = format('Backend %s embeds with %s; this one would embed with %s.', other.pid, other.model_id, new_model),
+                  HINT = 'Wait until it finishes, or stop it (pg_cancel_backend), then start this one.';
+    END IF;
+    FOREACH t IN ARRAY @extschema@._backfill_tables(rel, source_column, target_column, model_column) LOOP
+        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', t::regclass,
+                       @extschema@._backfill_stale(source_column, target_column, model_column, new_model))
+           INTO n;
+        total := total + n;
+    END LOOP;
+    INSERT INTO @extschema@.backfill_runs
+        (relid, source_column, target_column, model_column, model_id, batch_size, rows_total)
+    VALUES (rel, source_column, target_column, model_column, new_model, batch_size, total)
+    RETURNING run_id INTO run;
+    RAISE NOTICE 'clinembed backfill of %: % rows to embed with %', rel, total, new_model;
+    RETURN run;
+END;
+$$;
+
+-- One batch of a run, in the caller's transaction: takes up to batch_size
+-- rows that need work from where the scan stands (SKIP LOCKED), embeds them
+-- through embed_texts, writes vector and model identity, and records the
+-- progress.  Returns false when a whole pass over the tables found nothing
+-- more to do, and marks the run finished.
+CREATE FUNCTION @extschema@._backfill_batch(run bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    target record;
+    tables oid[];
+    stale text;
+    t oid;
+    pos tid;
+    found_rows boolean;
+    i integer;
+    n bigint;
+    last_tid tid;
+    done bigint;
+    rate double precision;
+BEGIN
+    SELECT * INTO r FROM @extschema@.backfill_runs b WHERE b.run_id = run AND b.pid = pg_backend_pid() AND b.finished_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no backfill run of this session has that id'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Run %s is not an unfinished run of backend %s.', run, pg_backend_pid()),
+                  HINT = 'Start a backfill with CALL embed_backfill(...).';
+    END IF;
+    SELECT * INTO target FROM @extschema@._embed_target(r.relid::regclass, r.source_column, r.target_column, r.model_column);
+    tables := @extschema@._backfill_tables(r.relid::regclass, r.source_column, r.target_column, r.model_column);
+    stale := @extschema@._backfill_stale(r.source_column, r.target_column, r.model_column, r.model_id);
+    t := coalesce(r.scan_relid, tables[1]);
+    pos := coalesce(r.scan_tid, '(0,0)');
+    found_rows := r.scan_found;
+    LOOP
+        i := array_position(tables, t);
+        IF i IS NULL THEN
+            -- no tables, or the one the scan was in was detached or dropped
+            EXIT WHEN cardinality(tables) = 0;
+            t := tables[1];
+            pos := '(0,0)';
+            found_rows := true;
+            CONTINUE;
+        END IF;
+        BEGIN
+            EXECUTE format(
+                'WITH locked AS MATERIALIZED (SELECT ctid AS row_tid, %1$I::text AS row_text FROM ONLY %2$s'
+                '                             WHERE ctid > $1 AND %3$s LIMIT $2 FOR UPDATE SKIP LOCKED),'
+                ' batch AS MATERIALIZED (SELECT row_number() OVER () AS ord, row_tid, row_text FROM locked),'
+                ' emb AS (SELECT e.ord, e.embedding FROM @extschema@.embed_texts('
+                '           (SELECT array_agg(row_text ORDER BY ord) FROM batch)) e),'
+                ' written AS (UPDATE ONLY %2$s w SET %4$I = emb.embedding::%5$s%6$s'
+                '               FROM batch JOIN emb USING (ord) WHERE w.ctid = batch.row_tid RETURNING 1)'
+                ' SELECT (SELECT count(*) FROM written), (SELECT max(row_tid) FROM batch)',
+                r.source_column, t::regclass, stale, r.target_column, target.target_type,
+                CASE WHEN r.model_column IS NOT NULL THEN format(', %I = $3', r.model_column) ELSE '' END)
+            INTO n, last_tid USING pos, r.batch_size, r.model_id;
+        EXCEPTION WHEN integrity_constraint_violation THEN
+            PERFORM @extschema@._embed_constraint_error(t::regclass, SQLSTATE, SQLERRM);
+        END;
+        IF n > 0 THEN
+            done := r.rows_done + n;
+            UPDATE @extschema@.backfill_runs b
+               SET rows_done = done, batches = b.batches + 1, updated_at = clock_timestamp(),
+                   scan_relid = t, scan_tid = last_tid, scan_found = true
+             WHERE b.run_id = run;
+            rate := done / greatest(extract(epoch FROM clock_timestamp() - r.started_at), 0.001);
+            RAISE NOTICE 'clinembed backfill of %: % of % rows, % rows/s, eta %', r.relid::regclass, done, r.rows_total,
+                round(rate::numeric, 1), make_interval(secs => round((greatest(r.rows_total - done, 0) / rate)::numeric));
+            RETURN true;
+        END IF;
+        -- Nothing more in this table after pos: the next table; after the
+        -- last, a new pass if this one found rows (rows written behind the
+        -- scan, or skipped while locked), else the run is done.
+        IF i < cardinality(tables) THEN
+            t := tables[i + 1];
+        ELSIF found_rows THEN
+            t := tables[1];
+            found_rows := false;
+        ELSE
+            EXIT;
+        END IF;
+        pos := '(0,0)';
+    END LOOP;
+    UPDATE @extschema@.backfill_runs b
+       SET finished_at = clock_timestamp(), updated_at = clock_timestamp(), scan_relid = NULL, scan_tid = NULL
+     WHERE b.run_id = run;
+    RAISE NOTICE 'clinembed backfill of %: finished, % rows embedded in %', r.relid::regclass, r.rows_done,
+        date_trunc('second', clock_timestamp() - r.started_at);
+    RETURN false;
+END;
+$$;
+
+-- CALL embed_backfill('notes', 'exp_text', 'embedding', batch_size => 256
+--                     [, model_column => 'embedding_model']);
+-- Embeds every row whose source is not NULL and whose target is NULL or, with
+-- a model column, from another model; partitions and inheritance children
+-- included.  Each batch is one transaction: it locks its rows (SKIP LOCKED),
+-- embeds them through embed_texts, writes them and commits, with the run's
+-- progress.  Killed or restarted, it loses at most the batch in flight, and a
+-- second CALL continues where the first stopped.  Call it outside a
+-- transaction block.
+-- A procedure that COMMITs cannot pin search_path, so this body calls only
+-- schema-qualified functions of the extension and uses no operator: the
+-- helpers, which pin it, do the work.
+CREATE OR REPLACE PROCEDURE @extschema@.embed_backfill(
+    relation pg_catalog.regclass, source_column text, target_column text,
+    batch_size integer DEFAULT 256, model_column text DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    run bigint;
+BEGIN
+    run := @extschema@._backfill_start(relation, source_column, target_column, batch_size, model_column);
+    COMMIT;
+    WHILE @extschema@._backfill_batch(run) LOOP
+        COMMIT;
+    END LOOP;
+END;
+$$;
