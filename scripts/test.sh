@@ -9,7 +9,9 @@
 #                 and crash recovery mid-backfill, resume (integration);
 #                 statement_timeout, pg_cancel_backend, pg_terminate_backend
 #                 (cancel); model directory replaced, kill -9 mid-COPY
-#                 (faults); no note text in any message or log line (phi)
+#                 (faults); no note text in any message or log line (phi);
+#                 memory and time bounds, concurrent backfills, cancelled
+#                 runs, no backtraces in errors (hardening)
 #   7. upgrade    ALTER EXTENSION UPDATE from every frozen earlier release
 #                 equals a fresh install
 # Ends with one line "total: N passed, M failed".
@@ -25,13 +27,19 @@ PASSED=0 FAILED=0 BROKEN=()
 # Adds the counts from cargo's "test result:" lines in a log.
 count_cargo() {
     local p f
+    [ -f "$1" ] || return 0
     p=$(grep -hoE 'test result: [A-Za-z]+\. [0-9]+ passed' "$1" | awk '{s+=$4} END {print s+0}')
     f=$(grep -hoE '[0-9]+ failed;' "$1" | awk '{s+=$1} END {print s+0}')
     PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
 }
 
+# ONLY="regress hardening" bash scripts/test.sh runs just those tiers (the
+# release build is installed whenever a tier needs the server).
+wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY install " == *" $1 "* ]]; }
+
 stage() { # name command...: runs a tier, logs it, notes a failure
     local name=$1; shift
+    wanted "$name" || return 0
     echo "==> $name"
     if "$@" >"$LOGS/$name.log" 2>&1; then
         echo "    ok"
@@ -41,9 +49,11 @@ stage() { # name command...: runs a tier, logs it, notes a failure
     fi
 }
 
+# `stage` runs its command inside `if`, where bash ignores `set -e`: each step
+# must fail the tier explicitly.
 lint() {
-    cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --features "pg15 pg_test" --no-default-features -- -D warnings
+    cargo fmt --all -- --check || return 1
+    cargo clippy --workspace --all-targets --features "pg15 pg_test" --no-default-features -- -D warnings || return 1
 }
 stage lint lint
 [ -z "${BROKEN[*]:-}" ] && PASSED=$((PASSED + 1)) || FAILED=$((FAILED + 1))
@@ -64,6 +74,11 @@ stage install install_release
 cluster_start test 28816
 trap cluster_stop EXIT
 
+# The installed models embed_models lists are fixtures too; they are removed
+# when the regress tier ends, whatever its outcome.
+remove_installed_fixtures() {
+    rm -rf "$("$PG_CONFIG" --sharedir)/clinembed/models"/clinembed-regress-*
+}
 regress() {
     local fixture=/tmp/clinembed-regress-corrupt
     rm -rf "$fixture" && mkdir -p "$fixture"
@@ -90,7 +105,7 @@ regress() {
     # Installed models for embed_models: another pooling, a wrong recorded
     # checksum, and a link out of the model root.
     local root; root="$("$PG_CONFIG" --sharedir)/clinembed/models"
-    rm -rf "$root"/clinembed-regress-*
+    remove_installed_fixtures
     cp -r "$models" "$root/clinembed-regress-cls"
     printf '{"pooling": "cls"}\n' > "$root/clinembed-regress-cls/clinembed.json"
     cp -r "$models" "$root/clinembed-regress-badsum"
@@ -106,13 +121,14 @@ regress() {
         --inputdir=tests/regress --outputdir="$out" \
         $(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//')
     local rc=$?
+    remove_installed_fixtures
     [ -f "$out/regression.diffs" ] && cat "$out/regression.diffs"
     return $rc
 }
 stage regress regress
-p=$(grep -oE 'All [0-9]+ tests passed' "$LOGS/regress.log" | grep -oE '[0-9]+' || true)
-f=$(grep -oE '[0-9]+ of [0-9]+ tests failed' "$LOGS/regress.log" | awk '{print $1}' || true)
-n=$(grep -oE '[0-9]+ of [0-9]+ tests failed' "$LOGS/regress.log" | awk '{print $3}' || true)
+p=$(grep -soE 'All [0-9]+ tests passed' "$LOGS/regress.log" | grep -oE '[0-9]+' || true)
+f=$(grep -soE '[0-9]+ of [0-9]+ tests failed' "$LOGS/regress.log" | awk '{print $1}' || true)
+n=$(grep -soE '[0-9]+ of [0-9]+ tests failed' "$LOGS/regress.log" | awk '{print $3}' || true)
 PASSED=$((PASSED + ${p:-0} + ${n:-0} - ${f:-0})) FAILED=$((FAILED + ${f:-0}))
 
 parity() {
@@ -123,24 +139,30 @@ parity() {
     .venv/bin/python tests/parity/parity.py
 }
 stage parity parity
-grep -h '^parity' "$LOGS/parity.log" || true
-p=$(grep -oE '^parity: [0-9]+ passed, [0-9]+ failed' "$LOGS/parity.log" | awk '{print $2, $4}' || true)
+grep -hs '^parity' "$LOGS/parity.log" || true
+p=$(grep -soE '^parity: [0-9]+ passed, [0-9]+ failed' "$LOGS/parity.log" | awk '{print $2, $4}' || true)
 [ -n "$p" ] && { PASSED=$((PASSED + ${p% *})); FAILED=$((FAILED + ${p#* })); }
 
 # Multi-session and server-restart tests, and the upgrade path from every
 # earlier release; each prints "NAME: N passed, M failed".
 tap_stage() { # name script
     stage "$1" bash "$2"
-    grep -hE '^(ok|not ok) - ' "$LOGS/$1.log" | sed 's/^/    /' || true
+    grep -hsE "^(ok|not ok) - " "$LOGS/$1.log" | sed 's/^/    /' || true
     local c
-    c=$(grep -oE "^$1: [0-9]+ passed, [0-9]+ failed" "$LOGS/$1.log" | awk '{print $2, $4}' || true)
-    [ -n "$c" ] && { PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); }
+    c=$(grep -soE "^$1: [0-9]+ passed, [0-9]+ failed" "$LOGS/$1.log" | awk '{print $2, $4}' || true)
+    if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi
 }
 tap_stage integration tests/integration/backfill_resume.sh
 tap_stage cancel tests/integration/cancel.sh
 tap_stage faults tests/integration/faults.sh
 tap_stage phi tests/integration/phi.sh
+tap_stage hardening tests/integration/hardening.sh
 tap_stage upgrade tests/upgrade/upgrade.sh
+
+# Nothing of the tests' own is left among the installed models.
+left=$(find "$("$PG_CONFIG" --sharedir)/clinembed/models" -mindepth 1 -maxdepth 1 -name 'clinembed-regress-*' | wc -l)
+if [ "$left" -eq 0 ]; then PASSED=$((PASSED + 1)); echo "==> no test fixture left in the installed model directory"
+else FAILED=$((FAILED + 1)); echo "==> FAILED: $left test fixtures left in the installed model directory"; fi
 
 if [ ${#BROKEN[@]} -gt 0 ]; then
     echo "failed tiers: ${BROKEN[*]}"

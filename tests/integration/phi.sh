@@ -63,6 +63,14 @@ run "backfill inside a transaction block" "CREATE TABLE g (id int PRIMARY KEY, t
 run "target of a wrong type" "CREATE TABLE x (id int PRIMARY KEY, t text, e text);
     CREATE TRIGGER x BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION embed_trigger('t', 'e');
     INSERT INTO x SELECT id, t FROM src"
+run "constraint violation (batched trigger)" "CREATE TABLE c (id int PRIMARY KEY, t text, e real[] CHECK (array_length(e, 1) = 768));
+    CREATE TRIGGER c AFTER INSERT ON c REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('t', 'e');
+    INSERT INTO c SELECT id, t FROM src"
+run "constraint violation (backfill)" "CREATE TABLE cb (id int PRIMARY KEY, t text, e real[] CHECK (array_length(e, 1) = 768));
+    INSERT INTO cb SELECT id, t FROM src; CALL embed_backfill('cb', 't', 'e')"
+run "unique violation on the model column (batched trigger)" "CREATE TABLE u (id int PRIMARY KEY, t text, e real[], m text UNIQUE);
+    CREATE TRIGGER u AFTER INSERT ON u REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('t', 'e', 'm');
+    INSERT INTO u SELECT id, t FROM src"
 # and the successful paths that print NOTICEs
 pg -d "$DB" -c "CREATE TABLE ok (id int PRIMARY KEY, t text, e real[])" -c "INSERT INTO ok SELECT id, t FROM src" >/dev/null
 "$PG_BIN/psql" -X -h "$PGHOST" -p "$PGPORT" -U postgres -d "$DB" -c "SET client_min_messages = debug1" \
@@ -71,9 +79,9 @@ pg -d "$DB" -c "CREATE TABLE ok (id int PRIMARY KEY, t text, e real[])" -c "INSE
 pg -c "ALTER SYSTEM RESET log_min_messages" -c "ALTER SYSTEM RESET log_error_verbosity" \
    -c "ALTER SYSTEM RESET log_min_error_statement" -c "SELECT pg_reload_conf()" >/dev/null
 
-check "the error paths were exercised" "$(grep -c 'ERROR:' "$CLIENT")" "13"
-check "the backfill printed its progress" "$(grep -c 'clinembed backfill of ok: 3 of 3 rows' "$CLIENT")" "1"
+check "the error paths were exercised" "$(grep -c 'ERROR:' "$CLIENT")" "16"
+check "the backfill printed its progress" "$(grep -c 'clinembed backfill of public.ok: 3 of 3 rows' "$CLIENT")" "1"
 check "no sentinel in anything the client received" "$(grep -c "$SENTINEL" "$CLIENT")" "0"
 check "no sentinel in the server log" "$(server_log | grep -c "$SENTINEL")" "0"
-check "the server log did record the errors" "$(server_log | grep -c 'ERROR:')" "13"
+check "the server log did record the errors" "$(server_log | grep -c 'ERROR:')" "16"
 finish phi

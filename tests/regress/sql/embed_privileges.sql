@@ -2,9 +2,11 @@
 CREATE EXTENSION IF NOT EXISTS clinembed;
 \set SHOW_CONTEXT never
 
--- the extension needs a superuser to install and is not trusted
-SELECT version, superuser, trusted FROM pg_available_extension_versions
- WHERE name = 'clinembed' ORDER BY version;
+-- the extension needs a superuser to install and is not trusted (the version
+-- installed now; earlier ones are installed only by the upgrade tier)
+SELECT v.version = e.extversion AS installed_version, v.superuser, v.trusted
+  FROM pg_available_extension_versions v JOIN pg_extension e ON e.extname = v.name
+ WHERE v.name = 'clinembed' AND v.version = e.extversion;
 
 -- every SECURITY DEFINER function pins search_path, with pg_temp last
 SELECT p.oid::regprocedure AS function, p.proconfig,
@@ -22,6 +24,13 @@ SELECT p.oid::regprocedure AS unpinned
    AND p.prolang IN (SELECT oid FROM pg_language WHERE lanname IN ('plpgsql', 'sql')) AND p.prokind = 'f'
    AND NOT coalesce(p.proconfig @> '{"search_path=pg_catalog, pg_temp"}', false)
  ORDER BY 1;
+
+-- the one procedure, embed_backfill, calls nothing by an unqualified name
+SELECT p.oid::regprocedure AS procedure,
+       array(SELECT m[1] FROM regexp_matches(p.prosrc, '(?<![.\w])(\w+)\s*\(', 'g') m) AS unqualified_calls
+  FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'clinembed') AND d.deptype = 'e'
+   AND p.prokind = 'p';
 
 CREATE ROLE clinembed_clerk LOGIN;
 GRANT CREATE ON SCHEMA public TO clinembed_clerk;
@@ -59,21 +68,24 @@ RESET client_min_messages;
 SELECT count(embedding) AS embedded FROM clerk_notes;
 SELECT state, rows_done FROM backfill_status WHERE relation = 'clerk_notes';
 
--- the progress table is read-only to it: 42501
-INSERT INTO backfill_runs (relation, source_column, target_column, model_id, batch_size, pid, started_at, updated_at, rows_total)
-VALUES ('x', 'a', 'b', 'm', 1, 1, now(), now(), 1);
+-- the progress table: it may add runs only for its own backend and tables it
+-- may update (row-level security; the cases are in embed_hardening), and may
+-- not delete, nor touch columns other than the progress ones: 42501
+INSERT INTO backfill_runs (relid, source_column, target_column, model_id, batch_size, pid, rows_total)
+VALUES ('clerk_notes'::regclass, 'exp_text', 'embedding', 'm', 1, 1, 1);
 \echo :LAST_ERROR_SQLSTATE
-UPDATE backfill_runs SET rows_done = 0;
+UPDATE backfill_runs SET model_id = 'other';
 \echo :LAST_ERROR_SQLSTATE
 DELETE FROM backfill_runs;
 \echo :LAST_ERROR_SQLSTATE
--- and through the definer functions it can only advance runs of its own backend
+-- and it can only advance unfinished runs of its own backend
 RESET ROLE;
-INSERT INTO backfill_runs (relation, source_column, target_column, model_id, batch_size, pid, started_at, updated_at, rows_total)
-VALUES ('other_backend', 'a', 'b', 'm', 1, 1, now(), now(), 10);
+INSERT INTO backfill_runs (relid, source_column, target_column, model_id, batch_size, rows_total)
+VALUES ('clerk_notes'::regclass, 'exp_text', 'embedding', 'm', 1, 10);
+UPDATE backfill_runs SET pid = 1 WHERE rows_total = 10 AND model_id = 'm';
 SET ROLE clinembed_clerk;
-SELECT _backfill_step(run_id, 1000, true) FROM backfill_runs WHERE relation = 'other_backend';
-SELECT rows_done, finished_at IS NULL AS unfinished FROM backfill_runs WHERE relation = 'other_backend';
+UPDATE backfill_runs SET rows_done = 1000, finished_at = now() WHERE model_id = 'm';
+SELECT rows_done, finished_at IS NULL AS unfinished FROM backfill_runs WHERE model_id = 'm';
 -- it cannot embed from a table it may not read
 RESET ROLE;
 CREATE TABLE secret_notes (id int PRIMARY KEY, exp_text text, embedding real[]);
@@ -84,6 +96,6 @@ CALL embed_backfill('secret_notes', 'exp_text', 'embedding');
 RESET ROLE;
 
 DROP TABLE clerk_notes, secret_notes;
-DELETE FROM backfill_runs WHERE relation IN ('clerk_notes', 'secret_notes', 'other_backend');
+DELETE FROM backfill_runs;
 REVOKE CREATE ON SCHEMA public FROM clinembed_clerk;
 DROP ROLE clinembed_clerk;
