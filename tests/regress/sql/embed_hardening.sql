@@ -103,7 +103,7 @@ UPDATE backfill_runs SET pid = 1 WHERE relid = 'others_notes'::regclass;
 SET ROLE clinembed_hard;
 UPDATE backfill_runs SET rows_done = 10, finished_at = now() WHERE relid = 'others_notes'::regclass;
 \set VERBOSITY terse
-SELECT _backfill_batch(run_id) FROM backfill_runs WHERE relid = 'others_notes'::regclass;
+SELECT _backfill_batch(run_id, 'public') FROM backfill_runs WHERE relid = 'others_notes'::regclass;
 \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY default
 SELECT state, rows_done FROM backfill_status WHERE relation = 'others_notes';
@@ -133,8 +133,12 @@ CREATE OPERATOR evil.< (LEFTARG = integer, RIGHTARG = integer, FUNCTION = evil.l
 CREATE FUNCTION evil.tidgt(tid, tid) RETURNS boolean LANGUAGE sql
     AS 'SELECT evil.log(''>''); SELECT $1 OPERATOR(pg_catalog.>) $2';
 CREATE OPERATOR evil.> (LEFTARG = tid, RIGHTARG = tid, FUNCTION = evil.tidgt);
-CREATE TABLE sp_notes (id int PRIMARY KEY, t text, e real[]);
+CREATE TABLE sp_notes (id int PRIMARY KEY, t text, e real[], path_seen text);
 INSERT INTO sp_notes SELECT g, 'Search path note ' || g FROM generate_series(1, 5) g;
+-- the table's own trigger sees the caller's search_path, as for the caller's own UPDATE
+CREATE FUNCTION public.see_path() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.path_seen := pg_catalog.current_setting('search_path'); RETURN NEW; END $$;
+CREATE TRIGGER see_path BEFORE UPDATE ON sp_notes FOR EACH ROW EXECUTE FUNCTION public.see_path();
 -- the schema is live: an unqualified call in this session reaches it
 SET search_path = evil, pg_catalog, public;
 SELECT round(1.5::numeric) AS evil_round_works;
@@ -143,7 +147,7 @@ DELETE FROM public.evil_calls;
 CALL embed_backfill('sp_notes', 't', 'e', batch_size => 2);
 RESET search_path;
 SELECT count(*) AS evil_calls FROM evil_calls;
-SELECT count(*) FILTER (WHERE e = embed_text(t)) AS embedded FROM sp_notes;
+SELECT count(*) FILTER (WHERE e = embed_text(t)) AS embedded, min(path_seen) AS trigger_saw FROM sp_notes;
 DROP SCHEMA evil CASCADE;
 
 ---------------------------------------------------------------- 8. key columns with any name
@@ -231,7 +235,7 @@ COMMIT;
 
 DROP TABLE pbf, ibf CASCADE;
 DROP TABLE pkc, others_notes, hard_notes, evil_calls, sp_notes, odd_keys, clerk_inbox, redacted, owned, cursor_notes;
-DROP FUNCTION redact(), whoami();
+DROP FUNCTION redact(), whoami(), see_path();
 DELETE FROM backfill_runs;
 REVOKE CREATE ON SCHEMA public FROM clinembed_hard;
 DROP ROLE clinembed_hard;
