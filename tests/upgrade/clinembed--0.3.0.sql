@@ -610,7 +610,8 @@ END;
 $$;
 
 -- The rows a backfill embeds: a text and no vector, or with a model column,
--- a vector from another model.
+-- a vector from another model.  As an SQL condition that names every
+-- operator and type by schema, so it means the same under any search_path.
 CREATE FUNCTION @extschema@._backfill_stale(source_column text, target_column text, model_column text, model_id text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -618,7 +619,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('%I IS NOT NULL AND (%I IS NULL%s)', source_column, target_column,
                   CASE WHEN model_column IS NULL THEN ''
-                       ELSE format(' OR %I::text IS DISTINCT FROM %L', model_column, model_id) END);
+                       ELSE format(' OR %I IS NULL OR %I::pg_catalog.text OPERATOR(pg_catalog.<>) %L',
+                                   model_column, model_column, model_id) END);
 $$;
 
 -- Starts a backfill run: checks the arguments, the model against the column,
@@ -681,8 +683,11 @@ $$;
 -- rows that need work from where the scan stands (SKIP LOCKED), embeds them
 -- through embed_texts, writes vector and model identity, and records the
 -- progress.  Returns false when a whole pass over the tables found nothing
--- more to do, and marks the run finished.
-CREATE FUNCTION @extschema@._backfill_batch(run bigint)
+-- more to do, and marks the run finished.  The statement that reads and
+-- writes the table names every function, operator and type by schema, and
+-- runs under the caller's search_path, so the table's own triggers see the
+-- search_path they would see for the caller's own UPDATE.
+CREATE FUNCTION @extschema@._backfill_batch(run bigint, caller_search_path text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -700,6 +705,7 @@ DECLARE
     last_tid tid;
     done bigint;
     rate double precision;
+    batch_sql text;
 BEGIN
     SELECT * INTO r FROM @extschema@.backfill_runs b WHERE b.run_id = run AND b.pid = pg_backend_pid() AND b.finished_at IS NULL;
     IF NOT FOUND THEN
@@ -724,19 +730,22 @@ BEGIN
             found_rows := true;
             CONTINUE;
         END IF;
+        batch_sql := format(
+            'WITH locked AS MATERIALIZED (SELECT ctid AS row_tid, %1$I::pg_catalog.text AS row_text FROM ONLY %2$s'
+            '                             WHERE ctid OPERATOR(pg_catalog.>) $1 AND %3$s LIMIT $2 FOR UPDATE SKIP LOCKED),'
+            ' batch AS MATERIALIZED (SELECT pg_catalog.row_number() OVER () AS ord, row_tid, row_text FROM locked),'
+            ' emb AS (SELECT e.ord, e.embedding FROM @extschema@.embed_texts('
+            '           (SELECT pg_catalog.array_agg(row_text ORDER BY ord) FROM batch)) e),'
+            ' written AS (UPDATE ONLY %2$s w SET %4$I = emb.embedding::%5$s%6$s'
+            '               FROM batch JOIN emb ON emb.ord OPERATOR(pg_catalog.=) batch.ord'
+            '              WHERE w.ctid OPERATOR(pg_catalog.=) batch.row_tid RETURNING 1)'
+            ' SELECT (SELECT pg_catalog.count(*) FROM written), (SELECT pg_catalog.max(row_tid) FROM batch)',
+            r.source_column, t::regclass, stale, r.target_column, target.target_type,
+            CASE WHEN r.model_column IS NOT NULL THEN format(', %I = $3', r.model_column) ELSE '' END);
         BEGIN
-            EXECUTE format(
-                'WITH locked AS MATERIALIZED (SELECT ctid AS row_tid, %1$I::text AS row_text FROM ONLY %2$s'
-                '                             WHERE ctid > $1 AND %3$s LIMIT $2 FOR UPDATE SKIP LOCKED),'
-                ' batch AS MATERIALIZED (SELECT row_number() OVER () AS ord, row_tid, row_text FROM locked),'
-                ' emb AS (SELECT e.ord, e.embedding FROM @extschema@.embed_texts('
-                '           (SELECT array_agg(row_text ORDER BY ord) FROM batch)) e),'
-                ' written AS (UPDATE ONLY %2$s w SET %4$I = emb.embedding::%5$s%6$s'
-                '               FROM batch JOIN emb USING (ord) WHERE w.ctid = batch.row_tid RETURNING 1)'
-                ' SELECT (SELECT count(*) FROM written), (SELECT max(row_tid) FROM batch)',
-                r.source_column, t::regclass, stale, r.target_column, target.target_type,
-                CASE WHEN r.model_column IS NOT NULL THEN format(', %I = $3', r.model_column) ELSE '' END)
-            INTO n, last_tid USING pos, r.batch_size, r.model_id;
+            PERFORM set_config('search_path', caller_search_path, true);
+            EXECUTE batch_sql INTO n, last_tid USING pos, r.batch_size, r.model_id;
+            PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
         EXCEPTION WHEN integrity_constraint_violation THEN
             PERFORM @extschema@._embed_constraint_error(t::regclass, SQLSTATE, SQLERRM);
         END;
@@ -783,8 +792,9 @@ $$;
 -- second CALL continues where the first stopped.  Call it outside a
 -- transaction block.
 -- A procedure that COMMITs cannot pin search_path, so this body calls only
--- schema-qualified functions of the extension and uses no operator: the
--- helpers, which pin it, do the work.
+-- schema-qualified functions and uses no operator: the helpers, which pin
+-- it, do the work, and are told the caller's search_path for the table's
+-- own triggers.
 CREATE PROCEDURE @extschema@.embed_backfill(
     relation pg_catalog.regclass, source_column text, target_column text,
     batch_size integer DEFAULT 256, model_column text DEFAULT NULL)
@@ -795,7 +805,7 @@ DECLARE
 BEGIN
     run := @extschema@._backfill_start(relation, source_column, target_column, batch_size, model_column);
     COMMIT;
-    WHILE @extschema@._backfill_batch(run) LOOP
+    WHILE @extschema@._backfill_batch(run, pg_catalog.current_setting('search_path')) LOOP
         COMMIT;
     END LOOP;
 END;
