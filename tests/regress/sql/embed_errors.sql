@@ -25,20 +25,33 @@ SELECT embed_text('chest pain');
 \echo :LAST_ERROR_SQLSTATE
 RESET clinembed.model;
 
+-- Error details that name install paths, which differ between majors, are
+-- shown with $sharedir and $pkglibdir in place of the paths.
+CREATE OR REPLACE FUNCTION error_of(statement text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE state text; message text; detail text;
+BEGIN
+    EXECUTE statement;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+    RETURN format(E'%s: %s\nDETAIL: %s', state, message,
+                  replace(replace(detail, (SELECT setting FROM pg_config WHERE name = 'SHAREDIR'), '$sharedir'),
+                          (SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'), '$pkglibdir'));
+END $f$;
+
 -- an installed name that is not there
 SET clinembed.model = 'no-such-model';
-SELECT embed_text('chest pain');
-\echo :LAST_ERROR_SQLSTATE
+SELECT error_of($$SELECT embed_text('chest pain')$$);
 RESET clinembed.model;
 
 -- a second ONNX Runtime library cannot replace the loaded one in a process,
 -- and the change is noticed even while a model is loaded
 SELECT array_length(embed_text('chest pain'), 1) AS loaded;
 SET clinembed.onnxruntime_library = '/nonexistent/libonnxruntime.so';
-SELECT embed_text('chest pain');
-\echo :LAST_ERROR_SQLSTATE
+SELECT error_of($$SELECT embed_text('chest pain')$$);
 RESET clinembed.onnxruntime_library;
 SELECT array_length(embed_text('chest pain'), 1) AS recovered;
+DROP FUNCTION error_of(text);
 
 -- in a fresh backend a missing library is 58P01, and fixing it recovers
 \c

@@ -27,19 +27,31 @@ SELECT array_length(embed_text('x'), 1) AS dims;
 SELECT model FROM embed_stats();
 RESET clinembed.max_sessions;
 
+-- Error details that name install paths, which differ between majors, are
+-- shown with $sharedir and $pkglibdir in place of the paths.
+CREATE OR REPLACE FUNCTION error_of(statement text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE state text; message text; detail text;
+BEGIN
+    EXECUTE statement;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+    RETURN format(E'%s: %s\nDETAIL: %s', state, message,
+                  replace(replace(detail, (SELECT setting FROM pg_config WHERE name = 'SHAREDIR'), '$sharedir'),
+                          (SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'), '$pkglibdir'));
+END $f$;
+
 -- a recorded checksum is verified at load: a wrong one is F0000
-SELECT embed_text('x', model => 'clinembed-regress-badsum');
-\echo :LAST_ERROR_SQLSTATE
+SELECT error_of($$SELECT embed_text('x', model => 'clinembed-regress-badsum')$$);
 
 -- names only: no paths, no climbing out (22023); no links out of the root (42501)
 SELECT embed_text('x', model => '../all-minilm-l6-v2-int8');
 \echo :LAST_ERROR_SQLSTATE
 SELECT embed_text('x', model => '/tmp/clinembed-regress-normalized');
 \echo :LAST_ERROR_SQLSTATE
-SELECT embed_text('x', model => 'clinembed-regress-link');
-\echo :LAST_ERROR_SQLSTATE
-SELECT embed_text('x', model => 'no-such-model');
-\echo :LAST_ERROR_SQLSTATE
+SELECT error_of($$SELECT embed_text('x', model => 'clinembed-regress-link')$$);
+SELECT error_of($$SELECT embed_text('x', model => 'no-such-model')$$);
+DROP FUNCTION error_of(text);
 -- a superuser may allow links explicitly; an ordinary role may not
 SET clinembed.allow_model_links = on;
 SELECT array_length(embed_text('x', model => 'clinembed-regress-link'), 1) AS dims_through_link;

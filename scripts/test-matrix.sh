@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every tier on every PostgreSQL major this project can install (15, 17, 18),
+# then pg_upgrade from 15 to each newer one.  About 15 minutes a major on the
+# 2-core development machine, plus a build of each major the first time.
+# Ends with one line "total: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+P=0 F=0
+add() { # log: adds its "total:" or "pg_upgrade:" line
+    local c
+    c=$(grep -oE '^(total|pg_upgrade): [0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 | awk '{print $2, $4}')
+    if [ -n "$c" ]; then P=$((P + ${c% *})); F=$((F + ${c#* })); else F=$((F + 1)); fi
+}
+echo "==> PostgreSQL 16: not tested. No Debian suite this project reaches (bookworm and its backports, trixie, sid) has a PostgreSQL 16 source package, and no PyPI package ships its server headers."
+for m in 15 17 18; do
+    echo "==> PostgreSQL $m: every tier"
+    PG=$m ALSO= bash scripts/test.sh >"/tmp/clinembed-matrix-$m.log" 2>&1
+    grep -E '^(    (ok|FAILED)|==> |total: )' "/tmp/clinembed-matrix-$m.log" | sed 's/^/    /'
+    add "/tmp/clinembed-matrix-$m.log"
+done
+for m in 17 18; do
+    echo "==> pg_upgrade 15 -> $m"
+    OLD_PG=15 NEW_PG=$m bash tests/upgrade/pg_upgrade.sh | tee "/tmp/clinembed-matrix-upgrade-$m.log" | sed 's/^/    /'
+    add "/tmp/clinembed-matrix-upgrade-$m.log"
+done
+echo "total: $P passed, $F failed"
+[ "$F" -eq 0 ]
