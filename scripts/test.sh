@@ -186,7 +186,9 @@ for m in $ALSO; do
     grep -sE '^(==> |    (ok|FAILED)|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
     c=$(grep -soE '^total: [0-9]+ passed, [0-9]+ failed' "$LOGS/pg$m.log" | awk '{print $2, $4}' || true)
     if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi
-    [ -n "$UPGRADE_FROM" ] && tap_stage pg_upgrade tests/upgrade/pg_upgrade.sh OLD_PG="$UPGRADE_FROM" NEW_PG="$m"
+    if [ -n "$UPGRADE_FROM" ]; then
+        tap_stage pg_upgrade tests/upgrade/pg_upgrade.sh OLD_PG="$UPGRADE_FROM" NEW_PG="$m"
+    fi
 done
 
 if [ ${#BROKEN[@]} -gt 0 ]; then
