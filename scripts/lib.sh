@@ -6,8 +6,10 @@
 # own package; 17 and 18 are built from Debian's source packages by
 # scripts/setup.sh into their own prefix.
 PG=${PG:-15}
-pg_prefix() { # MAJOR: where that major is installed (15src: the 15.18 build
-    case $1 in       # that is the old side of the pg_upgrade test)
+# pg_prefix MAJOR: where that major is installed.  15src is the 15.18 built
+# from source that is the old side of the pg_upgrade test.
+pg_prefix() {
+    case $1 in
         15) echo /usr/lib/postgresql/15 ;;
         *) echo "/opt/clinembed/postgresql-$1" ;;
     esac
