@@ -11,6 +11,8 @@ mod errors;
 mod gucs;
 mod paths;
 
+use clinembed_core::chunk::ChunkOptions;
+use clinembed_core::identity::{check_pin, parse_pin};
 use errors::OrReport;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -43,18 +45,20 @@ fn embed_text(text: &str) -> Vec<f32> {
 
 /// A text's vector with the configured model or installed model `model`,
 /// truncated, or chunked when `long_text` has window settings.
-fn one_vector(
+fn one_vector(text: &str, model: Option<&str>, long_text: Option<ChunkOptions>) -> Vec<f32> {
+    with_model(model, |e| vector_of(e, text, long_text))
+}
+
+/// A text's vector with a loaded model, truncated or chunked.
+fn vector_of(
+    e: &mut clinembed_core::Embedder,
     text: &str,
-    model: Option<&str>,
-    long_text: Option<clinembed_core::chunk::ChunkOptions>,
-) -> Vec<f32> {
-    let limits = gucs::batch_limits();
-    with_model(model, |e| match long_text {
+    long_text: Option<ChunkOptions>,
+) -> clinembed_core::Result<Vec<f32>> {
+    match long_text {
         None => e.embed(text),
-        Some(opts) => e.embed_chunked(text, opts, &limits, || {
-            pg_sys::check_for_interrupts!();
-        }),
-    })
+        Some(opts) => e.embed_chunked(text, opts, &gucs::batch_limits(), check_interrupts),
+    }
 }
 
 /// Runs `f` with the configured model or installed model `model`, raising its
@@ -115,12 +119,8 @@ fn embed_chunks(
 > {
     let opts = chunk_options(window_tokens, overlap_tokens);
     let limits = gucs::batch_limits();
-    let parts = backend::with_embedder(|e| {
-        e.embed_windows(text, opts, &limits, || {
-            pg_sys::check_for_interrupts!();
-        })
-    })
-    .or_report();
+    let parts = backend::with_embedder(|e| e.embed_windows(text, opts, &limits, check_interrupts))
+        .or_report();
     TableIterator::new(parts.into_iter().enumerate().map(|(i, (w, v))| {
         (
             i as i32 + 1,
@@ -151,15 +151,25 @@ type Ordered = TableIterator<'static, (i32, Option<Vec<f32>>)>;
 /// Vectors of many texts, in micro-batches, under the long-text policy.
 fn many_vectors(texts: Array<'_, &str>, model: Option<&str>) -> Ordered {
     let items: Vec<Option<&str>> = texts.iter().collect();
-    let limits = gucs::batch_limits();
     let long_text = gucs::long_text();
-    let interrupts = || {
-        pg_sys::check_for_interrupts!();
-    };
-    let vectors = with_model(model, |e| match long_text {
-        None => e.embed_batch(&items, &limits, interrupts),
-        Some(opts) => e.embed_batch_chunked(&items, opts, &limits, interrupts),
-    });
+    ordered(with_model(model, |e| vectors_of(e, &items, long_text)))
+}
+
+/// Vectors of many texts with a loaded model, in micro-batches.
+fn vectors_of(
+    e: &mut clinembed_core::Embedder,
+    items: &[Option<&str>],
+    long_text: Option<ChunkOptions>,
+) -> clinembed_core::Result<Vec<Option<Vec<f32>>>> {
+    let limits = gucs::batch_limits();
+    match long_text {
+        None => e.embed_batch(items, &limits, check_interrupts),
+        Some(opts) => e.embed_batch_chunked(items, opts, &limits, check_interrupts),
+    }
+}
+
+/// `(ord, embedding)` rows, `ord` the 1-based position of each text.
+fn ordered(vectors: Vec<Option<Vec<f32>>>) -> Ordered {
     TableIterator::new(
         vectors
             .into_iter()
@@ -304,7 +314,7 @@ fn embed_stats() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// The models installed under `$sharedir/clinembed/models`, read without
+/// The models installed under `clinembed.models_root`, read without
 /// loading them: name, directory, dimensions (from `config.json`, or from
 /// the loaded model), maximum length, pooling, normalization, the SHA-256 of
 /// `model.onnx` recorded in `clinembed.json` (checked at every load), and
@@ -400,6 +410,46 @@ fn embed_texts_model(
 fn embed_model_id_model(model: &str) -> String {
     let long_text = gucs::long_text();
     with_model(Some(model), |e| e.identity(long_text))
+}
+
+/// `embed_text` pinned to one model identity, IMMUTABLE: the vector of
+/// `text` by the installed model that `model_id` names (`name@hash`, as
+/// `embed_model_id('name')` returns it), under the long-text policy it names
+/// (`+chunkW/O`, or truncation without it), whatever this session's
+/// settings say.  Every call checks that the installed files still have that
+/// identity and raises an error naming both if not, so no other vector can
+/// come back under the same arguments: that is what makes IMMUTABLE honest,
+/// and what lets generated columns, expression indexes and postgres_fdw
+/// (which ships only immutable functions to remote servers) use it.
+#[pg_extern(immutable, parallel_safe, strict, cost = 10000)]
+fn embed_text_pinned(text: &str, model_id: &str) -> Vec<f32> {
+    with_pinned(model_id, |e, long_text| vector_of(e, text, long_text))
+}
+
+/// `embed_texts` pinned to one model identity, IMMUTABLE (see
+/// `embed_text_pinned`).
+#[pg_extern(immutable, parallel_safe, strict, cost = 10000)]
+fn embed_texts_pinned(
+    texts: Array<'_, &str>,
+    model_id: &str,
+) -> TableIterator<'static, (name!(ord, i32), name!(embedding, Option<Vec<f32>>))> {
+    let items: Vec<Option<&str>> = texts.iter().collect();
+    ordered(with_pinned(model_id, |e, long_text| {
+        vectors_of(e, &items, long_text)
+    }))
+}
+
+/// Runs `f` with the installed model that `model_id` names and the long-text
+/// policy it names, once the model's identity is checked to be `model_id`.
+fn with_pinned<T>(
+    model_id: &str,
+    f: impl FnOnce(&mut clinembed_core::Embedder, Option<ChunkOptions>) -> clinembed_core::Result<T>,
+) -> T {
+    let pin = parse_pin(model_id).or_report();
+    with_model(Some(pin.name), |e| {
+        check_pin(model_id, &e.identity(pin.long_text)?)?;
+        f(e, pin.long_text)
+    })
 }
 
 #[cfg(any(test, feature = "pg_test"))]

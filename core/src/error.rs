@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Inference,
     /// The request would read files the configuration does not allow.
     Forbidden,
+    /// The installed model is not the one a caller pinned by identity.
+    IdentityMismatch,
 }
 
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::chunk::ChunkOptions;
 use crate::error::{Error, ErrorKind, Result};
 
 const K: [u32; 64] = [
@@ -237,7 +238,85 @@ pub fn model_identity(name: &str, files: &[PinnedFile], settings: &str) -> Resul
         h.update(&f.sha256()?);
     }
     h.update(settings.as_bytes());
-    Ok(format!("{name}@{}", &hex(&h.finish())[..16]))
+    Ok(format!("{name}@{}", &hex(&h.finish())[..HASH_DIGITS]))
+}
+
+/// Digits of the hash in an identity.
+const HASH_DIGITS: usize = 16;
+
+/// The identity under a long-text policy: the model's own identity, with
+/// `+chunkW/O` when windows of W tokens overlapping by O are pooled (the
+/// same files give other vectors then).
+pub fn with_long_text(base: &str, long_text: Option<ChunkOptions>) -> String {
+    match long_text {
+        None => base.to_string(),
+        Some(c) => format!("{base}+chunk{}/{}", c.window, c.overlap),
+    }
+}
+
+/// An identity as [`with_long_text`] writes it, taken apart: which
+/// installed model it names and which long-text policy (`None`: truncation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin<'a> {
+    pub name: &'a str,
+    pub long_text: Option<ChunkOptions>,
+}
+
+/// Reads an identity given by a caller (the pinned functions' argument).
+/// Only the form is checked here; [`check_pin`] compares it with the model.
+pub fn parse_pin(id: &str) -> Result<Pin<'_>> {
+    let malformed = || {
+        Error::new(ErrorKind::InvalidArgument, "malformed model identity")
+            .detail(format!(
+                "A model identity is name@hash with {HASH_DIGITS} hex digits, and +chunkW/O for the chunked long-text policy; this one has {} characters.",
+                id.chars().count()
+            ))
+            .hint("Pass what embed_model_id('name') returns for the installed model.")
+    };
+    let (base, long_text) = match id.split_once("+chunk") {
+        None => (id, None),
+        Some((base, policy)) => {
+            let (w, o) = policy.split_once('/').ok_or_else(malformed)?;
+            let number = |s: &str| {
+                (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| s.parse::<usize>().ok())
+                    .flatten()
+                    .ok_or_else(malformed)
+            };
+            let opts = ChunkOptions {
+                window: number(w)?,
+                overlap: number(o)?,
+            };
+            (base, Some(opts))
+        }
+    };
+    let (name, hash) = base.rsplit_once('@').ok_or_else(malformed)?;
+    let hex_digits = hash
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if name.is_empty() || hash.len() != HASH_DIGITS || !hex_digits {
+        return Err(malformed());
+    }
+    Ok(Pin { name, long_text })
+}
+
+/// Whether the model found under a pin's name is the one it pins: `actual`
+/// is that model's identity under the pin's long-text policy.
+pub fn check_pin(pinned: &str, actual: &str) -> Result<()> {
+    if pinned == actual {
+        return Ok(());
+    }
+    let name = actual.split('@').next().unwrap_or(actual);
+    Err(Error::new(
+        ErrorKind::IdentityMismatch,
+        format!("installed model \"{name}\" is not the pinned model"),
+    )
+    .detail(format!(
+        "The call pins {pinned}; the model installed under that name is {actual}."
+    ))
+    .hint(format!(
+        "Reinstall the pinned model's files, or re-embed with the installed model's identity, embed_model_id('{name}')."
+    )))
 }
 
 #[cfg(test)]
@@ -316,5 +395,59 @@ mod tests {
         let e = model_identity("m", &pinned, "mean").unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidModel);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pins_read_what_identities_write() {
+        let base = "bio_clinicalbert@0123456789abcdef";
+        let chunked = ChunkOptions {
+            window: 128,
+            overlap: 32,
+        };
+        for long_text in [None, Some(chunked)] {
+            let id = with_long_text(base, long_text);
+            let pin = parse_pin(&id).unwrap();
+            assert_eq!(pin.name, "bio_clinicalbert");
+            assert_eq!(pin.long_text, long_text);
+        }
+        assert_eq!(
+            with_long_text(base, Some(chunked)),
+            format!("{base}+chunk128/32")
+        );
+        // A name may hold an @: the hash is what follows the last one.
+        assert_eq!(parse_pin("a@b@0123456789abcdef").unwrap().name, "a@b");
+    }
+
+    #[test]
+    fn malformed_pins_are_refused() {
+        for id in [
+            "",
+            "bio_clinicalbert",
+            "@0123456789abcdef",
+            "m@0123456789abcde",
+            "m@0123456789abcdef0",
+            "m@0123456789ABCDEF",
+            "m@0123456789abcdeg",
+            "m@0123456789abcdef+chunk",
+            "m@0123456789abcdef+chunk128",
+            "m@0123456789abcdef+chunk128/",
+            "m@0123456789abcdef+chunk-1/2",
+            "m@0123456789abcdef+chunk1/2x",
+            "m@0123456789abcdef+chunk99999999999999999999999/1",
+        ] {
+            let e = parse_pin(id).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{id}");
+        }
+    }
+
+    #[test]
+    fn a_pin_matches_only_its_own_identity() {
+        let id = "m@0123456789abcdef";
+        assert!(check_pin(id, id).is_ok());
+        let e = check_pin(id, "m@fedcba9876543210").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::IdentityMismatch);
+        let detail = e.detail.unwrap();
+        assert!(detail.contains(id) && detail.contains("m@fedcba9876543210"));
+        assert!(check_pin(id, &with_long_text(id, Some(ChunkOptions::default()))).is_err());
     }
 }

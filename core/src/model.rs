@@ -304,11 +304,8 @@ impl Embedder {
                 &settings,
             )?);
         }
-        let base = self.identity.clone().unwrap_or_default();
-        Ok(match long_text {
-            None => base,
-            Some(c) => format!("{base}+chunk{}/{}", c.window, c.overlap),
-        })
+        let base = self.identity.as_deref().unwrap_or_default();
+        Ok(crate::identity::with_long_text(base, long_text))
     }
 
     /// The windows of `text` (see [`crate::chunk`]) with their vectors, in
