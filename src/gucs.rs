@@ -18,11 +18,19 @@ pub const DEFAULT_MODEL: &CStr = c"all-minilm-l6-v2-int8";
 pub const DEFAULT_ORT_LIBRARY: &CStr = c"$libdir/clinembed/libonnxruntime.so.1.31.1";
 
 /// `clinembed.model`: an installed model name, resolved under
-/// `$sharedir/clinembed/models/`, or an absolute path to a model directory.
+/// `clinembed.models_root`, or an absolute path to a model directory.
 /// Default: the installed all-MiniLM-L6-v2 int8, so the demo needs no setup.
 /// Superuser-only because it names files the server reads.
 pub static MODEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(DEFAULT_MODEL));
+
+/// `clinembed.models_root`: the directory installed model names resolve in.
+/// Empty, the default, means `$sharedir/clinembed/models`, where
+/// `scripts/setup.sh` installs models.  Set in postgresql.conf (or ALTER
+/// SYSTEM and a reload), so every session of a server, and only a
+/// superuser, decides where model names lead; several servers that share one
+/// PostgreSQL installation can hold different models under one name.
+pub static MODELS_ROOT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// `clinembed.onnxruntime_library`: path of `libonnxruntime.so`.  A leading
 /// `$libdir` means PostgreSQL's package library directory.  Loaded once per
@@ -126,9 +134,17 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"clinembed.model",
         c"Embedding model: an installed model name or an absolute path to a model directory.",
-        c"A model directory holds model.onnx and tokenizer.json, optionally clinembed.json and config.json. Names resolve under $sharedir/clinembed/models.",
+        c"A model directory holds model.onnx and tokenizer.json, optionally clinembed.json and config.json. Names resolve under clinembed.models_root.",
         &MODEL,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"clinembed.models_root",
+        c"Directory where installed model names resolve; empty means $sharedir/clinembed/models.",
+        c"Server-wide: set it in postgresql.conf or with ALTER SYSTEM, then reload.",
+        &MODELS_ROOT,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -267,6 +283,11 @@ fn string(setting: &GucSetting<Option<CString>>) -> String {
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// The configured models root, if one is set.
+pub fn models_root() -> Option<PathBuf> {
+    Some(PathBuf::from(string(&MODELS_ROOT))).filter(|p| !p.as_os_str().is_empty())
 }
 
 /// The configured model setting, unresolved.

@@ -30,9 +30,23 @@ pub fn share_dir() -> String {
     }
 }
 
-/// Where installed models live: `$sharedir/clinembed/models`.
+/// Where installed models live: `clinembed.models_root`, by default
+/// `$sharedir/clinembed/models`.
 pub fn models_dir() -> PathBuf {
-    PathBuf::from(share_dir()).join("clinembed").join("models")
+    match crate::gucs::models_root() {
+        None => PathBuf::from(share_dir()).join("clinembed").join("models"),
+        Some(root) if root.is_absolute() => root,
+        Some(root) => report(
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "clinembed.models_root is not an absolute path",
+            )
+            .detail(format!("It is set to \"{}\".", root.display()))
+            .hint(
+                "Set it to an absolute path, or to '' for $sharedir/clinembed/models, and reload.",
+            ),
+        ),
+    }
 }
 
 /// Resolves `clinembed.model`: an absolute path is used as is (only a

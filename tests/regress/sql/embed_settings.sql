@@ -21,3 +21,7 @@ SET clinembed.intra_op_thread = 1;
 \echo :SQLSTATE
 -- every setting, with who may set it
 SELECT name, context, vartype, boot_val FROM pg_settings WHERE name LIKE 'clinembed.%' ORDER BY name;
+-- clinembed.models_root is the server's, not a session's: only the
+-- configuration (or ALTER SYSTEM and a reload) sets it
+SET clinembed.models_root = '/tmp';
+\echo :SQLSTATE
