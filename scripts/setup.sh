@@ -132,30 +132,59 @@ PY
 }
 
 # ---------------------------------------------------------------- PostgreSQL from source
-# build_postgres MAJOR: configure, build and install into $(pg_prefix MAJOR),
-# unless that version is there already.
-build_postgres() {
-    local major=$1 spec suite version tarball sha prefix src
+# The contrib modules the sharded tier uses (Debian's 15 ships them all).
+PG_CONTRIB="postgres_fdw dblink"
+
+# pg_source MAJOR: downloads, verifies and unpacks that major's source into
+# $WORK; prints the source directory.
+pg_source() {
+    local major=$1 spec suite version tarball sha src
     spec="PG_SOURCE_$major"; read -r suite version tarball sha <<<"${!spec}"
-    prefix=$(pg_prefix "$major")
-    if [ "$("$prefix/bin/pg_config" --version 2>/dev/null)" = "PostgreSQL $version" ]; then
-        log "PostgreSQL $version already installed in $prefix"
-        return
-    fi
-    log "building PostgreSQL $version from Debian's $suite source package into $prefix (takes minutes)"
     curl -fsSL --retry 3 -o "$WORK/$tarball" "$(debian_mirror)/pool/main/p/postgresql-${major%src}/$tarball" \
         || die "could not download $tarball from the Debian mirror"
-    verify "$WORK/$tarball" "$sha"
+    verify "$WORK/$tarball" "$sha" >&2
     tar -xjf "$WORK/$tarball" -C "$WORK"
     src=$WORK/postgresql-$version
     [ -d "$src" ] || die "$tarball had no postgresql-$version directory"
     # (15src's tarball unpacks beside any other, each in its own directory.)
+    echo "$src"
+}
+
+# build_postgres MAJOR: configure, build and install into $(pg_prefix MAJOR),
+# with the contrib modules in $PG_CONTRIB, unless that version is there
+# already; an installation without those modules gets them added.
+build_postgres() {
+    local major=$1 spec suite version tarball sha prefix src m missing=
+    spec="PG_SOURCE_$major"; read -r suite version tarball sha <<<"${!spec}"
+    prefix=$(pg_prefix "$major")
+    for m in $PG_CONTRIB; do
+        [ -f "$("$prefix/bin/pg_config" --sharedir 2>/dev/null)/extension/$m.control" ] || missing="$missing $m"
+    done
+    if [ "$("$prefix/bin/pg_config" --version 2>/dev/null)" = "PostgreSQL $version" ]; then
+        if [ -z "$missing" ]; then
+            log "PostgreSQL $version already installed in $prefix"
+            return
+        fi
+        log "adding$missing to PostgreSQL $version in $prefix"
+        src=$(pg_source "$major")
+        for m in $missing; do
+            make -C "$src/contrib/$m" -s USE_PGXS=1 PG_CONFIG="$prefix/bin/pg_config" install >"$WORK/contrib-$major-$m.log" 2>&1 \
+                || { tail -n 20 "$WORK/contrib-$major-$m.log" >&2; die "building $m for PostgreSQL $version failed"; }
+        done
+        return
+    fi
+    log "building PostgreSQL $version from Debian's $suite source package into $prefix (takes minutes)"
+    src=$(pg_source "$major")
     (cd "$src" && ./configure --quiet --prefix="$prefix" --with-icu >"$WORK/configure-$major.log" 2>&1) \
         || { tail -n 20 "$WORK/configure-$major.log" >&2; die "configuring PostgreSQL $version failed"; }
     make -C "$src" -s -j"$(nproc)" >"$WORK/make-$major.log" 2>&1 \
         || { tail -n 30 "$WORK/make-$major.log" >&2; die "building PostgreSQL $version failed"; }
     rm -rf "$prefix.tmp" && make -C "$src" -s install prefix="$prefix.tmp" >"$WORK/install-$major.log" 2>&1 \
         || { tail -n 30 "$WORK/install-$major.log" >&2; die "installing PostgreSQL $version failed"; }
+    for m in $PG_CONTRIB; do
+        make -C "$src/contrib/$m" -s install prefix="$prefix.tmp" >>"$WORK/install-$major.log" 2>&1 \
+            || { tail -n 30 "$WORK/install-$major.log" >&2; die "installing $m for PostgreSQL $version failed"; }
+    done
     # Installed under a temporary name first, so a half-installed major is
     # never taken for a finished one.
     rm -rf "$prefix" && mv "$prefix.tmp" "$prefix"
