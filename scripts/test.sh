@@ -11,7 +11,9 @@
 #                 (cancel); model directory replaced, kill -9 mid-COPY
 #                 (faults); no note text in any message or log line (phi);
 #                 memory and time bounds, concurrent backfills, cancelled
-#                 runs, no backtraces in errors (hardening)
+#                 runs, no backtraces in errors (hardening); a coordinator
+#                 and two shards (postgres_fdw, dblink) and a hot standby
+#                 (sharded)
 #   7. upgrade    ALTER EXTENSION UPDATE from every frozen earlier release
 #                 equals a fresh install
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
@@ -170,6 +172,7 @@ tap_stage cancel tests/integration/cancel.sh
 tap_stage faults tests/integration/faults.sh
 tap_stage phi tests/integration/phi.sh
 tap_stage hardening tests/integration/hardening.sh
+tap_stage sharded tests/integration/sharded.sh
 tap_stage upgrade tests/upgrade/upgrade.sh
 
 # Nothing of the tests' own is left among the installed models.
