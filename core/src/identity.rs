@@ -7,8 +7,9 @@
 //! files elsewhere keeps it.  Triggers and the backfill store it beside each
 //! vector and compare it to find stale rows.
 //!
-//! SHA-256 is implemented here (FIPS 180-4) rather than pulled in as a
-//! dependency; it runs once per model per backend, lazily.
+//! The hash is SHA-256 from the RustCrypto `sha2` crate (until 0.4.0 a copy
+//! written here; the identities are the same, see the tests); it runs once
+//! per model per backend, lazily.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,115 +17,17 @@ use std::path::{Path, PathBuf};
 use crate::chunk::ChunkOptions;
 use crate::error::{Error, ErrorKind, Result};
 
-const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
-
-/// Streaming SHA-256.
-#[derive(Clone)]
-pub struct Sha256 {
-    state: [u32; 8],
-    block: [u8; 64],
-    filled: usize,
-    length: u64,
-}
-
-impl Default for Sha256 {
-    fn default() -> Self {
-        Sha256 {
-            state: [
-                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-                0x5be0cd19,
-            ],
-            block: [0; 64],
-            filled: 0,
-            length: 0,
-        }
-    }
-}
+/// SHA-256, from the RustCrypto `sha2` crate.
+#[derive(Clone, Default)]
+pub struct Sha256(sha2::Sha256);
 
 impl Sha256 {
-    pub fn update(&mut self, mut data: &[u8]) {
-        self.length = self.length.wrapping_add(data.len() as u64);
-        if self.filled > 0 {
-            let take = (64 - self.filled).min(data.len());
-            self.block[self.filled..self.filled + take].copy_from_slice(&data[..take]);
-            self.filled += take;
-            data = &data[take..];
-            if self.filled < 64 {
-                return;
-            }
-            let block = self.block;
-            self.compress(&block);
-            self.filled = 0;
-        }
-        let mut chunks = data.chunks_exact(64);
-        for chunk in &mut chunks {
-            self.compress(chunk.try_into().expect("64-byte chunk"));
-        }
-        let rest = chunks.remainder();
-        self.block[..rest.len()].copy_from_slice(rest);
-        self.filled = rest.len();
+    pub fn update(&mut self, data: &[u8]) {
+        sha2::Digest::update(&mut self.0, data);
     }
 
-    pub fn finish(mut self) -> [u8; 32] {
-        let bits = self.length.wrapping_mul(8);
-        self.update(&[0x80]);
-        while self.filled != 56 {
-            self.update(&[0]);
-        }
-        self.update(&bits.to_be_bytes());
-        let mut out = [0u8; 32];
-        for (o, s) in out.chunks_exact_mut(4).zip(self.state) {
-            o.copy_from_slice(&s.to_be_bytes());
-        }
-        out
-    }
-
-    fn compress(&mut self, block: &[u8; 64]) {
-        let mut w = [0u32; 64];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes(word.try_into().expect("4-byte word"));
-        }
-        for i in 16..64 {
-            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[i - 7])
-                .wrapping_add(s1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = self.state;
-        for i in 0..64 {
-            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let ch = (e & f) ^ (!e & g);
-            let t1 = h
-                .wrapping_add(s1)
-                .wrapping_add(ch)
-                .wrapping_add(K[i])
-                .wrapping_add(w[i]);
-            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-            let maj = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(maj);
-            h = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-        }
-        for (s, v) in self.state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-            *s = s.wrapping_add(v);
-        }
+    pub fn finish(self) -> [u8; 32] {
+        sha2::Digest::finalize(self.0).into()
     }
 }
 
@@ -347,6 +250,24 @@ mod tests {
             sha(&vec![b'a'; 1_000_000]),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
         );
+    }
+
+    /// Stored vectors carry identities: a change of the hash's code must not
+    /// change them.  Computed by the hand-written SHA-256 of 0.3.0.
+    #[test]
+    fn identities_are_those_of_earlier_releases() {
+        let dir =
+            std::env::temp_dir().join(format!("clinembed-identity-fixed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.onnx"), b"graph").unwrap();
+        std::fs::write(dir.join("tokenizer.json"), b"{}").unwrap();
+        let files = vec![
+            PinnedFile::open(&dir.join("model.onnx")).unwrap(),
+            PinnedFile::open(&dir.join("tokenizer.json")).unwrap(),
+        ];
+        let id = model_identity("m", &files, "pooling=mean;normalize=false;max_length=512");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(id.unwrap(), "m@52aa8a17cd772911");
     }
 
     #[test]
