@@ -88,6 +88,24 @@ fn embed_text_chunked(
     one_vector(text, None, Some(opts))
 }
 
+/// `embed_text_chunked` with an installed model chosen for this call.
+#[pg_extern(
+    stable,
+    parallel_safe,
+    strict,
+    cost = 10000,
+    name = "embed_text_chunked"
+)]
+fn embed_text_chunked_model(
+    text: &str,
+    model: &str,
+    window_tokens: default!(i32, 128),
+    overlap_tokens: default!(i32, 32),
+) -> Vec<f32> {
+    let opts = chunk_options(window_tokens, overlap_tokens);
+    one_vector(text, Some(model), Some(opts))
+}
+
 fn chunk_options(window: i32, overlap: i32) -> clinembed_core::chunk::ChunkOptions {
     clinembed_core::chunk::ChunkOptions {
         window: window.max(0) as usize,
@@ -117,10 +135,40 @@ fn embed_chunks(
         name!(embedding, Vec<f32>),
     ),
 > {
-    let opts = chunk_options(window_tokens, overlap_tokens);
+    windows(text, None, window_tokens, overlap_tokens)
+}
+
+/// `embed_chunks` with an installed model chosen for this call.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe, strict, cost = 10000, name = "embed_chunks")]
+fn embed_chunks_model(
+    text: &str,
+    model: &str,
+    window_tokens: default!(i32, 128),
+    overlap_tokens: default!(i32, 32),
+) -> TableIterator<
+    'static,
+    (
+        name!(chunk, i32),
+        name!(char_start, i32),
+        name!(char_end, i32),
+        name!(tokens, i32),
+        name!(embedding, Vec<f32>),
+    ),
+> {
+    windows(text, Some(model), window_tokens, overlap_tokens)
+}
+
+/// `(chunk, char_start, char_end, tokens, embedding)` rows.
+type Windows = TableIterator<'static, (i32, i32, i32, i32, Vec<f32>)>;
+
+/// The windows of a text with their vectors, numbered from 1.
+fn windows(text: &str, model: Option<&str>, window: i32, overlap: i32) -> Windows {
+    let opts = chunk_options(window, overlap);
     let limits = gucs::batch_limits();
-    let parts = backend::with_embedder(|e| e.embed_windows(text, opts, &limits, check_interrupts))
-        .or_report();
+    let parts = with_model(model, |e| {
+        e.embed_windows(text, opts, &limits, check_interrupts)
+    });
     TableIterator::new(parts.into_iter().enumerate().map(|(i, (w, v))| {
         (
             i as i32 + 1,
@@ -189,8 +237,17 @@ fn check_interrupts() {
 /// free.
 #[pg_extern(stable, parallel_safe, strict, cost = 1000)]
 fn embed_token_count(text: &str) -> i32 {
-    let n =
-        backend::with_embedder(|e| e.encoder().count_tokens(text, check_interrupts)).or_report();
+    token_count(text, None)
+}
+
+/// `embed_token_count` with an installed model's tokenizer.
+#[pg_extern(stable, parallel_safe, strict, cost = 1000, name = "embed_token_count")]
+fn embed_token_count_model(text: &str, model: &str) -> i32 {
+    token_count(text, Some(model))
+}
+
+fn token_count(text: &str, model: Option<&str>) -> i32 {
+    let n = with_model(model, |e| e.encoder().count_tokens(text, check_interrupts));
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
@@ -209,12 +266,31 @@ fn embed_truncation(
         name!(truncated, bool),
     ),
 > {
-    let (tokens, max) = backend::with_embedder(|e| {
+    truncation(text, None)
+}
+
+/// `embed_truncation` under an installed model chosen for this call.
+#[pg_extern(stable, parallel_safe, strict, cost = 1000, name = "embed_truncation")]
+fn embed_truncation_model(
+    text: &str,
+    model: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(tokens, i32),
+        name!(max_length, i32),
+        name!(truncated, bool),
+    ),
+> {
+    truncation(text, Some(model))
+}
+
+fn truncation(text: &str, model: Option<&str>) -> TableIterator<'static, (i32, i32, bool)> {
+    let (tokens, max) = with_model(model, |e| {
         e.encoder()
             .count_tokens(text, check_interrupts)
             .map(|n| (n, e.info().max_length))
-    })
-    .or_report();
+    });
     TableIterator::once((
         i32::try_from(tokens).unwrap_or(i32::MAX),
         max as i32,

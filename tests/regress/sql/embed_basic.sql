@@ -53,7 +53,7 @@ FROM (SELECT embed_text('Crushing substernal chest pain, troponin elevated, ST d
 
 -- markings: STABLE (depends on the configured model), PARALLEL SAFE, STRICT,
 -- and a cost that tells the planner embedding is expensive
-SELECT proname, provolatile, proparallel, proisstrict, procost FROM pg_proc
+SELECT DISTINCT proname, provolatile, proparallel, proisstrict, procost FROM pg_proc
 WHERE proname IN ('embed_text', 'embed_texts', 'embed_token_count', 'embed_model_info') ORDER BY proname;
 
 -- pgvector pairing: a vector column checks the width of what is stored in it

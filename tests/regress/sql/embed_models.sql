@@ -19,6 +19,29 @@ SELECT count(*) AS rows, count(DISTINCT e.embedding IS NULL) AS kinds
 SELECT model, texts > 0 AS used FROM embed_stats() ORDER BY model;
 SELECT name, loaded FROM embed_models() WHERE name IN ('all-minilm-l6-v2-int8', 'clinembed-regress-cls') ORDER BY name;
 
+-- model => on every function that embeds or tokenizes: the same as with
+-- clinembed.model set to that model
+CREATE TEMP TABLE long_note AS SELECT repeat('Dyspnea on exertion, bibasilar crackles, started furosemide. ', 40) AS t;
+SET clinembed.model = 'clinembed-regress-cls';
+CREATE TEMP TABLE by_setting AS
+SELECT embed_text_chunked(t) AS chunked, embed_text_chunked(t, 64, 16) AS chunked_64,
+       (SELECT array_agg(embedding ORDER BY chunk) FROM embed_chunks(t, 64, 16)) AS chunks,
+       embed_token_count(t) AS tokens, (embed_truncation(t)).max_length AS max_length
+  FROM long_note;
+RESET clinembed.model;
+SELECT embed_text_chunked(t, model => 'clinembed-regress-cls') = b.chunked AS chunked,
+       embed_text_chunked(t, model => 'clinembed-regress-cls') <> embed_text_chunked(t) AS chunked_other_model,
+       embed_text_chunked(t, model => 'clinembed-regress-cls', window_tokens => 64, overlap_tokens => 16) = b.chunked_64 AS chunked_64,
+       (SELECT array_agg(embedding ORDER BY chunk) FROM embed_chunks(t, model => 'clinembed-regress-cls', window_tokens => 64, overlap_tokens => 16)) = b.chunks AS chunks,
+       embed_token_count(t, model => 'clinembed-regress-cls') = b.tokens AS tokens,
+       (embed_truncation(t, model => 'clinembed-regress-cls')).max_length = b.max_length AS max_length
+  FROM long_note, by_setting b;
+\set VERBOSITY terse
+SELECT embed_token_count('x', model => 'no-such-model');
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+DROP TABLE long_note, by_setting;
+
 -- at most clinembed.max_sessions models stay loaded; the least recently used goes
 SET clinembed.max_sessions = 1;
 SELECT array_length(embed_text('x', model => 'clinembed-regress-cls'), 1) AS dims;
