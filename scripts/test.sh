@@ -89,25 +89,25 @@ stage install install_release
 cluster_start "test-$PG" "$((29000 + PG))"
 trap cluster_stop EXIT
 
-# The installed models embed_models lists are fixtures too; they are removed
-# when the regress tier ends, whatever its outcome.
-remove_installed_fixtures() {
-    rm -rf "$("$PG_CONFIG" --sharedir)/clinembed/models"/clinembed-regress-*
-}
-regress() {
+# The regress tier's fixtures: broken model directories and libraries under
+# /tmp/clinembed-regress-*, and a models root of its own,
+# /tmp/clinembed-regress-models, that the cluster's clinembed.models_root
+# points at while the tier runs: the default model (a copy), another pooling,
+# a wrong recorded checksum, and a link out of the root.  Nothing is written
+# into the installed model directory.
+REGRESS_ROOT=/tmp/clinembed-regress-models
+regress_fixtures() {
+    local models; models="$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8"
     local fixture=/tmp/clinembed-regress-corrupt
     rm -rf "$fixture" && mkdir -p "$fixture"
     printf 'not an onnx graph' > "$fixture/model.onnx"
-    cp "$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8/tokenizer.json" "$fixture/"
-    chmod -R a+rX "$fixture"
+    cp "$models/tokenizer.json" "$fixture/"
     # The default model with normalize on: another model identity, for the
     # model-change backfill in embed_columns.
     local normalized=/tmp/clinembed-regress-normalized
-    rm -rf "$normalized" && cp -r "$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8" "$normalized"
+    rm -rf "$normalized" && cp -r "$models" "$normalized"
     printf '{"pooling": "mean", "normalize": true}\n' > "$normalized/clinembed.json"
-    chmod -R a+rX "$normalized"
     # Broken model directories and libraries for embed_faults.
-    local models; models="$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8"
     rm -rf /tmp/clinembed-regress-{nomodel,truncated,badtokenizer,fake-ort}
     mkdir -p /tmp/clinembed-regress-{nomodel,truncated,badtokenizer,fake-ort}
     cp "$models/tokenizer.json" /tmp/clinembed-regress-nomodel/
@@ -117,34 +117,49 @@ regress() {
     printf '{"version": "1.0", "model": {"type": "WordPiece", "vocab": ' > /tmp/clinembed-regress-badtokenizer/tokenizer.json
     printf 'not an ELF file' > /tmp/clinembed-regress-fake-ort/not-a-library.so
     cc -shared -fPIC -o /tmp/clinembed-regress-fake-ort/libonnxruntime.so.1.16.0 tests/regress/fixtures/fake_ort.c
-    # Installed models for embed_models: another pooling, a wrong recorded
-    # checksum, and a link out of the model root.
-    local root; root="$("$PG_CONFIG" --sharedir)/clinembed/models"
-    remove_installed_fixtures
-    cp -r "$models" "$root/clinembed-regress-cls"
-    printf '{"pooling": "cls"}\n' > "$root/clinembed-regress-cls/clinembed.json"
-    cp -r "$models" "$root/clinembed-regress-badsum"
-    printf '{"sha256": "%064d"}\n' 0 > "$root/clinembed-regress-badsum/clinembed.json"
-    ln -s "$normalized" "$root/clinembed-regress-link"
-    chmod -R a+rX "$root"/clinembed-regress-*
-    chmod -R a+rX /tmp/clinembed-regress-{nomodel,truncated,badtokenizer,fake-ort}
-    local out=/tmp/clinembed-regress-out
+    # The models root.
+    rm -rf "$REGRESS_ROOT" && mkdir -p "$REGRESS_ROOT"
+    cp -r "$models" "$REGRESS_ROOT/all-minilm-l6-v2-int8"
+    cp -r "$models" "$REGRESS_ROOT/clinembed-regress-cls"
+    printf '{"pooling": "cls"}\n' > "$REGRESS_ROOT/clinembed-regress-cls/clinembed.json"
+    cp -r "$models" "$REGRESS_ROOT/clinembed-regress-badsum"
+    printf '{"sha256": "%064d"}\n' 0 > "$REGRESS_ROOT/clinembed-regress-badsum/clinembed.json"
+    ln -s "$normalized" "$REGRESS_ROOT/clinembed-regress-link"
+    chmod -R a+rX "$REGRESS_ROOT" "$fixture" "$normalized" /tmp/clinembed-regress-{nomodel,truncated,badtokenizer,fake-ort}
+}
+# models_root ROOT: sets the cluster's clinembed.models_root ('' resets it).
+models_root() {
+    local set="ALTER SYSTEM SET clinembed.models_root = '$1'"
+    [ -n "$1" ] || set="ALTER SYSTEM RESET clinembed.models_root"
+    # PostgreSQL 15 refuses ALTER SYSTEM of a setting no loaded library defines.
+    pg -c "LOAD 'clinembed'" -c "$set" -c "SELECT pg_reload_conf()" >/dev/null
+}
+# Each file runs alone, in a database of its own that pg_regress creates:
+# REGRESS="embed_pinned embed_models" ONLY=regress bash scripts/test.sh runs
+# just those files.
+regress() {
+    regress_fixtures
+    models_root "$REGRESS_ROOT"
+    local out=/tmp/clinembed-regress-out t passed=0 failed=0
     rm -rf "$out" && mkdir -p "$out"
-    pg -c 'DROP DATABASE IF EXISTS clinembed_regress' -c 'CREATE DATABASE clinembed_regress'
-    "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" --use-existing --dbname=clinembed_regress \
-        --host="$PGHOST" --port="$PGPORT" --user=postgres \
-        --inputdir=tests/regress --outputdir="$out" \
-        $(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//')
-    local rc=$?
-    remove_installed_fixtures
-    [ -f "$out/regression.diffs" ] && cat "$out/regression.diffs"
-    return $rc
+    for t in ${REGRESS:-$(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//')}; do
+        if "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" --dbname="clinembed_regress_$t" \
+            --host="$PGHOST" --port="$PGPORT" --user=postgres \
+            --inputdir=tests/regress --outputdir="$out/$t" "$t"; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+            cat "$out/$t/regression.diffs" 2>/dev/null
+        fi
+        pg -c "DROP DATABASE IF EXISTS clinembed_regress_$t" >/dev/null
+    done
+    models_root ''
+    echo "regress: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
 }
 stage regress regress
-p=$(grep -soE 'All [0-9]+ tests passed' "$LOGS/regress.log" | grep -oE '[0-9]+' || true)
-f=$(grep -soE '[0-9]+ of [0-9]+ tests failed' "$LOGS/regress.log" | awk '{print $1}' || true)
-n=$(grep -soE '[0-9]+ of [0-9]+ tests failed' "$LOGS/regress.log" | awk '{print $3}' || true)
-PASSED=$((PASSED + ${p:-0} + ${n:-0} - ${f:-0})) FAILED=$((FAILED + ${f:-0}))
+c=$(grep -soE '^regress: [0-9]+ passed, [0-9]+ failed' "$LOGS/regress.log" | awk '{print $2, $4}' || true)
+[ -n "$c" ] && { PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); }
 
 parity() {
     if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import onnxruntime, tokenizers, psycopg' 2>/dev/null; then

@@ -1,6 +1,7 @@
 -- Several models: the installed list, a model per call, the per-backend
 -- session cap, checksums, and the model root.  Fixtures under
--- $sharedir/clinembed/models/clinembed-regress-* are made by scripts/test.sh.
+-- /tmp/clinembed-regress-models (the models root while the tier runs) are
+-- made by scripts/test.sh.
 CREATE EXTENSION IF NOT EXISTS clinembed;
 \set SHOW_CONTEXT never
 
