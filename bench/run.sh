@@ -17,7 +17,7 @@ fi
 SHARE=$("$PG_CONFIG" --sharedir)
 if [ ! -f "$WORK/model/onnx/model.onnx" ]; then
     echo "==> generating the BERT-base-shaped model"
-    bench/.venv/bin/python bench/make_model.py --tokenizer "$SHARE/clinembed/models/all-minilm-l6-v2-int8/tokenizer.json" --out "$WORK/model"
+    bench/.venv/bin/python bench/make_model.py --tokenizer "$(default_model_dir)/tokenizer.json" --out "$WORK/model"
 fi
 DEST=$SHARE/clinembed/models/bert-base-bench
 install -d -m 0755 "$DEST"

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 NOTES=${NOTES:-1000}
-MODEL=${MODEL:-all-minilm-l6-v2-int8}
+MODEL=${MODEL:-$DEFAULT_MODEL}
 MAX_CHARS=${MAX_CHARS:-0}
 install_release /tmp/clinembed-bench-build.log
 cluster_start bench-triggers 28818

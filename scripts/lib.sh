@@ -18,6 +18,17 @@ PG_BIN=${PG_BIN:-$(pg_prefix "$PG")/bin}
 PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+# core_literal MACRO: the string literal of a macro in core/src/lib.rs, where
+# the default model's name and the ONNX Runtime version are defined once.
+core_literal() {
+    awk -v m="macro_rules! $1 {" 'index($0, m) { found = 1 } found && /"/ { gsub(/[ "]/, ""); print; exit }' \
+        "$REPO/core/src/lib.rs"
+}
+DEFAULT_MODEL=$(core_literal default_model)
+ORT_VERSION=$(core_literal ort_version)
+# default_model_dir: where setup installs the default model for $PG_CONFIG.
+default_model_dir() { echo "$("$PG_CONFIG" --sharedir)/clinembed/models/$DEFAULT_MODEL"; }
+
 # Runs a command as the postgres OS user (or as yourself when not root).
 as_pg() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

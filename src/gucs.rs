@@ -10,12 +10,25 @@ use std::path::PathBuf;
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
-/// Name of the model used when nothing is configured; `scripts/setup.sh`
-/// installs it under `$sharedir/clinembed/models/`.
-pub const DEFAULT_MODEL: &CStr = c"all-minilm-l6-v2-int8";
+/// Name of the model used when nothing is configured
+/// ([`clinembed_core::DEFAULT_MODEL`]); `scripts/setup.sh` installs it under
+/// `$sharedir/clinembed/models/`.
+pub const DEFAULT_MODEL: &CStr = c_str(concat!(clinembed_core::default_model!(), "\0"));
 
 /// The ONNX Runtime library that `scripts/setup.sh` installs.
-pub const DEFAULT_ORT_LIBRARY: &CStr = c"$libdir/clinembed/libonnxruntime.so.1.31.1";
+pub const DEFAULT_ORT_LIBRARY: &CStr = c_str(concat!(
+    "$libdir/clinembed/libonnxruntime.so.",
+    clinembed_core::ort_version!(),
+    "\0"
+));
+
+/// A NUL-terminated literal as a `CStr`, at compile time.
+const fn c_str(s: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(s.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("not a NUL-terminated string without interior NULs"),
+    }
+}
 
 /// `clinembed.model`: an installed model name, resolved under
 /// `clinembed.models_root`, or an absolute path to a model directory.

@@ -153,7 +153,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("clinembed-corrupt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("model.onnx"), b"this is not an onnx graph").unwrap();
-        let installed = crate::paths::models_dir().join("all-minilm-l6-v2-int8");
+        let installed = crate::paths::models_dir().join(clinembed_core::DEFAULT_MODEL);
         std::fs::copy(installed.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
         Spi::run(&format!("SET clinembed.model = '{}'", dir.display())).unwrap();
         let code = sqlstate_of(|| {

@@ -14,6 +14,33 @@ pub mod settings;
 pub mod signals;
 pub mod tokenize;
 
+/// The installed model used when nothing is configured, as a literal for
+/// `concat!`.  Defined here once: the extension's setting default, the tests
+/// and `scripts/lib.sh` (which reads this line) take it from here.
+#[macro_export]
+macro_rules! default_model {
+    () => {
+        "all-minilm-l6-v2-int8"
+    };
+}
+
+/// The ONNX Runtime release `scripts/setup.sh` installs and the library file
+/// name's version, as a literal for `concat!`.  Defined here once, like
+/// [`default_model`].
+#[macro_export]
+macro_rules! ort_version {
+    () => {
+        "1.31.1"
+    };
+}
+
+/// See [`default_model`].
+pub const DEFAULT_MODEL: &str = default_model!();
+/// See [`ort_version`].
+pub const ORT_VERSION: &str = ort_version!();
+/// The ONNX Runtime library's file name.
+pub const ORT_LIBRARY_FILE: &str = concat!("libonnxruntime.so.", ort_version!());
+
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     micro_batch_budget, BatchLimits, Embedder, ModelInfo, SessionOptions, Usage,

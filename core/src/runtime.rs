@@ -48,8 +48,9 @@ pub fn environment(library: &Path) -> Result<&'static Environment> {
             )
             .detail(e.to_string())
             .hint(format!(
-                "clinembed needs ONNX Runtime 1.{} or newer; scripts/setup.sh installs 1.31.1.",
-                ort::MINOR_VERSION
+                "clinembed needs ONNX Runtime 1.{} or newer; scripts/setup.sh installs {}.",
+                ort::MINOR_VERSION,
+                crate::ORT_VERSION
             ))
         })?;
         let env = builder

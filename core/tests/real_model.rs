@@ -98,7 +98,7 @@ fn bad_model_dirs_are_clear_errors() {
 fn reports_onnx_runtime_version() {
     runtime::environment(&library()).unwrap();
     let (version, _) = runtime::loaded().unwrap();
-    assert_eq!(version, "1.31.1");
+    assert_eq!(version, clinembed_core::ORT_VERSION);
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -176,7 +176,7 @@ fn batch_limits_are_errors_not_crashes() {
 #[test]
 fn default_model_is_batch_invariant() {
     // The load-time probe embeds a short text alone and beside a longer one.
-    // all-MiniLM-L6-v2 int8 on ONNX Runtime 1.31.1 gives the same vector both
+    // all-MiniLM-L6-v2 int8 on ONNX Runtime 1.31 gives the same vector both
     // ways, so embed_texts batches it; a model that does not would run one
     // text per micro-batch instead.
     assert!(load().info().batch_invariant);

@@ -28,7 +28,7 @@ if ! "$PY" -c 'import torch, transformers, optimum.exporters.onnx' 2>/dev/null; 
     echo "  python3 -m venv scripts/model_tools/.venv-export && scripts/model_tools/.venv-export/bin/pip install -r scripts/model_tools/requirements-export.txt"
     exit 1
 fi
-TOKENIZER=$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8/tokenizer.json
+TOKENIZER=$(default_model_dir)/tokenizer.json
 
 # 1. the checkpoint
 "$PY" - "$WORK/checkpoint" "$TOKENIZER" <<'PY' || { echo "not ok - checkpoint"; exit 1; }

@@ -19,7 +19,7 @@ fresh_db
 # Two versions of one model directory: the default model, then the same with
 # normalize on (other vectors, other identity).
 rm -rf "$SWAP" && mkdir -p "$SWAP"
-cp -r "$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8" "$SWAP/m"
+cp -r "$(default_model_dir)" "$SWAP/m"
 cp -r "$SWAP/m" "$SWAP/m-next"
 printf '{"pooling": "mean", "normalize": true}\n' > "$SWAP/m-next/clinembed.json"
 chmod -R a+rX "$SWAP"

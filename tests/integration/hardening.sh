@@ -15,7 +15,7 @@ DB=clinembed_hardening
 fresh_db
 # A second model identity: the default model with normalized output.
 OTHER_MODEL=/tmp/clinembed-hardening-normalized
-rm -rf "$OTHER_MODEL" && cp -r "$("$PG_CONFIG" --sharedir)/clinembed/models/all-minilm-l6-v2-int8" "$OTHER_MODEL"
+rm -rf "$OTHER_MODEL" && cp -r "$(default_model_dir)" "$OTHER_MODEL"
 printf '{"pooling": "mean", "normalize": true}\n' > "$OTHER_MODEL/clinembed.json"
 chmod -R a+rX "$OTHER_MODEL"
 q "CREATE EXTENSION clinembed" >/dev/null

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 
 DIR=/tmp/clinembed-sharded
-MODEL=all-minilm-l6-v2-int8
+MODEL=$DEFAULT_MODEL
 K=5
 PASS=0 FAIL=0
 check() { # name actual expected

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -52,10 +51,6 @@ TEXTS = [
     ("single_char", "a"),
     ("control_chars", "fever\x01\x02 chills\x7f rigors"),
 ]
-
-
-def pg_dir(flag):
-    return subprocess.check_output(["pg_config", flag], text=True).strip()
 
 
 def position_limit(model_dir):
@@ -171,7 +166,7 @@ def check_model(conn, ref, label, tol):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model-dir", default=os.path.join(pg_dir("--sharedir"), "clinembed/models/all-minilm-l6-v2-int8"))
+    ap.add_argument("--model-dir", required=True, help="the model directory (scripts/test.sh passes the default model's)")
     ap.add_argument("--model", default=None, help="value for clinembed.model (default: the server's default)")
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--no-variants", action="store_true", help="check only the model as configured")

@@ -19,13 +19,21 @@ fn pg_dir(flag: &str) -> PathBuf {
 pub fn model_dir() -> PathBuf {
     std::env::var_os("CLINEMBED_MODEL_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| pg_dir("--sharedir").join("clinembed/models/all-minilm-l6-v2-int8"))
+        .unwrap_or_else(|| {
+            pg_dir("--sharedir")
+                .join("clinembed/models")
+                .join(clinembed_core::DEFAULT_MODEL)
+        })
 }
 
 pub fn library() -> PathBuf {
     std::env::var_os("CLINEMBED_ORT_LIBRARY")
         .map(PathBuf::from)
-        .unwrap_or_else(|| pg_dir("--pkglibdir").join("clinembed/libonnxruntime.so.1.31.1"))
+        .unwrap_or_else(|| {
+            pg_dir("--pkglibdir")
+                .join("clinembed")
+                .join(clinembed_core::ORT_LIBRARY_FILE)
+        })
 }
 
 pub fn load() -> Embedder {
