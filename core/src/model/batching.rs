@@ -1,0 +1,145 @@
+//! Many texts in one call: their bounds, and the one micro-batch loop that
+//! every batched path runs.
+
+use super::Embedder;
+use crate::error::{Error, ErrorKind, Result};
+use crate::tokenize::Encoded;
+
+/// Bounds for one batched call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Padded tokens (rows × longest row) per micro-batch.
+    pub micro_batch_tokens: usize,
+    /// Texts per call.
+    pub max_texts: usize,
+    /// Tokens per call, after truncation.
+    pub max_tokens: usize,
+}
+
+/// Padded tokens per micro-batch unless configured otherwise: on BERT-base
+/// as fast as any budget from 512 to 8192, with less memory than larger ones,
+/// and short enough for a cancel to land within about a second.
+pub const DEFAULT_MICRO_BATCH_TOKENS: usize = 2048;
+
+/// The padded tokens per micro-batch for a session that asks for `requested`
+/// under a server's ceiling `ceiling`: the smaller, and at least one.
+pub fn micro_batch_budget(requested: i32, ceiling: i32) -> usize {
+    requested.min(ceiling).max(1) as usize
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            micro_batch_tokens: DEFAULT_MICRO_BATCH_TOKENS,
+            max_texts: 100_000,
+            max_tokens: 4_000_000,
+        }
+    }
+}
+
+/// How often, in texts, tokenizing a large call stops to run the caller's
+/// check (for interrupts).
+const TOKENIZE_CHECK_EVERY: usize = 256;
+
+impl Embedder {
+    /// Embeds many texts: tokenizes them, sorts them by token count, runs
+    /// micro-batches bounded by `limits.micro_batch_tokens` padded tokens, and
+    /// returns the vectors in input order, `None` for `None` inputs.
+    /// `between` runs before each micro-batch and periodically while
+    /// tokenizing; the extension checks for query cancel there.
+    pub fn embed_batch(
+        &mut self,
+        texts: &[Option<&str>],
+        limits: &BatchLimits,
+        mut between: impl FnMut(),
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        check_text_count(texts.len(), limits)?;
+        let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(texts.len());
+        let mut total = 0usize;
+        for (i, text) in texts.iter().enumerate() {
+            if i % TOKENIZE_CHECK_EVERY == 0 {
+                between();
+            }
+            let enc = text.map(|t| self.encode(t)).transpose()?;
+            total += enc.as_ref().map_or(0, Encoded::len);
+            if total > limits.max_tokens {
+                return Err(Error::new(ErrorKind::LimitExceeded, "too many tokens in one call")
+                    .detail(format!(
+                        "The first {} of {} texts already have {total} tokens after truncation; the limit is {}.",
+                        i + 1,
+                        texts.len(),
+                        limits.max_tokens
+                    ))
+                    .hint("Embed the texts in several calls, or raise clinembed.batch_max_tokens."));
+            }
+            encoded.push(enc);
+        }
+        let present: Vec<usize> = (0..texts.len()).filter(|&i| encoded[i].is_some()).collect();
+        let rows: Vec<&Encoded> = encoded.iter().flatten().collect();
+        let vectors = self.run_micro_batches(&rows, limits, &mut between)?;
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+        for (i, v) in present.into_iter().zip(vectors) {
+            out[i] = Some(v);
+        }
+        Ok(out)
+    }
+
+    /// Runs `rows` in micro-batches of at most `limits.micro_batch_tokens`
+    /// padded tokens, grouped by length (see [`crate::plan`]), one row at a
+    /// time for a model that is not batch-invariant, with `between` before
+    /// each; returns their vectors in the order of `rows`.
+    pub(super) fn run_micro_batches(
+        &mut self,
+        rows: &[&Encoded],
+        limits: &BatchLimits,
+        between: &mut impl FnMut(),
+    ) -> Result<Vec<Vec<f32>>> {
+        let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        let max_rows = if self.info.batch_invariant {
+            usize::MAX
+        } else {
+            1
+        };
+        let mut out = vec![Vec::new(); rows.len()];
+        for batch in crate::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows) {
+            between();
+            let picked: Vec<&Encoded> = batch.iter().map(|&i| rows[i]).collect();
+            let pooled = self.embed_encoded(&picked)?;
+            for (r, &i) in batch.iter().enumerate() {
+                out[i] = pooled.row(r).to_vec();
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub(super) fn check_text_count(n: usize, limits: &BatchLimits) -> Result<()> {
+    if n <= limits.max_texts {
+        return Ok(());
+    }
+    Err(
+        Error::new(ErrorKind::LimitExceeded, "too many texts in one call")
+            .detail(format!(
+                "The call has {n} texts; the limit is {}.",
+                limits.max_texts
+            ))
+            .hint("Embed the texts in several calls, or raise clinembed.batch_max_texts."),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_batch_budget_never_passes_the_ceiling() {
+        assert_eq!(micro_batch_budget(1 << 20, 2048), 2048);
+        assert_eq!(micro_batch_budget(512, 2048), 512);
+        assert_eq!(micro_batch_budget(8192, 8192), 8192);
+        assert_eq!(micro_batch_budget(0, 2048), 1);
+        assert_eq!(
+            BatchLimits::default().micro_batch_tokens,
+            DEFAULT_MICRO_BATCH_TOKENS
+        );
+    }
+}

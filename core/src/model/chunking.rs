@@ -1,0 +1,84 @@
+//! The chunked long-text policy: a text's windows (see [`crate::chunk`]),
+//! embedded in micro-batches and pooled by a token-weighted mean.
+
+use ndarray::Array2;
+
+use super::batching::check_text_count;
+use super::{BatchLimits, Embedder};
+use crate::chunk::{ChunkOptions, Window};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool;
+use crate::tokenize::Encoded;
+
+impl Embedder {
+    /// The windows of `text` (see [`crate::chunk`]) with their vectors, in
+    /// text order, run in micro-batches like [`Embedder::embed_batch`].
+    pub fn embed_windows(
+        &mut self,
+        text: &str,
+        opts: ChunkOptions,
+        limits: &BatchLimits,
+        mut between: impl FnMut(),
+    ) -> Result<Vec<(Window, Vec<f32>)>> {
+        let specials = self.encoder.specials();
+        opts.check(specials, self.info.max_length)?;
+        let tokens = self.encoder.tokens(text, &mut between)?;
+        if tokens.ids.len() > limits.max_tokens {
+            return Err(
+                Error::new(ErrorKind::LimitExceeded, "text too long to chunk")
+                    .detail(format!(
+                        "The text has {} tokens; the limit is {}.",
+                        tokens.ids.len(),
+                        limits.max_tokens
+                    ))
+                    .hint("Raise clinembed.batch_max_tokens, or split the text."),
+            );
+        }
+        let windows = crate::chunk::windows(&tokens, specials, opts);
+        let rows: Vec<&Encoded> = windows.iter().map(|w| &w.encoded).collect();
+        let vectors = self.run_micro_batches(&rows, limits, &mut between)?;
+        Ok(windows.into_iter().zip(vectors).collect())
+    }
+
+    /// [`Embedder::embed_batch`] under the chunked policy: each text's
+    /// windows, pooled by [`Embedder::embed_chunked`].
+    pub fn embed_batch_chunked(
+        &mut self,
+        texts: &[Option<&str>],
+        opts: ChunkOptions,
+        limits: &BatchLimits,
+        mut between: impl FnMut(),
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        check_text_count(texts.len(), limits)?;
+        texts
+            .iter()
+            .map(|t| {
+                t.map(|t| self.embed_chunked(t, opts, limits, &mut between))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// One vector for a text by the chunked policy: the token-weighted mean
+    /// of its windows' vectors, L2-normalized again if the model normalizes.
+    pub fn embed_chunked(
+        &mut self,
+        text: &str,
+        opts: ChunkOptions,
+        limits: &BatchLimits,
+        between: impl FnMut(),
+    ) -> Result<Vec<f32>> {
+        let parts = self.embed_windows(text, opts, limits, between)?;
+        let weights: Vec<usize> = parts.iter().map(|(w, _)| w.tokens.max(1)).collect();
+        let vectors: Vec<Vec<f32>> = parts.into_iter().map(|(_, v)| v).collect();
+        let mean = crate::chunk::weighted_mean(&vectors, &weights);
+        if !self.info.normalize {
+            return Ok(mean);
+        }
+        let mut rows = Array2::from_shape_vec((1, mean.len()), mean).map_err(|e| {
+            Error::new(ErrorKind::Inference, "pooling failed").detail(e.to_string())
+        })?;
+        pool::l2_normalize(&mut rows);
+        Ok(rows.row(0).to_vec())
+    }
+}

@@ -1,0 +1,167 @@
+//! A loaded embedding model: ONNX Runtime session, tokenizer and pooling.
+//!
+//! One job a file: [`load`] opens and probes a model directory, [`onnx`]
+//! runs one padded micro-batch through the graph and pools it, [`batching`]
+//! cuts many texts into micro-batches, and [`chunking`] runs the long-text
+//! policy's windows.  This file declares the model and what it reports.
+
+mod batching;
+mod chunking;
+mod load;
+mod onnx;
+
+use std::path::PathBuf;
+
+use ort::session::Session;
+
+use crate::chunk::ChunkOptions;
+use crate::error::Result;
+use crate::identity::PinnedFile;
+use crate::settings::Pooling;
+use crate::tokenize::{Encoded, Encoder};
+
+pub use batching::{micro_batch_budget, BatchLimits, DEFAULT_MICRO_BATCH_TOKENS};
+
+pub const MODEL_FILE: &str = "model.onnx";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// How ONNX Runtime should run a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionOptions {
+    /// Intra-op threads.  Inter-op threads are always 1 and spinning is off.
+    pub intra_threads: usize,
+    /// Use ONNX Runtime's CPU arena allocator (the extension's default).
+    pub memory_arena: bool,
+    /// Let idle intra-op threads spin waiting for work instead of sleeping.
+    pub spinning: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            intra_threads: 1,
+            memory_arena: true,
+            spinning: false,
+        }
+    }
+}
+
+/// Which graph output the vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// Per-token states `[batch, seq, dim]` (`last_hidden_state` or `token_embeddings`).
+    Tokens(String),
+    /// Already pooled `[batch, dim]` (`sentence_embedding`).
+    Sentence(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdType {
+    I64,
+    I32,
+}
+
+/// What a loaded model is, for reporting.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub dir: PathBuf,
+    pub dimensions: usize,
+    pub max_length: usize,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub inputs: Vec<String>,
+    pub output: String,
+    /// Whether texts embedded in a padded micro-batch equal texts embedded
+    /// alone; if not, batched calls run one text at a time.
+    pub batch_invariant: bool,
+    /// Whether `model.onnx` was checked against the `sha256` recorded in
+    /// `clinembed.json` at load (only when one is recorded).
+    pub checksum_verified: bool,
+}
+
+/// What one loaded model has done since it loaded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Seconds the load took, probes included.
+    pub load_seconds: f64,
+    /// Texts run through the model (each row of each micro-batch).
+    pub texts: u64,
+    /// Tokens of those texts, after truncation, without padding.
+    pub tokens: u64,
+    /// ONNX Runtime runs (micro-batches).
+    pub runs: u64,
+}
+
+pub struct Embedder {
+    session: Session,
+    encoder: Encoder,
+    has_token_type_ids: bool,
+    id_type: IdType,
+    output: Output,
+    info: ModelInfo,
+    usage: Usage,
+    /// `model.onnx` and `tokenizer.json` as they were when the session loaded.
+    files: Vec<PinnedFile>,
+    identity: Option<String>,
+}
+
+impl Embedder {
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// What this model has done since it loaded.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// Whether the model directory now holds other files than the ones this
+    /// session loaded (two `stat` calls).
+    pub fn files_replaced(&self) -> bool {
+        self.files.iter().any(PinnedFile::replaced)
+    }
+
+    /// The model's identity (see [`crate::identity`]), hashed on first use
+    /// from the files as they were loaded (held open since), then remembered:
+    /// it describes this session even if the directory is replaced later.
+    ///
+    /// With the chunked long-text policy, the identity says so
+    /// (`name@hash+chunk128/32`): the same files give other vectors.
+    pub fn identity(&mut self, long_text: Option<ChunkOptions>) -> Result<String> {
+        if self.identity.is_none() {
+            let settings = format!(
+                "pooling={};normalize={};max_length={}",
+                self.info.pooling.as_str(),
+                self.info.normalize,
+                self.info.max_length
+            );
+            let name = self
+                .info
+                .dir
+                .file_name()
+                .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+            self.identity = Some(crate::identity::model_identity(
+                &name,
+                &self.files,
+                &settings,
+            )?);
+        }
+        let base = self.identity.as_deref().unwrap_or_default();
+        Ok(crate::identity::with_long_text(base, long_text))
+    }
+
+    /// Tokenizes one text, truncated to the model's maximum length.
+    pub fn encode(&self, text: &str) -> Result<Encoded> {
+        self.encoder.encode(text)
+    }
+
+    /// Embeds one text.
+    pub fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+        let enc = self.encode(text)?;
+        Ok(self.embed_encoded(&[&enc])?.row(0).to_vec())
+    }
+}
