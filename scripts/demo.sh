@@ -75,6 +75,7 @@ CROSS JOIN LATERAL (SELECT topic FROM notes m WHERE m.note_id <> n.note_id
                     ORDER BY m.embedding <=> n.embedding LIMIT 5) m;
 
 \echo == memory of this backend after embedding
-SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmRSS:\s+(\d+)'))[1]::int / 1024 AS backend_rss_mb;
+SELECT rss_kb / 1024 AS backend_rss_mb, private_kb / 1024 AS private_mb, shared_kb / 1024 AS shared_mb
+  FROM embed_stats() LIMIT 1;
 SQL
 echo "==> demo done"

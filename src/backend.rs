@@ -130,9 +130,7 @@ pub fn for_each_loaded<R>(mut f: impl FnMut(&mut Loaded) -> R) -> Vec<R> {
     CACHE.with(|cell| cell.borrow_mut().iter_mut().map(&mut f).collect())
 }
 
-/// Resident memory of this backend process in kB, from /proc/self/status.
-pub fn rss_kb() -> Option<i64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// This backend process's memory (see [`clinembed_core::memory`]).
+pub fn memory() -> Option<clinembed_core::memory::Memory> {
+    clinembed_core::memory::of_this_process()
 }

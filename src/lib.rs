@@ -352,8 +352,12 @@ fn embed_model_id() -> String {
 /// long it took to load, and the SQL calls, texts, tokens and ONNX Runtime
 /// runs since.
 /// `runs` counts inferences: a row-at-a-time trigger adds one per row, a
-/// batched call one per micro-batch.  `rss_kb` is the whole backend's.  No
-/// row before the first load.
+/// batched call one per micro-batch.  The memory columns are the whole
+/// backend's, from /proc/self/smaps_rollup: `rss_kb` resident, `pss_kb`
+/// proportional (shared pages divided among the processes that map them),
+/// `private_kb` what this backend alone holds (what one more connection
+/// costs), `shared_kb` what it shares with others.  No row before the first
+/// load.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
 fn embed_stats() -> TableIterator<
@@ -368,10 +372,13 @@ fn embed_stats() -> TableIterator<
         name!(tokens, i64),
         name!(runs, i64),
         name!(rss_kb, Option<i64>),
+        name!(pss_kb, Option<i64>),
+        name!(private_kb, Option<i64>),
+        name!(shared_kb, Option<i64>),
     ),
 > {
     let long_text = gucs::long_text();
-    let rss = backend::rss_kb();
+    let memory = backend::memory();
     let rows = backend::for_each_loaded(|l| {
         let id = l.embedder.identity(long_text).or_report();
         let u = l.embedder.usage();
@@ -384,7 +391,10 @@ fn embed_stats() -> TableIterator<
             u.texts as i64,
             u.tokens as i64,
             u.runs as i64,
-            rss,
+            memory.map(|m| m.rss_kb),
+            memory.map(|m| m.pss_kb),
+            memory.map(|m| m.private_kb),
+            memory.map(|m| m.shared_kb),
         )
     });
     TableIterator::new(rows)

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod chunk;
 pub mod error;
 pub mod identity;
+pub mod memory;
 pub mod model;
 pub mod plan;
 pub mod pool;
