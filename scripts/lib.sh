@@ -29,6 +29,9 @@ ORT_VERSION=$(core_literal ort_version)
 # default_model_dir: where setup installs the default model for $PG_CONFIG.
 default_model_dir() { echo "$("$PG_CONFIG" --sharedir)/clinembed/models/$DEFAULT_MODEL"; }
 
+# free_port: a TCP port no one listens on now, for a cluster of a test's own.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 # Runs a command as the postgres OS user (or as yourself when not root).
 as_pg() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

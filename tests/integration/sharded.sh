@@ -36,7 +36,6 @@ for ext in postgres_fdw dblink vector clinembed; do
     fi
 done
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 declare -A PORT
 # at NODE SQL...: psql on a node's notes_db, one session, unaligned output.
 at() {

@@ -23,7 +23,6 @@ check() { # name actual expected
     if [ "$2" = "$3" ]; then echo "ok - $1"; PASS=$((PASS + 1))
     else echo "not ok - $1 (got '$2', want '$3')"; FAIL=$((FAIL + 1)); fi
 }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 OLD_PORT=$(free_port) NEW_PORT=$(free_port)
 q_at() { # bin port sql
     "$1/psql" -X -At -v ON_ERROR_STOP=1 -h "$DIR" -p "$2" -U postgres -d notes_db -c "$3"
