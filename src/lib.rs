@@ -106,8 +106,8 @@ fn embed_text_chunked_model(
     one_vector(text, Some(model), Some(opts))
 }
 
-fn chunk_options(window: i32, overlap: i32) -> clinembed_core::chunk::ChunkOptions {
-    clinembed_core::chunk::ChunkOptions {
+fn chunk_options(window: i32, overlap: i32) -> ChunkOptions {
+    ChunkOptions {
         window: window.max(0) as usize,
         overlap: overlap.max(0) as usize,
     }
