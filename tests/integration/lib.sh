@@ -1,10 +1,11 @@
-# Helpers shared by the integration tests.  Source it after scripts/lib.sh;
-# the scratch cluster (PGHOST, PGPORT, CLUSTER_DIR) must be running.
+# Helpers shared by the integration tests.  Source it after scripts/lib.sh.
+# Tests on the scratch cluster (PGHOST, PGPORT, CLUSTER_DIR) have it running;
+# tests that start clusters of their own use check and their own finish.
 # Each test prints "ok - name" / "not ok - name" and ends with
 # "SUITE: N passed, M failed" (see finish).
 
 PASS=0 FAIL=0
-LOG_START=$(($(wc -l < "$CLUSTER_DIR/server.log") + 1))
+[ -n "${CLUSTER_DIR:-}" ] && LOG_START=$(($(wc -l < "$CLUSTER_DIR/server.log") + 1))
 
 check() { # name actual expected
     if [ "$2" = "$3" ]; then

@@ -14,15 +14,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. tests/integration/lib.sh
 
 DIR=/tmp/clinembed-sharded
 MODEL=$DEFAULT_MODEL
 K=5
-PASS=0 FAIL=0
-check() { # name actual expected
-    if [ "$2" = "$3" ]; then echo "ok - $1"; PASS=$((PASS + 1))
-    else echo "not ok - $1 (got '$2', want '$3')"; FAIL=$((FAIL + 1)); fi
-}
 finish() { # KEEP=1 leaves the clusters running, to look around
     [ -n "${KEEP:-}" ] || for n in coord s1 s2 standby; do
         [ -f "$DIR/$n/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$DIR/$n" -m fast -w stop >/dev/null 2>&1
@@ -58,7 +54,7 @@ rm -rf "$DIR" && install -d -m 0700 -o postgres -g postgres "$DIR"
 [ "$(id -u)" -eq 0 ] || chmod 0700 "$DIR"
 # Each node reads installed models from its own root: the same files here,
 # as a deployment installs the same model on every node.
-installed=$("$PG_CONFIG" --sharedir)/clinembed/models/$MODEL
+installed=$(default_model_dir)
 for n in coord s1 s2 standby; do
     mkdir -p "$DIR/models-$n" && cp -r "$installed" "$DIR/models-$n/$MODEL"
 done

@@ -9,6 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. tests/integration/lib.sh
 
 OLD=${OLD_PG:-15src} NEW=${NEW_PG:-18}
 OLD_BIN=$(pg_prefix "$OLD")/bin NEW_BIN=$(pg_prefix "$NEW")/bin
@@ -18,11 +19,6 @@ for v in "$OLD" "$NEW"; do
         || { echo "not ok - install clinembed into $v"; echo "pg_upgrade: 0 passed, 1 failed"; exit 1; }
 done
 DIR=/tmp/clinembed-pg_upgrade
-PASS=0 FAIL=0
-check() { # name actual expected
-    if [ "$2" = "$3" ]; then echo "ok - $1"; PASS=$((PASS + 1))
-    else echo "not ok - $1 (got '$2', want '$3')"; FAIL=$((FAIL + 1)); fi
-}
 OLD_PORT=$(free_port) NEW_PORT=$(free_port)
 q_at() { # bin port sql
     "$1/psql" -X -At -v ON_ERROR_STOP=1 -h "$DIR" -p "$2" -U postgres -d notes_db -c "$3"
