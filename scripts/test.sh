@@ -5,6 +5,9 @@
 #   3. pg_test    #[pg_test]s inside a real PostgreSQL (debug build)
 #   4. regress    pg_regress golden SQL against the installed release build
 #   5. parity     embed_text vs Python onnxruntime + tokenizers, within 1e-5
+#      weights    shared weights (pytest): the same vectors as private
+#                 weights, built once by racing backends, damaged files
+#                 rebuilt, parallel workers, memory per extra backend
 #   6. integration several sessions: backfill progress, pg_terminate_backend
 #                 and crash recovery mid-backfill, resume (integration);
 #                 statement_timeout, pg_cancel_backend, pg_terminate_backend
@@ -17,7 +20,7 @@
 #   7. upgrade    ALTER EXTENSION UPDATE from every frozen earlier release
 #                 equals a fresh install
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
-# (default 18, the newest), the pg_test, regress and parity tiers, and
+# (default 18, the newest), the pg_test, regress, parity and weights tiers, and
 # pg_upgrade of a database with clinembed from $PG to it.
 #   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
 #   ONLY="regress hardening" bash ...     just those tiers, on $PG
@@ -161,11 +164,15 @@ stage regress regress
 c=$(grep -soE '^regress: [0-9]+ passed, [0-9]+ failed' "$LOGS/regress.log" | awk '{print $2, $4}' || true)
 [ -n "$c" ] && { PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); }
 
-parity() {
-    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import onnxruntime, tokenizers, psycopg' 2>/dev/null; then
+# The tests' Python environment (.venv): the parity reference and pytest.
+python_env() {
+    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import onnxruntime, tokenizers, psycopg, pytest' 2>/dev/null; then
         python3 -m venv .venv
         .venv/bin/pip install --quiet -r tests/parity/requirements.txt
     fi
+}
+parity() {
+    python_env
     .venv/bin/python tests/parity/parity.py --model-dir "$(default_model_dir)"
 }
 stage parity parity
@@ -182,6 +189,23 @@ tap_stage() { # name script [VAR=value...]
     c=$(grep -soE "^$1: [0-9]+ passed, [0-9]+ failed" "$LOGS/$1.log" | awk '{print $2, $4}' || true)
     if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi
 }
+# Tests on pytest with psycopg (several sessions, real threads): each test
+# is one check; NAME: N passed, M failed from pytest's verbose lines.
+pytest_tier() { # file
+    python_env
+    CLINEMBED_MODEL_DIR="$(default_model_dir)" .venv/bin/python -m pytest -v -p no:cacheprovider "$1"
+}
+pytest_stage() { # name file
+    stage "$1" pytest_tier "$2"
+    local lines='::[^ ]+ (PASSED|FAILED|ERROR)'
+    grep -hsE "$lines" "$LOGS/$1.log" | sed 's/^/    /' || true
+    local p f
+    p=$(grep -hsE "$lines" "$LOGS/$1.log" | grep -c ' PASSED' || true)
+    f=$(grep -hsE "$lines" "$LOGS/$1.log" | grep -cE ' (FAILED|ERROR)' || true)
+    [ -f "$LOGS/$1.log" ] && echo "$1: $p passed, $f failed" >> "$LOGS/$1.log"
+    PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
+}
+pytest_stage weights tests/integration/test_shared_weights.py
 tap_stage integration tests/integration/backfill_resume.sh
 tap_stage cancel tests/integration/cancel.sh
 tap_stage faults tests/integration/faults.sh
@@ -200,7 +224,7 @@ trap - EXIT
 # The other majors: the tiers that touch PostgreSQL's APIs, then pg_upgrade
 # from this major to each.
 for m in $ALSO; do
-    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity" bash scripts/test.sh
+    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity weights" bash scripts/test.sh
     grep -sE '^(==> |    (ok|FAILED)|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
     c=$(grep -soE '^total: [0-9]+ passed, [0-9]+ failed' "$LOGS/pg$m.log" | awk '{print $2, $4}' || true)
     if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi

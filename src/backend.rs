@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 
-use clinembed_core::{runtime, Embedder, SessionOptions};
+use clinembed_core::{runtime, Embedder, SessionOptions, Weights};
 
 use crate::errors::OrReport;
 use crate::{gucs, paths};
@@ -24,6 +24,7 @@ struct Key {
     dir: PathBuf,
     library: PathBuf,
     options: SessionOptions,
+    weights: Weights,
 }
 
 pub struct Loaded {
@@ -67,6 +68,7 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
         dir,
         library: gucs::ort_library(),
         options: gucs::session_options(),
+        weights: gucs::weights(),
     };
     let now = statement_start();
     CACHE.with(|cell| {
@@ -100,7 +102,9 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
                 }
                 paths::check_inside_root(&key.dir).or_report();
                 let env = runtime::environment(&key.library).or_report();
-                let embedder = Embedder::load(env, &key.dir, &key.options).or_report();
+                let embedder =
+                    Embedder::load(env, &key.dir, &key.options, &key.weights).or_report();
+                report_weights(&embedder, &key.weights, &name);
                 Loaded {
                     key,
                     name,
@@ -122,6 +126,30 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
         cache[last].calls += 1;
         f(&mut cache[last].embedder)
     })
+}
+
+/// Logs the derivation of a model's shared form (once per server and
+/// model), and warns when shared weights were asked for and the model loaded
+/// privately: the vectors are right, but this backend holds a whole copy.
+fn report_weights(embedder: &Embedder, asked: &Weights, name: &str) {
+    let info = embedder.info();
+    match (asked, &info.weights) {
+        (_, clinembed_core::WeightsForm::Mapped(path)) if info.weights_built => {
+            pgrx::log!(
+                "clinembed: derived the shared weights of model \"{name}\" into \"{}\" ({:.0} ms load)",
+                path.display(),
+                embedder.usage().load_seconds * 1000.0
+            );
+        }
+        (Weights::Shared(_), clinembed_core::WeightsForm::Private(Some(why))) => {
+            crate::errors::warn(
+                "model weights are not shared: this backend holds its own copy",
+                why,
+                "Check clinembed.weights_cache, or set clinembed.shared_weights = off for this model.",
+            );
+        }
+        _ => {}
+    }
 }
 
 /// Runs `f` over every model this backend has loaded, least recently used

@@ -35,6 +35,18 @@ pub fn report(e: Error) -> ! {
     unreachable!("ERROR-level reports do not return")
 }
 
+/// Emits a WARNING with a detail and a hint; returns.
+pub fn warn(message: &str, detail: &str, hint: &str) {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_WARNING,
+        message.to_string(),
+        "clinembed",
+    )
+    .set_detail(detail)
+    .set_hint(hint)
+    .report(PgLogLevel::WARNING);
+}
+
 /// Unwraps a core result or raises its error.
 pub trait OrReport<T> {
     fn or_report(self) -> T;

@@ -143,6 +143,27 @@ pub static MAX_SESSIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// server read files elsewhere.  Superuser-only.
 pub static ALLOW_MODEL_LINKS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// `clinembed.shared_weights`: map model weights from a form derived once
+/// per server (ONNX Runtime's optimized graph with its weights and packed
+/// weights in an external-data file, under `clinembed.weights_cache`), so
+/// every backend shares one copy through the page cache instead of holding
+/// its own.  Default on: the vectors are the same, a backend costs its
+/// activations instead of the whole model, and a new connection loads in a
+/// fraction of the time.  Off loads `model.onnx` onto each backend's heap,
+/// as releases before 0.6.0 did.  Superuser-only: it decides which files the
+/// server writes and maps.
+pub static SHARED_WEIGHTS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `clinembed.weights_cache`: the directory derived forms are kept in.
+/// Empty, the default, means `clinembed_cache` in the data directory: owned
+/// by the server's user, on the server's own disk, and kept per server
+/// because packed weights follow its CPU.  Set in postgresql.conf (or ALTER
+/// SYSTEM and a reload): the server writes there and maps what it finds.
+pub static WEIGHTS_CACHE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// What [`WEIGHTS_CACHE`] means when empty: this directory in the data directory.
+pub const DEFAULT_WEIGHTS_CACHE_DIR: &str = "clinembed_cache";
+
 pub fn init() {
     GucRegistry::define_string_guc(
         c"clinembed.model",
@@ -273,6 +294,22 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
+        c"clinembed.shared_weights",
+        c"Map model weights from a form derived once per server, shared by every backend.",
+        c"Off loads model.onnx onto each backend's heap. Takes effect at the next model load.",
+        &SHARED_WEIGHTS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"clinembed.weights_cache",
+        c"Directory for derived shared-weights forms; empty means clinembed_cache in the data directory.",
+        c"Server-wide: set it in postgresql.conf or with ALTER SYSTEM, then reload.",
+        &WEIGHTS_CACHE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
         c"clinembed.allow_model_links",
         c"Let installed model names resolve through symbolic links to directories outside the model root.",
         c"Off by default; superuser-only.",
@@ -301,6 +338,23 @@ fn string(setting: &GucSetting<Option<CString>>) -> String {
 /// The configured models root, if one is set.
 pub fn models_root() -> Option<PathBuf> {
     Some(PathBuf::from(string(&MODELS_ROOT))).filter(|p| !p.as_os_str().is_empty())
+}
+
+/// Where sessions take their weights from: the shared cache (see
+/// [`SHARED_WEIGHTS`]) or their own heap.
+pub fn weights() -> clinembed_core::Weights {
+    if !SHARED_WEIGHTS.get() {
+        return clinembed_core::Weights::Private;
+    }
+    let raw = PathBuf::from(string(&WEIGHTS_CACHE));
+    let dir = if raw.as_os_str().is_empty() {
+        crate::paths::data_dir().join(DEFAULT_WEIGHTS_CACHE_DIR)
+    } else {
+        // A relative path is refused by the cache, and the model then loads
+        // privately with the reason in embed_model_info().
+        raw
+    };
+    clinembed_core::Weights::Shared(dir)
 }
 
 /// The configured model setting, unresolved.

@@ -13,6 +13,7 @@ mod paths;
 
 use clinembed_core::chunk::ChunkOptions;
 use clinembed_core::identity::{check_pin, parse_pin};
+use clinembed_core::WeightsForm;
 use errors::OrReport;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -298,7 +299,10 @@ fn truncation(text: &str, model: Option<&str>) -> TableIterator<'static, (i32, i
     ))
 }
 
-/// The model this session embeds with, loading it if needed.
+/// The model this session embeds with, loading it if needed.  `weights` is
+/// `shared` when its weights are mapped from the server's derived form
+/// (`weights_detail` names the file) or `private` (`weights_detail` says why
+/// when sharing was asked for).
 // pgrx reads the column names from this signature, so it cannot be a type alias.
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
@@ -316,9 +320,15 @@ fn embed_model_info() -> TableIterator<
         name!(onnxruntime_version, String),
         name!(intra_op_threads, i32),
         name!(batch_invariant, bool),
+        name!(weights, String),
+        name!(weights_detail, Option<String>),
     ),
 > {
     let info = backend::with_embedder(|e| e.info().clone());
+    let weights_detail = match &info.weights {
+        WeightsForm::Mapped(path) => Some(path.display().to_string()),
+        WeightsForm::Private(why) => why.clone(),
+    };
     let ort = clinembed_core::runtime::loaded()
         .map(|(v, _)| v)
         .unwrap_or_default();
@@ -334,6 +344,8 @@ fn embed_model_info() -> TableIterator<
         ort,
         gucs::session_options().intra_threads as i32,
         info.batch_invariant,
+        info.weights.as_str().to_string(),
+        weights_detail,
     ))
 }
 
@@ -356,7 +368,8 @@ fn embed_model_id() -> String {
 /// backend's, from /proc/self/smaps_rollup: `rss_kb` resident, `pss_kb`
 /// proportional (shared pages divided among the processes that map them),
 /// `private_kb` what this backend alone holds (what one more connection
-/// costs), `shared_kb` what it shares with others.  No row before the first
+/// costs), `shared_kb` what it shares with others; `weights` is the model's
+/// `shared` or `private` (see `embed_model_info`).  No row before the first
 /// load.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
@@ -375,6 +388,7 @@ fn embed_stats() -> TableIterator<
         name!(pss_kb, Option<i64>),
         name!(private_kb, Option<i64>),
         name!(shared_kb, Option<i64>),
+        name!(weights, String),
     ),
 > {
     let long_text = gucs::long_text();
@@ -395,6 +409,7 @@ fn embed_stats() -> TableIterator<
             memory.map(|m| m.pss_kb),
             memory.map(|m| m.private_kb),
             memory.map(|m| m.shared_kb),
+            l.embedder.info().weights.as_str().to_string(),
         )
     });
     TableIterator::new(rows)

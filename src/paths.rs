@@ -17,6 +17,14 @@ pub fn pkglib_dir() -> String {
         .into_owned()
 }
 
+/// The server's data directory, absolute.
+pub fn data_dir() -> PathBuf {
+    // SAFETY: DataDir is set before any backend runs SQL and never changes;
+    // the postmaster makes it absolute.
+    let dir = unsafe { CStr::from_ptr(pg_sys::DataDir) };
+    PathBuf::from(dir.to_string_lossy().into_owned())
+}
+
 /// `$sharedir`: PostgreSQL's share directory.
 pub fn share_dir() -> String {
     let mut buf = [0 as std::ffi::c_char; pg_sys::MAXPGPATH as usize];

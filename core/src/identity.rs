@@ -78,6 +78,39 @@ impl PinnedFile {
         std::fs::metadata(&self.path).map_or(true, |m| FileStamp::of(&m) != self.stamp)
     }
 
+    /// A text naming this version of the file more strictly than its stamp:
+    /// device, inode, length, modification and change time.  The change time
+    /// moves on every write and cannot be set by a user, so two equal keys
+    /// name the same bytes (the same trust as `git`'s index).
+    pub fn version_key(&self) -> Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata().map_err(|e| {
+            Error::new(ErrorKind::NotFound, "cannot read model file")
+                .detail(format!("Reading \"{}\" failed: {e}.", self.path.display()))
+        })?;
+        Ok(format!(
+            "{}:{}:{}:{}.{:09}:{}.{:09}",
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ))
+    }
+
+    /// Records a SHA-256 computed earlier for this file's
+    /// [`version_key`](Self::version_key), so it is not read again.
+    pub fn remember_sha256(&self, hash: [u8; 32]) {
+        let _ = self.hash.set(hash);
+    }
+
+    /// Whether the SHA-256 is known without reading the file.
+    pub fn sha256_known(&self) -> bool {
+        self.hash.get().is_some()
+    }
+
     /// SHA-256 of the pinned file, computed once; an error if it was
     /// rewritten in place since it was opened.
     pub fn sha256(&self) -> Result<[u8; 32]> {

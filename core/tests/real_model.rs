@@ -4,7 +4,7 @@
 
 mod common;
 
-use clinembed_core::{runtime, Embedder, ErrorKind, SessionOptions};
+use clinembed_core::{runtime, Embedder, ErrorKind, SessionOptions, Weights};
 use common::{library, load, model_dir};
 
 #[test]
@@ -76,6 +76,7 @@ fn bad_model_dirs_are_clear_errors() {
         env,
         std::path::Path::new("/nonexistent/model"),
         &SessionOptions::default(),
+        &Weights::Private,
     );
     assert_eq!(missing.err().unwrap().kind, ErrorKind::NotFound);
 
@@ -87,7 +88,7 @@ fn bad_model_dirs_are_clear_errors() {
         dir.join("tokenizer.json"),
     )
     .unwrap();
-    let corrupt = Embedder::load(env, &dir, &SessionOptions::default());
+    let corrupt = Embedder::load(env, &dir, &SessionOptions::default(), &Weights::Private);
     std::fs::remove_dir_all(&dir).unwrap();
     let err = corrupt.err().unwrap();
     assert_eq!(err.kind, ErrorKind::InvalidModel);

@@ -101,10 +101,14 @@ impl Embedder {
             1
         };
         let mut out = vec![Vec::new(); rows.len()];
-        for batch in crate::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows) {
+        let batches = crate::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows);
+        let padded = |b: &Vec<usize>| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap_or(0);
+        let shrink = super::onnx::shrink_after(batches.iter().map(padded).max().unwrap_or(0));
+        let last = batches.len().saturating_sub(1);
+        for (n, batch) in batches.iter().enumerate() {
             between();
             let picked: Vec<&Encoded> = batch.iter().map(|&i| rows[i]).collect();
-            let pooled = self.embed_encoded(&picked)?;
+            let pooled = self.run_encoded(&picked, shrink && n == last)?;
             for (r, &i) in batch.iter().enumerate() {
                 out[i] = pooled.row(r).to_vec();
             }

@@ -8,6 +8,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{Outlet, TensorElementType};
 
+use super::weights::{self, Weights, WeightsForm};
 use super::{
     Embedder, IdType, ModelInfo, Output, SessionOptions, Usage, MODEL_FILE, TOKENIZER_FILE,
 };
@@ -29,7 +30,17 @@ impl Embedder {
     /// optionally `clinembed.json` and `config.json`.  Validates the graph's
     /// inputs and outputs and runs one tiny input through it, so a model that
     /// loads is a model that runs.
-    pub fn load(env: &Environment, dir: &Path, opts: &SessionOptions) -> Result<Self> {
+    ///
+    /// With [`Weights::Shared`], the session maps its weights from a form
+    /// derived once per server (see [`weights`]); if that form cannot be
+    /// built or loaded, the model loads from `model.onnx` as with
+    /// [`Weights::Private`] and [`ModelInfo::weights`] says why.
+    pub fn load(
+        env: &Environment,
+        dir: &Path,
+        opts: &SessionOptions,
+        weights: &Weights,
+    ) -> Result<Self> {
         let started = std::time::Instant::now();
         if !dir.is_dir() {
             return Err(Error::new(ErrorKind::NotFound, "model directory not found")
@@ -48,6 +59,11 @@ impl Embedder {
             PinnedFile::open(&model_path)?,
             PinnedFile::open(&dir.join(TOKENIZER_FILE))?,
         ];
+        if let Weights::Shared(cache) = weights {
+            // A hash remembered for this file version spares the checksum
+            // below (and later the identity) a read of the whole model.
+            weights::recall_sha256(cache, &files[0]);
+        }
         let settings = ModelSettings::load(dir)?;
         if let Some(want) = &settings.sha256 {
             let got = crate::identity::hex(&files[0].sha256()?);
@@ -66,9 +82,24 @@ impl Embedder {
         }
         let max_length =
             settings::effective_max_length(settings.max_length, settings::position_limit(dir)?);
-        let encoder = Encoder::from_file(&dir.join(TOKENIZER_FILE), max_length)?;
-
-        let session = with_signals_blocked(|| build_session(env, &model_path, opts))?;
+        // The tokenizer is parsed on a thread of its own while ONNX Runtime
+        // builds the session: both are pure work on files, no Postgres.
+        let tokenizer = dir.join(TOKENIZER_FILE);
+        let (encoder, opened) = with_signals_blocked(|| {
+            std::thread::scope(|scope| {
+                let parsing = scope.spawn(|| Encoder::from_file(&tokenizer, max_length));
+                let opened = open_session(env, &model_path, &files[0], opts, weights);
+                let encoder = parsing.join().unwrap_or_else(|_| {
+                    Err(
+                        Error::new(ErrorKind::InvalidModel, "could not read tokenizer.json")
+                            .detail("The tokenizer parser failed."),
+                    )
+                });
+                (encoder, opened)
+            })
+        });
+        let (session, weights, weights_built) = opened?;
+        let encoder = encoder?;
         let (has_token_type_ids, id_type) = check_inputs(session.inputs())?;
         let output = pick_output(session.outputs(), settings.pooling)?;
         let pooling = match (&output, settings.pooling) {
@@ -91,9 +122,26 @@ impl Embedder {
             },
             batch_invariant: false,
             checksum_verified: settings.sha256.is_some(),
+            weights,
+            weights_built,
+        };
+        let shrink = if opts.memory_arena {
+            let mut o = ort::session::RunOptions::new().map_err(|e| {
+                Error::new(ErrorKind::Runtime, "could not create onnx run options")
+                    .detail(e.to_string())
+            })?;
+            o.set("memory.enable_memory_arena_shrinkage", "cpu:0")
+                .map_err(|e| {
+                    Error::new(ErrorKind::Runtime, "could not set onnx run options")
+                        .detail(e.to_string())
+                })?;
+            Some(o)
+        } else {
+            None
         };
         let mut embedder = Embedder {
             session,
+            shrink,
             encoder,
             has_token_type_ids,
             id_type,
@@ -112,16 +160,41 @@ impl Embedder {
             ));
         }
         embedder.info.dimensions = alone.ncols();
-        let longer =
-            embedder.encode("a longer probe text, padded beside the short one: 1, 2, 3.")?;
-        let batched = embedder.embed_encoded(&[&probe, &longer])?;
-        let diff = alone
-            .row(0)
-            .iter()
-            .zip(batched.row(0))
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        embedder.info.batch_invariant = diff <= BATCH_INVARIANCE_TOLERANCE;
+        // Whether padding changes a row is a property of the derived form's
+        // key (graph, runtime, CPU): measured once per entry, then recalled.
+        let mapped = match &embedder.info.weights {
+            WeightsForm::Mapped(path) => Some(path.clone()),
+            WeightsForm::Private(_) => None,
+        };
+        let recalled = mapped
+            .as_deref()
+            .and_then(weights::read_probe)
+            .filter(|p| p.dimensions == embedder.info.dimensions);
+        embedder.info.batch_invariant = match recalled {
+            Some(p) => p.batch_invariant,
+            None => {
+                let longer = embedder
+                    .encode("a longer probe text, padded beside the short one: 1, 2, 3.")?;
+                let batched = embedder.embed_encoded(&[&probe, &longer])?;
+                let diff = alone
+                    .row(0)
+                    .iter()
+                    .zip(batched.row(0))
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                let invariant = diff <= BATCH_INVARIANCE_TOLERANCE;
+                if let Some(path) = &mapped {
+                    weights::write_probe(
+                        path,
+                        &weights::Probe {
+                            dimensions: embedder.info.dimensions,
+                            batch_invariant: invariant,
+                        },
+                    );
+                }
+                invariant
+            }
+        };
         if embedder.files_replaced() {
             return Err(
                 Error::new(ErrorKind::Runtime, "model files changed while loading")
@@ -141,7 +214,63 @@ impl Embedder {
     }
 }
 
-fn build_session(env: &Environment, model_path: &Path, opts: &SessionOptions) -> Result<Session> {
+/// The session for `model_path`, with its weights where `weights` asks.
+fn open_session(
+    env: &Environment,
+    model_path: &Path,
+    model: &crate::identity::PinnedFile,
+    opts: &SessionOptions,
+    weights: &Weights,
+) -> Result<(Session, WeightsForm, bool)> {
+    let Weights::Shared(cache) = weights else {
+        let session = build_session(env, model_path, opts, GraphOptimizationLevel::All, None)?;
+        return Ok((session, WeightsForm::Private(None), false));
+    };
+    let version = crate::runtime::loaded().map_or_else(|| "unknown".into(), |(v, _)| v);
+    let derived = weights::derived_model(cache, model, &version, weights::this_cpu(), |out| {
+        // Optimized as a private session would be, then saved with its
+        // weights and ONNX Runtime's packed copies of them in one
+        // external-data file, which later sessions map.
+        build_session(
+            env,
+            model_path,
+            opts,
+            GraphOptimizationLevel::All,
+            Some(&out.join(weights::DERIVED_MODEL)),
+        )
+        .map(drop)
+    });
+    let reason = match derived {
+        // Already optimized: loading skips the optimizer.
+        Ok((path, built)) => {
+            match build_session(env, &path, opts, GraphOptimizationLevel::Disable, None) {
+                Ok(session) => return Ok((session, WeightsForm::Mapped(path), built)),
+                Err(e) => {
+                    weights::discard_entry(&path);
+                    e
+                }
+            }
+        }
+        Err(e) => e,
+    };
+    let why = match &reason.detail {
+        Some(d) => format!("{} ({d})", reason.message),
+        None => reason.message.clone(),
+    };
+    let session = build_session(env, model_path, opts, GraphOptimizationLevel::All, None)?;
+    Ok((session, WeightsForm::Private(Some(why)), false))
+}
+
+/// A session over `model_path`; with `save_to`, ONNX Runtime also writes the
+/// optimized graph there, its initializers and their pre-packed forms in
+/// [`weights::DERIVED_DATA`] beside it.
+fn build_session(
+    env: &Environment,
+    model_path: &Path,
+    opts: &SessionOptions,
+    level: GraphOptimizationLevel,
+    save_to: Option<&Path>,
+) -> Result<Session> {
     let fail = |stage: &str, e: String| {
         Error::new(ErrorKind::InvalidModel, "could not load the onnx model")
             .detail(format!("{}: {stage}: {e}", model_path.display()))
@@ -151,9 +280,7 @@ fn build_session(env: &Environment, model_path: &Path, opts: &SessionOptions) ->
         fail("session options", e.to_string())
     };
     let mut b = Session::builder(env).map_err(|e| fail("session options", e.to_string()))?;
-    b = b
-        .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(opt)?;
+    b = b.with_optimization_level(level).map_err(opt)?;
     b = b
         .with_intra_threads(opts.intra_threads.max(1))
         .map_err(opt)?;
@@ -162,6 +289,22 @@ fn build_session(env: &Environment, model_path: &Path, opts: &SessionOptions) ->
     b = b.with_intra_op_spinning(opts.spinning).map_err(opt)?;
     b = b.with_inter_op_spinning(false).map_err(opt)?;
     b = b.with_memory_pattern(false).map_err(opt)?;
+    if let Some(out) = save_to {
+        b = b.with_optimized_model_path(out).map_err(opt)?;
+        for (key, value) in [
+            (
+                "session.optimized_model_external_initializers_file_name",
+                weights::DERIVED_DATA,
+            ),
+            (
+                "session.optimized_model_external_initializers_min_size_in_bytes",
+                "1024",
+            ),
+            ("session.save_external_prepacked_constant_initializers", "1"),
+        ] {
+            b = b.with_config_entry(key, value).map_err(opt)?;
+        }
+    }
     let cpu = ort::ep::CPU::default()
         .with_arena_allocator(opts.memory_arena)
         .build();

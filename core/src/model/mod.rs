@@ -9,6 +9,7 @@ mod batching;
 mod chunking;
 mod load;
 mod onnx;
+pub mod weights;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,8 @@ use crate::settings::Pooling;
 use crate::tokenize::{Encoded, Encoder};
 
 pub use batching::{micro_batch_budget, BatchLimits, DEFAULT_MICRO_BATCH_TOKENS};
+pub use onnx::{shrink_after, ARENA_KEEP_TOKENS};
+pub use weights::{Weights, WeightsForm};
 
 pub const MODEL_FILE: &str = "model.onnx";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -77,6 +80,11 @@ pub struct ModelInfo {
     /// Whether `model.onnx` was checked against the `sha256` recorded in
     /// `clinembed.json` at load (only when one is recorded).
     pub checksum_verified: bool,
+    /// Whether the weights are mapped from the shared cache or on the heap.
+    pub weights: WeightsForm,
+    /// Whether this load derived the shared form (the first load of this
+    /// model on this server, or a rebuild).
+    pub weights_built: bool,
 }
 
 /// What one loaded model has done since it loaded.
@@ -94,6 +102,9 @@ pub struct Usage {
 
 pub struct Embedder {
     session: Session,
+    /// Run options that shrink the CPU arena after a run; `None` without
+    /// an arena.
+    shrink: Option<ort::session::RunOptions>,
     encoder: Encoder,
     has_token_type_ids: bool,
     id_type: IdType,

@@ -14,10 +14,32 @@ use crate::pool;
 use crate::settings::Pooling;
 use crate::tokenize::Encoded;
 
+/// Padded tokens of the largest run whose activations the CPU arena keeps
+/// between calls: one text at the usual maximum length.  A call that ran
+/// anything larger (a batch) hands the arena's free regions back to the
+/// operating system when it ends, so an idle backend holds the weights'
+/// share and a small arena, not the peak of the largest batch it ever ran.
+/// Calls at or below it reuse their arena with no allocation.
+pub const ARENA_KEEP_TOKENS: usize = 512;
+
+/// Whether a call whose largest micro-batch had `peak` padded tokens ends
+/// by shrinking the arena (see [`ARENA_KEEP_TOKENS`]).
+pub fn shrink_after(peak: usize) -> bool {
+    peak > ARENA_KEEP_TOKENS
+}
+
 impl Embedder {
     /// Runs one micro-batch, padded to its longest row, and pools it.  Returns
-    /// one row per input, in input order.
+    /// one row per input, in input order.  As a call of its own, it shrinks
+    /// the arena afterwards if it was large (see [`ARENA_KEEP_TOKENS`]).
     pub fn embed_encoded(&mut self, rows: &[&Encoded]) -> Result<Array2<f32>> {
+        let padded = rows.len() * rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        self.run_encoded(rows, shrink_after(padded))
+    }
+
+    /// Runs one micro-batch; with `shrink`, ONNX Runtime frees the arena's
+    /// unused regions when the run ends.
+    pub(super) fn run_encoded(&mut self, rows: &[&Encoded], shrink: bool) -> Result<Array2<f32>> {
         if rows.is_empty() {
             return Ok(Array2::zeros((0, self.info.dimensions)));
         }
@@ -33,7 +55,11 @@ impl Embedder {
             Output::Tokens(n) => (n.clone(), true),
             Output::Sentence(n) => (n.clone(), false),
         };
-        let outputs = self.session.run(inputs).map_err(|e| {
+        let ran = match (&self.shrink, shrink) {
+            (Some(options), true) => self.session.run_with_options(inputs, options),
+            _ => self.session.run(inputs),
+        };
+        let outputs = ran.map_err(|e| {
             Error::new(ErrorKind::Inference, "onnx runtime failed to run the model").detail(
                 format!(
                     "{e} (batch of {} rows, {} tokens wide)",

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use clinembed_core::{runtime, Embedder, SessionOptions};
+use clinembed_core::{runtime, Embedder, SessionOptions, Weights};
 
 fn pg_dir(flag: &str) -> PathBuf {
     let out = Command::new("pg_config")
@@ -38,5 +38,11 @@ pub fn library() -> PathBuf {
 
 pub fn load() -> Embedder {
     let env = runtime::environment(&library()).expect("onnx runtime loads");
-    Embedder::load(env, &model_dir(), &SessionOptions::default()).expect("model loads")
+    Embedder::load(
+        env,
+        &model_dir(),
+        &SessionOptions::default(),
+        &Weights::Private,
+    )
+    .expect("model loads")
 }

@@ -20,7 +20,7 @@ SELECT count(*) AS rows, count(DISTINCT e.embedding IS NULL) AS kinds
 SELECT model, texts > 0 AS used FROM embed_stats() ORDER BY model;
 -- the backend's memory: resident = private + shared, and PSS between them
 SELECT DISTINCT private_kb + shared_kb = rss_kb AS adds_up, pss_kb BETWEEN private_kb AND rss_kb AS pss_between,
-       private_kb > 100000 AS holds_a_model
+       rss_kb > 100000 AS holds_a_model, weights
   FROM embed_stats();
 SELECT name, loaded FROM embed_models() WHERE name IN ('all-minilm-l6-v2-int8', 'clinembed-regress-cls') ORDER BY name;
 
