@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One command: bash bench/run.sh   (as root; NOTES=300 by default, ~10 minutes)
 #              bash bench/run.sh sweep   (the settings sweep, bench/sweep.py)
+#              NOTES=2000 bash bench/run.sh memory  (memory per backend, first-call latency
+#                  and throughput, shared against private weights, on this model and on the
+#                  default model; serial against parallel plans on the default: bench/memory.py)
 # Builds the BERT-base-shaped model, installs it as clinembed model
 # "bert-base-bench", starts a scratch cluster and runs bench/run.py.
 set -euo pipefail
@@ -37,6 +40,17 @@ LOAD 'clinembed';
 ALTER SYSTEM SET clinembed.model = 'bert-base-bench';
 SELECT pg_reload_conf();
 SQL
+if [ "${1:-}" = memory ]; then
+    # MEMORY_PARTS="throughput" ROUNDS=4 bash bench/run.sh memory: just those
+    # parts; the thread part needs NOTES=2000.
+    for model in bert-base-bench "$DEFAULT_MODEL"; do
+        parts=${MEMORY_PARTS:-memory,first,throughput}
+        [ "$model" = "$DEFAULT_MODEL" ] && [ "$NOTES" -ge 2000 ] && parts=${MEMORY_PARTS:-threads,$parts}
+        PGDATABASE=bench bench/.venv/bin/python bench/memory.py --dsn "dbname=bench" --model "$model" \
+            --parts "$parts" --rounds "${ROUNDS:-2}" --json "$WORK/memory-$model.json"
+    done
+    exit
+fi
 if [ "${1:-}" = sweep ]; then
     PGDATABASE=bench bench/.venv/bin/python bench/sweep.py "$NOTES"
     exit

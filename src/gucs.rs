@@ -62,14 +62,18 @@ pub static ORT_LIBRARY: GucSetting<Option<CString>> =
 /// of burning the CPU that other backends need; with 8 connections embedding
 /// at once on 2 cores, total throughput stays at the single connection's
 /// (bench/RESULTS.md).  Set 1 for many concurrent embedding connections.
+/// In a parallel worker, 0 means 1: a parallel plan already spreads rows
+/// over processes, one per core at most, and each worker's pool of one per
+/// CPU would ask for workers × CPUs threads.
 pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// `clinembed.memory_arena`: use ONNX Runtime's CPU arena allocator.  Default
 /// on: measured on the default model, a backend that embedded a mix of note
 /// lengths held 293 MB with the arena and 373 MB without it, because glibc
-/// keeps freed activation buffers in its free lists (scripts/memory.sh); on
-/// BERT-base, 661 MB against 1091 MB for embed_texts (bench/RESULTS.md).
-/// Either way memory stays at its high-water mark.
+/// keeps freed activation buffers in its free lists; on BERT-base, 661 MB
+/// against 1091 MB for embed_texts (bench/RESULTS.md).  The arena gives its
+/// free regions back after a large call (see `clinembed_core::ARENA_KEEP_TOKENS`);
+/// glibc keeps them.
 pub static MEMORY_ARENA: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// `clinembed.batch_tokens`: padded tokens (rows × longest row) per
@@ -378,10 +382,18 @@ fn available_cpus() -> usize {
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Whether this process is a parallel worker of a parallel query.
+fn in_parallel_worker() -> bool {
+    // SAFETY: a backend-local integer, -1 outside parallel workers; read on
+    // the main thread.
+    unsafe { pgrx::pg_sys::ParallelWorkerNumber >= 0 }
+}
+
 pub fn session_options() -> clinembed_core::SessionOptions {
     clinembed_core::SessionOptions {
         intra_threads: match INTRA_OP_THREADS.get() {
             n if n > 0 => n as usize,
+            _ if in_parallel_worker() => 1,
             _ => available_cpus(),
         },
         memory_arena: MEMORY_ARENA.get(),

@@ -258,7 +258,7 @@ def test_an_unusable_cache_warns_and_embeds_privately():
         blocker.unlink()
 
 
-def test_parallel_workers_embed_what_the_leader_embeds(cache):
+def test_parallel_workers_embed_what_the_leader_embeds_on_one_thread(cache):
     with connect() as c:
         c.execute("DROP TABLE IF EXISTS weights_notes")
         c.execute("CREATE TABLE weights_notes (id int, body text)")
@@ -284,7 +284,15 @@ def test_parallel_workers_embed_what_the_leader_embeds(cache):
         ).fetchall())
         assert "Workers Launched: " in plan and "Workers Launched: 0" not in plan, plan
         parallel = dict(c.execute("SELECT id, embed_text(body) FROM weights_notes").fetchall())
+        # The thread rule: a parallel worker runs one intra-op thread when
+        # clinembed.intra_op_threads is 0 (one per CPU in other backends).
+        worker_threads = one(c, "SELECT intra_op_threads FROM embed_model_info()")
+        c.execute(f"RESET {force}")
+        c.execute("RESET parallel_leader_participation")
+        leader_threads = one(c, "SELECT intra_op_threads FROM embed_model_info()")
         c.execute("DROP TABLE weights_notes")
+    assert worker_threads == 1
+    assert leader_threads == os.cpu_count()
     assert serial.keys() == parallel.keys()
     assert max_diff([serial[k] for k in serial], [parallel[k] for k in serial]) <= 1e-6
 
