@@ -45,6 +45,16 @@ pub const DERIVED_MODEL: &str = "model.onnx";
 pub const DERIVED_DATA: &str = "model.data";
 const MANIFEST: &str = "manifest.json";
 const SOURCES: &str = "sources";
+/// Touched when an entry is loaded (at most hourly): when it was last used.
+const USED: &str = "used";
+
+/// An entry no backend loaded for this long is removed when another entry
+/// is built, so models replaced or dropped do not fill the disk.  Removing
+/// is safe for a backend that still maps the files (they are unlinked, not
+/// rewritten); one that loads the model again rebuilds it.
+pub const UNUSED_ENTRY_DAYS: u64 = 7;
+/// A build directory left this long by a builder that died is removed.
+const STALE_BUILD_HOURS: u64 = 24;
 
 /// Where a session's weights live.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -355,6 +365,7 @@ pub fn derived_model(
     let name = key.entry_name();
     let entry = cache.join(&name);
     if entry_problem(&entry, &key).is_none() {
+        mark_used(&entry);
         return Ok((entry.join(DERIVED_MODEL), false));
     }
     let lock_path = cache.join(format!("{name}.lock"));
@@ -369,6 +380,7 @@ pub fn derived_model(
     lock.lock()
         .map_err(|e| cache_error("Locking", &lock_path, e))?;
     if entry_problem(&entry, &key).is_none() {
+        mark_used(&entry);
         return Ok((entry.join(DERIVED_MODEL), false));
     }
     discard(&entry);
@@ -408,7 +420,53 @@ pub fn derived_model(
     }
     built?;
     drop(lock);
+    mark_used(&entry);
+    prune(cache, &entry, std::time::SystemTime::now());
     Ok((entry.join(DERIVED_MODEL), true))
+}
+
+/// Notes that `entry` was just used, unless that was noted within the hour.
+fn mark_used(entry: &Path) {
+    let used = entry.join(USED);
+    let recent = fs::metadata(&used)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < std::time::Duration::from_secs(3600));
+    if !recent {
+        let _ = File::create(&used);
+    }
+}
+
+fn age_of(path: &Path, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let modified = fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    now.duration_since(modified).ok()
+}
+
+/// Removes entries unused for [`UNUSED_ENTRY_DAYS`] and build directories
+/// older than a day, keeping `keep`.  Runs after a build, which is rare.
+pub fn prune(cache: &Path, keep: &Path, now: std::time::SystemTime) {
+    let Ok(dir) = fs::read_dir(cache) else {
+        return;
+    };
+    let day = 24 * 3600;
+    for item in dir.flatten() {
+        let path = item.path();
+        let name = item.file_name().to_string_lossy().into_owned();
+        if path == keep || !path.is_dir() {
+            continue;
+        }
+        if name.starts_with(".build-") || name.contains(".trash") {
+            if age_of(&path, now).is_some_and(|a| a.as_secs() > STALE_BUILD_HOURS * 3600) {
+                let _ = fs::remove_dir_all(&path);
+            }
+        } else if name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let last = age_of(&path.join(USED), now).or_else(|| age_of(&path, now));
+            if last.is_some_and(|a| a.as_secs() > UNUSED_ENTRY_DAYS * day) {
+                discard(&path);
+            }
+        }
+    }
 }
 
 /// Removes a derived entry that failed to load, so the next load rebuilds it.
@@ -581,6 +639,47 @@ mod tests {
             }
         });
         assert_eq!(builds.load(std::sync::atomic::Ordering::SeqCst), 1);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn unused_entries_and_dead_builds_are_pruned_when_another_is_built() {
+        let root = scratch("prune");
+        let cache = root.join("cache");
+        let open = |name: &str, bytes: &[u8]| {
+            fs::write(root.join(name), bytes).unwrap();
+            PinnedFile::open(&root.join(name)).unwrap()
+        };
+        let old = derived_model(&cache, &open("old.onnx", b"old"), "1", "c", fake_build)
+            .unwrap()
+            .0;
+        let recent = derived_model(
+            &cache,
+            &open("recent.onnx", b"recent"),
+            "1",
+            "c",
+            fake_build,
+        )
+        .unwrap()
+        .0;
+        let dead = cache.join(".build-0123-99");
+        fs::create_dir_all(&dead).unwrap();
+        let long_ago = std::time::SystemTime::now()
+            - std::time::Duration::from_secs((UNUSED_ENTRY_DAYS + 1) * 24 * 3600);
+        let set_age = |p: &Path| File::open(p).unwrap().set_modified(long_ago).unwrap();
+        set_age(&old.parent().unwrap().join(USED));
+        set_age(&dead);
+        // Another model's first load prunes: the old entry and the dead
+        // build go, the recently used entry stays.
+        let new = derived_model(&cache, &open("new.onnx", b"new"), "1", "c", fake_build)
+            .unwrap()
+            .0;
+        assert!(!old.exists() && !dead.exists());
+        assert!(recent.exists() && new.exists());
+        // A later load of the pruned model rebuilds it.
+        let (again, built) =
+            derived_model(&cache, &open("old.onnx", b"old"), "1", "c", fake_build).unwrap();
+        assert!(built && again == old && again.exists());
         fs::remove_dir_all(&root).unwrap();
     }
 
