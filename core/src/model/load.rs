@@ -289,6 +289,11 @@ fn build_session(
     b = b.with_intra_op_spinning(opts.spinning).map_err(opt)?;
     b = b.with_inter_op_spinning(false).map_err(opt)?;
     b = b.with_memory_pattern(false).map_err(opt)?;
+    // Weights are packed on the session's intra-op threads, not one: the
+    // larger part of a load with shared weights (the same packed bytes).
+    b = b
+        .with_config_entry("session.prepack.enable_parallel", "1")
+        .map_err(opt)?;
     if let Some(out) = save_to {
         b = b.with_optimized_model_path(out).map_err(opt)?;
         for (key, value) in [
