@@ -8,8 +8,10 @@
 # like any model.  The report (mean and minimum cosine to the original, and
 # nearest-neighbour overlap at 10) runs on FILE (one text per line), or on
 # the synthetic notes of scripts/gen_notes.py, and is also written to
-# DST_DIR/agreement.json.  Needs python3 with venv; installs onnx and
-# onnxruntime from PyPI into scripts/model_tools/.venv.
+# DST_DIR/agreement.json.  Weights get one scale per output channel
+# (--per-tensor: one per matrix); --fuse fuses attention first.  Needs python3
+# with venv; installs onnx and onnxruntime from PyPI into
+# scripts/model_tools/.venv.
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
 SRC=$1 DST=$2
@@ -20,5 +22,13 @@ if ! "$VENV/bin/python" -c 'import onnx, onnxruntime.quantization, tokenizers, n
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet -r "$HERE/model_tools/requirements.txt"
 fi
-"$VENV/bin/python" "$HERE/model_tools/quantize.py" "$SRC" "$DST"
-"$VENV/bin/python" "$HERE/model_tools/agreement.py" "$SRC" "$DST" --json "$DST/agreement.json" "$@"
+# Quantizer options go to quantize.py, the rest to the agreement report.
+QUANTIZE=() REPORT=()
+for a in "$@"; do
+    case "$a" in
+        --per-tensor|--fuse) QUANTIZE+=("$a") ;;
+        *) REPORT+=("$a") ;;
+    esac
+done
+"$VENV/bin/python" "$HERE/model_tools/quantize.py" "$SRC" "$DST" "${QUANTIZE[@]}"
+"$VENV/bin/python" "$HERE/model_tools/agreement.py" "$SRC" "$DST" --json "$DST/agreement.json" "${REPORT[@]}"

@@ -21,7 +21,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("src", help="fp32 model directory (model.onnx, tokenizer.json, ...)")
     ap.add_argument("dst", help="new int8 model directory")
-    ap.add_argument("--per-channel", action="store_true", help="one scale per output channel")
+    ap.add_argument("--per-tensor", action="store_true",
+                    help="one scale per weight matrix instead of one per output channel (the default); on "
+                         "trained all-MiniLM-L6-v2 it agreed at mean cosine 0.930, per channel 0.993")
     ap.add_argument("--fuse", action="store_true",
                     help="first fuse BERT's attention, layer norms and GELU with onnxruntime's transformer "
                          "optimizer (int8 attention as one QAttention operator); measured no faster here")
@@ -40,7 +42,7 @@ def main():
         src,
         os.path.join(args.dst, "model.onnx"),
         weight_type=QuantType.QInt8,
-        per_channel=args.per_channel,
+        per_channel=not args.per_tensor,
         op_types_to_quantize=["MatMul", "Gemm", "Attention"],
         # the fused graph has com.microsoft operators that shape inference
         # cannot type
