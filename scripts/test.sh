@@ -197,7 +197,7 @@ pytest_tier() { # file
 }
 pytest_stage() { # name file
     stage "$1" pytest_tier "$2"
-    local lines='::[^ ]+ (PASSED|FAILED|ERROR)'
+    local lines=' (PASSED|FAILED|ERROR) +\[ *[0-9]+%\]$'
     grep -hsE "$lines" "$LOGS/$1.log" | sed 's/^/    /' || true
     local p f
     p=$(grep -hsE "$lines" "$LOGS/$1.log" | grep -c ' PASSED' || true)

@@ -240,22 +240,33 @@ def test_an_ordinary_role_cannot_move_or_disable_the_cache(cache):
             c.execute("DROP ROLE clinembed_weights_role")
 
 
-def test_an_unusable_cache_warns_and_embeds_privately():
+@pytest.mark.parametrize("kind", ["under-a-file", "writable-by-others"])
+def test_an_unusable_cache_warns_and_embeds_privately(kind):
     SCRATCH.mkdir(exist_ok=True)
-    blocker = SCRATCH / "a-file"
-    blocker.write_text("not a directory")
-    reload_with(weights_cache=str(blocker / "cache"))
+    if kind == "under-a-file":
+        blocker = SCRATCH / "a-file"
+        blocker.write_text("not a directory")
+        path, reason = blocker / "cache", "cache"
+    else:
+        blocker = SCRATCH / "open-cache"
+        blocker.mkdir(exist_ok=True)
+        os.chmod(blocker, 0o777)
+        path, reason = blocker, "writable by no one else"
+    reload_with(weights_cache=str(path))
     try:
         with connect() as c:
             notices = []
             c.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary)))
             assert len(one(c, "SELECT embed_text('chest pain')")) == 384
             info = c.execute("SELECT weights, weights_detail FROM embed_model_info()").fetchone()
-        assert info[0] == "private" and "cache" in info[1], info
+        assert info[0] == "private" and reason in info[1], info
         assert ("WARNING", "model weights are not shared: this backend holds its own copy") in notices
     finally:
         reload_with(weights_cache=None)
-        blocker.unlink()
+        if blocker.is_dir():
+            shutil.rmtree(blocker)
+        else:
+            blocker.unlink()
 
 
 def test_parallel_workers_embed_what_the_leader_embeds_on_one_thread(cache):

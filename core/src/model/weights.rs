@@ -242,6 +242,26 @@ fn ensure_dir(path: &Path) -> Result<()> {
         .map_err(|e| cache_error("Creating", path, e))
 }
 
+/// Refuses a cache directory that another user owns or may write: whoever
+/// can write there decides which graphs the server runs.
+fn check_private(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path).map_err(|e| cache_error("Reading", path, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(cache_error(
+            "Refusing",
+            path,
+            format!(
+                "owned by uid {} with mode {:o}; it must belong to the server's user (uid {me}) and be writable by no one else",
+                meta.uid(),
+                meta.mode() & 0o777
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn fsync_dir(path: &Path) {
     if let Ok(d) = File::open(path) {
         let _ = d.sync_all();
@@ -361,6 +381,7 @@ pub fn derived_model(
         ));
     }
     ensure_dir(cache)?;
+    check_private(cache)?;
     let key = EntryKey::new(&model_sha256(cache, model)?, ort_version, cpu);
     let name = key.entry_name();
     let entry = cache.join(&name);
@@ -680,6 +701,22 @@ mod tests {
         let (again, built) =
             derived_model(&cache, &open("old.onnx", b"old"), "1", "c", fake_build).unwrap();
         assert!(built && again == old && again.exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_cache_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = scratch("shared-dir");
+        fs::write(root.join("src.onnx"), b"g").unwrap();
+        let src = PinnedFile::open(&root.join("src.onnx")).unwrap();
+        let cache = root.join("cache");
+        fs::create_dir_all(&cache).unwrap();
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = derived_model(&cache, &src, "1", "c", fake_build).unwrap_err();
+        assert!(e.detail.unwrap().contains("writable by no one else"));
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(derived_model(&cache, &src, "1", "c", fake_build).is_ok());
         fs::remove_dir_all(&root).unwrap();
     }
 
