@@ -18,9 +18,13 @@ SRC=$1 DST=$2
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
 VENV=$HERE/model_tools/.venv
-if ! "$VENV/bin/python" -c 'import onnx, onnxruntime.quantization, tokenizers, numpy' 2>/dev/null; then
+# (Re)installed when the pinned requirements change.
+WANT=$(sha256sum "$HERE/model_tools/requirements.txt" | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$WANT" ] ||
+   ! "$VENV/bin/python" -c 'import onnx, onnxruntime.quantization, tokenizers, numpy' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet -r "$HERE/model_tools/requirements.txt"
+    echo "$WANT" > "$VENV/.requirements"
 fi
 # Quantizer options go to quantize.py, the rest to the agreement report.
 QUANTIZE=() REPORT=()
