@@ -22,28 +22,38 @@ pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
     }
 }
 
-/// Raises `e` at ERROR level with the SQLSTATE of its kind; does not return.
-pub fn report(e: Error) -> ! {
-    let mut er = ErrorReport::new(sqlstate(e.kind), e.message, "clinembed");
-    if let Some(d) = e.detail {
+/// A report with SQLSTATE `code`, and a detail
+/// and a hint when given.
+fn with_parts(
+    code: PgSqlErrorCode,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+) -> ErrorReport {
+    let mut er = ErrorReport::new(code, message, "clinembed");
+    if let Some(d) = detail {
         er = er.set_detail(d);
     }
-    if let Some(h) = e.hint {
+    if let Some(h) = hint {
         er = er.set_hint(h);
     }
-    er.report(PgLogLevel::ERROR);
+    er
+}
+
+/// Raises `e` at ERROR level with the SQLSTATE of its kind; does not return.
+pub fn report(e: Error) -> ! {
+    with_parts(sqlstate(e.kind), e.message, e.detail, e.hint).report(PgLogLevel::ERROR);
     unreachable!("ERROR-level reports do not return")
 }
 
 /// Emits a WARNING with a detail and a hint; returns.
 pub fn warn(message: &str, detail: &str, hint: &str) {
-    ErrorReport::new(
+    with_parts(
         PgSqlErrorCode::ERRCODE_WARNING,
-        message.to_string(),
-        "clinembed",
+        message.into(),
+        Some(detail.into()),
+        Some(hint.into()),
     )
-    .set_detail(detail)
-    .set_hint(hint)
     .report(PgLogLevel::WARNING);
 }
 

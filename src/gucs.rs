@@ -72,7 +72,7 @@ pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// lengths held 293 MB with the arena and 373 MB without it, because glibc
 /// keeps freed activation buffers in its free lists; on BERT-base, 661 MB
 /// against 1091 MB for embed_texts (bench/RESULTS.md).  The arena gives its
-/// free regions back after a large call (see `clinembed_core::ARENA_KEEP_TOKENS`);
+/// free regions back after a large call (see [`clinembed_core::ARENA_KEEP_TOKENS`]);
 /// glibc keeps them.
 pub static MEMORY_ARENA: GucSetting<bool> = GucSetting::<bool>::new(true);
 

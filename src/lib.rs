@@ -13,7 +13,6 @@ mod paths;
 
 use clinembed_core::chunk::ChunkOptions;
 use clinembed_core::identity::{check_pin, parse_pin};
-use clinembed_core::WeightsForm;
 use errors::OrReport;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -325,10 +324,6 @@ fn embed_model_info() -> TableIterator<
     ),
 > {
     let info = backend::with_embedder(|e| e.info().clone());
-    let weights_detail = match &info.weights {
-        WeightsForm::Mapped(path) => Some(path.display().to_string()),
-        WeightsForm::Private(why) => why.clone(),
-    };
     let ort = clinembed_core::runtime::loaded()
         .map(|(v, _)| v)
         .unwrap_or_default();
@@ -345,7 +340,7 @@ fn embed_model_info() -> TableIterator<
         gucs::session_options().intra_threads as i32,
         info.batch_invariant,
         info.weights.as_str().to_string(),
-        weights_detail,
+        info.weights.detail(),
     ))
 }
 

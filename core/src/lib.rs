@@ -45,7 +45,7 @@ pub const ORT_LIBRARY_FILE: &str = concat!("libonnxruntime.so.", ort_version!())
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     micro_batch_budget, BatchLimits, Embedder, ModelInfo, SessionOptions, Usage, Weights,
-    WeightsForm, DEFAULT_MICRO_BATCH_TOKENS,
+    WeightsForm, ARENA_KEEP_TOKENS, DEFAULT_MICRO_BATCH_TOKENS,
 };
 pub use settings::Pooling;
 pub use tokenize::Encoded;

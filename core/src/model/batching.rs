@@ -102,7 +102,7 @@ impl Embedder {
         };
         let mut out = vec![Vec::new(); rows.len()];
         let batches = crate::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows);
-        let padded = |b: &Vec<usize>| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap_or(0);
+        let padded = |b: &Vec<usize>| super::onnx::padded_tokens(b.iter().map(|&i| lengths[i]));
         let shrink = super::onnx::shrink_after(batches.iter().map(padded).max().unwrap_or(0));
         let last = batches.len().saturating_sub(1);
         for (n, batch) in batches.iter().enumerate() {

@@ -22,7 +22,7 @@ use crate::settings::Pooling;
 use crate::tokenize::{Encoded, Encoder};
 
 pub use batching::{micro_batch_budget, BatchLimits, DEFAULT_MICRO_BATCH_TOKENS};
-pub use onnx::{shrink_after, ARENA_KEEP_TOKENS};
+pub use onnx::ARENA_KEEP_TOKENS;
 pub use weights::{Weights, WeightsForm};
 
 pub const MODEL_FILE: &str = "model.onnx";

@@ -28,13 +28,20 @@ pub fn shrink_after(peak: usize) -> bool {
     peak > ARENA_KEEP_TOKENS
 }
 
+/// Padded tokens of a micro-batch of rows this long: rows × the longest.
+pub(super) fn padded_tokens(lengths: impl Iterator<Item = usize> + Clone) -> usize {
+    lengths.clone().count() * lengths.max().unwrap_or(0)
+}
+
 impl Embedder {
     /// Runs one micro-batch, padded to its longest row, and pools it.  Returns
     /// one row per input, in input order.  As a call of its own, it shrinks
     /// the arena afterwards if it was large (see [`ARENA_KEEP_TOKENS`]).
     pub fn embed_encoded(&mut self, rows: &[&Encoded]) -> Result<Array2<f32>> {
-        let padded = rows.len() * rows.iter().map(|r| r.len()).max().unwrap_or(0);
-        self.run_encoded(rows, shrink_after(padded))
+        self.run_encoded(
+            rows,
+            shrink_after(padded_tokens(rows.iter().map(|r| r.len()))),
+        )
     }
 
     /// Runs one micro-batch; with `shrink`, ONNX Runtime frees the arena's

@@ -81,6 +81,15 @@ impl WeightsForm {
             WeightsForm::Mapped(_) => "shared",
         }
     }
+
+    /// The mapped file, or why the weights are private when sharing was
+    /// asked for.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            WeightsForm::Mapped(path) => Some(path.display().to_string()),
+            WeightsForm::Private(why) => why.clone(),
+        }
+    }
 }
 
 /// What decides the bytes of a derived entry.
@@ -280,6 +289,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The SHA-256 of `model`, from the cache's memo of file versions when this
 /// version was hashed before, else read now and remembered.
 fn model_sha256(cache: &Path, model: &PinnedFile) -> Result<[u8; 32]> {
+    if model.sha256_known() {
+        // Recalled at load (recall_sha256) or hashed for the checksum.
+        return model.sha256();
+    }
     let version = model.version_key()?;
     let memo = memo_path(cache, &version);
     if let Some(hash) = memo_lookup(&memo, &version) {
