@@ -5,26 +5,22 @@
 # checkpoint run in PyTorch:
 #   bash scripts/export-model.sh emilyalsentzer/Bio_ClinicalBERT OUTDIR   # from the hub
 #   bash scripts/export-model.sh /path/to/checkpoint OUTDIR               # local: safetensors + config + tokenizer
-# Options after OUTDIR: --pooling mean|cls|max, --normalize.
+# Options after OUTDIR: --pooling mean|cls|max, --normalize, --tol T (the
+# largest difference from PyTorch accepted; default 1e-4).
 # Run it where the checkpoint is reachable; copy OUTDIR to the database server
 # and install it as $(pg_config --sharedir)/clinembed/models/NAME (see the
 # README, "Bio_ClinicalBERT from pip install to SELECT").  Installs PyTorch,
-# transformers and optimum (scripts/model_tools/requirements-export.txt) into
+# transformers and optimum (scripts/model_tools/requirements-export.txt, every
+# wheel pinned by sha256 in requirements-export.lock) into
 # scripts/model_tools/.venv-export unless PYTHON names an interpreter that
-# has them.
+# has them.  A local checkpoint's own tokenizer.json and config.json are kept
+# byte for byte.  scripts/setup.sh builds the default model this way.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
 SOURCE=$1 OUT=$2
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${PYTHON:-}" ]; then
-    VENV=$HERE/model_tools/.venv-export
-    if ! "$VENV/bin/python" -c 'import torch, transformers, optimum.exporters.onnx, onnxruntime' 2>/dev/null; then
-        python3 -m venv "$VENV"
-        "$VENV/bin/pip" install --quiet -r "$HERE/model_tools/requirements-export.txt"
-    fi
-    PYTHON=$VENV/bin/python
-fi
+if [ -z "${PYTHON:-}" ]; then PYTHON=$(bash "$HERE/model_tools/export-env.sh"); fi
 EXPORT=$(mktemp -d)
 trap 'rm -rf "$EXPORT"' EXIT
 "$PYTHON" -m optimum.exporters.onnx --model "$SOURCE" --task feature-extraction \

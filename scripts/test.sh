@@ -4,7 +4,8 @@
 #   2. core       cargo test of the Postgres-free inference core, on the real model
 #   3. pg_test    #[pg_test]s inside a real PostgreSQL (debug build)
 #   4. regress    pg_regress golden SQL against the installed release build
-#   5. parity     embed_text vs Python onnxruntime + tokenizers, within 1e-5
+#   5. parity     embed_text vs Python onnxruntime + tokenizers, within 1e-5;
+#                 the default model also vs its checkpoint run in PyTorch
 #      weights    shared weights (pytest): the same vectors as private
 #                 weights, built once by racing backends, damaged files
 #                 rebuilt, parallel workers, memory per extra backend
@@ -171,9 +172,16 @@ python_env() {
         .venv/bin/pip install --quiet -r tests/parity/requirements.txt
     fi
 }
+# The default model is also checked against its checkpoint run in PyTorch
+# (the original framework, not ONNX), with the export tools' environment.
 parity() {
     python_env
-    .venv/bin/python tests/parity/parity.py --model-dir "$(default_model_dir)"
+    local torch_python ckpt
+    torch_python=$(bash scripts/model_tools/export-env.sh)
+    ckpt=$(default_checkpoint /tmp/clinembed-parity-checkpoint)
+    "$torch_python" tests/parity/framework.py "$ckpt" /tmp/clinembed-parity-framework.json
+    .venv/bin/python tests/parity/parity.py --model-dir "$(default_model_dir)" \
+        --framework /tmp/clinembed-parity-framework.json
 }
 stage parity parity
 grep -hs '^parity' "$LOGS/parity.log" || true

@@ -21,7 +21,7 @@ pub mod tokenize;
 #[macro_export]
 macro_rules! default_model {
     () => {
-        "all-minilm-l6-v2-int8"
+        "all-minilm-l6-v2"
     };
 }
 

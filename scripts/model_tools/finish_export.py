@@ -1,7 +1,8 @@
 """Turns optimum's ONNX export of a BERT-family checkpoint into a clinembed
 model directory, and checks it against the checkpoint run in PyTorch.
 
-Writes OUT/model.onnx, tokenizer.json, config.json and clinembed.json
+Writes OUT/model.onnx, tokenizer.json, config.json (a local checkpoint's own
+files, else the exporter's) and clinembed.json
 (pooling, max_length = min(512, the model's positions), normalize, and the
 SHA-256 of model.onnx), then embeds a few texts both ways (attention-masked
 mean pooling) and fails if they differ by more than --tol.
@@ -52,7 +53,11 @@ def main():
 
     os.makedirs(args.out, exist_ok=True)
     for f in ("model.onnx", "tokenizer.json", "config.json"):
-        shutil.copy(os.path.join(args.export, f), os.path.join(args.out, f))
+        # A local checkpoint's own tokenizer and config, byte for byte (the
+        # exporter writes its own serialisation of them).
+        own = os.path.join(args.source, f)
+        keep = f != "model.onnx" and os.path.isfile(own)
+        shutil.copy(own if keep else os.path.join(args.export, f), os.path.join(args.out, f))
     settings = {"pooling": args.pooling, "max_length": max_length, "normalize": args.normalize,
                 "sha256": sha256(os.path.join(args.out, "model.onnx"))}
     with open(os.path.join(args.out, "clinembed.json"), "w") as out:

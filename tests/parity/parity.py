@@ -22,35 +22,7 @@ import onnxruntime as ort
 import psycopg
 from tokenizers import Tokenizer
 
-LONG = ("Patient admitted with community acquired pneumonia, treated with ceftriaxone and azithromycin. " * 60).strip()
-
-TEXTS = [
-    ("plain", "Patient denies chest pain or shortness of breath."),
-    ("abbreviations", "Pt c/o SOB x3d, DOE, orthopnea; h/o CHF, HFrEF EF 30%."),
-    ("numbers", "BP 142/91, HR 104, RR 22, T 38.4 C, SpO2 91% RA, K 6.1, Cr 3.2."),
-    ("accents", "Café résumé naïve coöperate façade Zürich São Paulo."),
-    ("combining", "Cafe\u0301 with a combining acute accent."),
-    ("chinese", "患者主诉胸痛三天，伴有呼吸困难。"),
-    ("japanese", "胸痛と息切れがあります。"),
-    ("korean", "환자는 흉통을 호소합니다."),
-    ("cyrillic", "Пациент жалуется на боль в груди."),
-    ("arabic", "يشكو المريض من ألم في الصدر."),
-    ("hindi", "रोगी को सीने में दर्द है।"),
-    ("greek", "Ο ασθενής έχει πόνο στο στήθος."),
-    ("emoji", "Feeling better today 🙂👍 🫀💊🩺"),
-    ("punctuation_only", "?!...;;--()[]{}"),
-    ("empty", ""),
-    ("whitespace", " \t\n  \r\n "),
-    ("zero_width", "chest\u200bpain\u200d and \ufeffBOM"),
-    ("mixed_case", "ACUTE Kidney INJURY with HyPeRkAlEmIa"),
-    ("long_word", "x" * 150 + " pneumonoultramicroscopicsilicovolcanoconiosis"),
-    ("url_email", "See https://example.org/notes?id=42 or mail nurse@example.org"),
-    ("newlines", "DISCHARGE SUMMARY\nDIAGNOSIS: sepsis.\n\nPLAN:\n1. Vancomycin\n2. Follow up"),
-    ("over_512", LONG),
-    ("over_512_cjk", "胸痛" * 600),
-    ("single_char", "a"),
-    ("control_chars", "fever\x01\x02 chills\x7f rigors"),
-]
+from texts import TEXTS
 
 
 def position_limit(model_dir):
@@ -164,12 +136,34 @@ def check_model(conn, ref, label, tol):
     return passed, failed, worst
 
 
+def check_framework(conn, path, tol):
+    """embed_text against the checkpoint run in its own framework: (passed, failed)."""
+    with open(path) as f:
+        want = json.load(f)
+    passed = failed = 0
+    worst = 0.0
+    for name, text in TEXTS:
+        got = np.array(conn.execute("SELECT embed_text(%s)", (text,)).fetchone()[0], dtype=np.float32)
+        ref = np.array(want["vectors"][name], dtype=np.float32)
+        diff = float(np.max(np.abs(got - ref))) if got.shape == ref.shape else float("inf")
+        ok = diff <= tol
+        worst = max(worst, diff)
+        passed += ok
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} framework {name:<18} max_abs_diff={diff:.2e}")
+    print(f"parity against {want['framework']}: worst max abs diff {worst:.2e} (tolerance {tol:g})")
+    return passed, failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model-dir", required=True, help="the model directory (scripts/test.sh passes the default model's)")
     ap.add_argument("--model", default=None, help="value for clinembed.model (default: the server's default)")
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--no-variants", action="store_true", help="check only the model as configured")
+    ap.add_argument("--framework", metavar="FILE",
+                    help="vectors of the same texts from the original framework (framework.py), "
+                         "compared with embed_text of the model as configured")
     args = ap.parse_args()
 
     ref = Reference(args.model_dir)
@@ -179,6 +173,9 @@ def main():
             conn.execute("SELECT set_config('clinembed.model', %s, false)", (args.model,))
         passed, failed, worst = check_model(conn, ref, ref.pooling, args.tol)
         print(f"parity over {len(TEXTS)} texts, worst max abs diff {worst:.2e} (tolerance {args.tol:g}), max_length {ref.max_length}")
+        if args.framework:
+            p, f = check_framework(conn, args.framework, args.tol)
+            passed, failed = passed + p, failed + f
         for name, options in [] if args.no_variants else VARIANTS:
             path = variant_dir(args.model_dir, name, options)
             conn.execute("SELECT set_config('clinembed.model', %s, false)", (path,))

@@ -9,7 +9,7 @@ CREATE FUNCTION runs() RETURNS bigint LANGUAGE sql AS 'SELECT runs FROM embed_st
 SELECT inferences() AS n0 \gset
 
 -- provenance: name@hash, stable within the session
-SELECT embed_model_id() ~ '^all-minilm-l6-v2-int8@[0-9a-f]{16}$' AS id_format,
+SELECT embed_model_id() ~ '^all-minilm-l6-v2@[0-9a-f]{16}$' AS id_format,
        embed_model_id() = embed_model_id() AS id_stable;
 
 ---------------------------------------------------------------- row trigger

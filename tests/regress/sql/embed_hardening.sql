@@ -225,7 +225,7 @@ UPDATE cursor_notes SET v_default = embed_text(t);
 BEGIN;
 DECLARE by_setting CURSOR FOR SELECT id, embed_text(t) = v_default AS default_model FROM cursor_notes ORDER BY id;
 DECLARE pinned CURSOR FOR
-    SELECT id, embed_text(t, model => 'all-minilm-l6-v2-int8') = v_default AS default_model FROM cursor_notes ORDER BY id;
+    SELECT id, embed_text(t, model => 'all-minilm-l6-v2') = v_default AS default_model FROM cursor_notes ORDER BY id;
 FETCH 1 FROM by_setting;
 FETCH 1 FROM pinned;
 SET LOCAL clinembed.model = '/tmp/clinembed-regress-normalized';

@@ -7,11 +7,11 @@ CREATE EXTENSION IF NOT EXISTS clinembed;
 
 -- installed models, read without loading them
 SELECT name, dimensions, max_length, pooling, normalize, sha256 IS NOT NULL AS has_sha256, error
-  FROM embed_models() WHERE name IN ('all-minilm-l6-v2-int8', 'clinembed-regress-cls', 'clinembed-regress-badsum')
+  FROM embed_models() WHERE name IN ('all-minilm-l6-v2', 'clinembed-regress-cls', 'clinembed-regress-badsum')
  ORDER BY name;
 
 -- two models in one session, in one query
-SELECT embed_text('chest pain') = embed_text('chest pain', model => 'all-minilm-l6-v2-int8') AS default_by_name,
+SELECT embed_text('chest pain') = embed_text('chest pain', model => 'all-minilm-l6-v2') AS default_by_name,
        embed_text('chest pain') <> embed_text('chest pain', model => 'clinembed-regress-cls') AS other_model_differs;
 SELECT embed_model_id() <> embed_model_id('clinembed-regress-cls') AS identities_differ,
        embed_model_id('clinembed-regress-cls') ~ '^clinembed-regress-cls@[0-9a-f]{16}$' AS id_format;
@@ -22,7 +22,7 @@ SELECT model, texts > 0 AS used FROM embed_stats() ORDER BY model;
 SELECT DISTINCT private_kb + shared_kb = rss_kb AS adds_up, pss_kb BETWEEN private_kb AND rss_kb AS pss_between,
        rss_kb > 100000 AS holds_a_model, weights
   FROM embed_stats();
-SELECT name, loaded FROM embed_models() WHERE name IN ('all-minilm-l6-v2-int8', 'clinembed-regress-cls') ORDER BY name;
+SELECT name, loaded FROM embed_models() WHERE name IN ('all-minilm-l6-v2', 'clinembed-regress-cls') ORDER BY name;
 
 -- model => on every function that embeds or tokenizes: the same as with
 -- clinembed.model set to that model
@@ -73,7 +73,7 @@ END $f$;
 SELECT error_of($$SELECT embed_text('x', model => 'clinembed-regress-badsum')$$);
 
 -- names only: no paths, no climbing out (22023); no links out of the root (42501)
-SELECT embed_text('x', model => '../all-minilm-l6-v2-int8');
+SELECT embed_text('x', model => '../all-minilm-l6-v2');
 \echo :LAST_ERROR_SQLSTATE
 SELECT embed_text('x', model => '/tmp/clinembed-regress-normalized');
 \echo :LAST_ERROR_SQLSTATE

@@ -5,7 +5,7 @@
 CREATE EXTENSION IF NOT EXISTS clinembed;
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
-SELECT embed_model_id('all-minilm-l6-v2-int8') AS id \gset
+SELECT embed_model_id('all-minilm-l6-v2') AS id \gset
 SELECT embed_model_id('clinembed-regress-cls') AS cls_id \gset
 
 -- IMMUTABLE and PARALLEL SAFE; the unpinned forms stay STABLE
@@ -22,11 +22,11 @@ INSERT INTO pin_notes VALUES
     (4, repeat('Long history of hypertension and type 2 diabetes. ', 60));
 
 -- the vectors of embed_text(text, model => name), bit for bit
-SELECT id, embed_text_pinned(t, :'id') = embed_text(t, model => 'all-minilm-l6-v2-int8') AS same
+SELECT id, embed_text_pinned(t, :'id') = embed_text(t, model => 'all-minilm-l6-v2') AS same
   FROM pin_notes ORDER BY id;
 SELECT count(*) FILTER (WHERE p.embedding = e.embedding) AS same, count(*) AS rows
   FROM embed_texts_pinned(ARRAY(SELECT t FROM pin_notes ORDER BY id), :'id') p
-  JOIN embed_texts(ARRAY(SELECT t FROM pin_notes ORDER BY id), model => 'all-minilm-l6-v2-int8') e USING (ord);
+  JOIN embed_texts(ARRAY(SELECT t FROM pin_notes ORDER BY id), model => 'all-minilm-l6-v2') e USING (ord);
 SELECT ord, embedding IS NULL AS no_vector FROM embed_texts_pinned(ARRAY['a', NULL], :'id') ORDER BY ord;
 
 -- the session's settings do not change the result: the long-text policy is
@@ -55,7 +55,7 @@ EXCEPTION WHEN OTHERS THEN
                             hint = PG_EXCEPTION_HINT;
     -- identities depend on the installed files: shown by what they stand for
     detail := replace(replace(detail, embed_model_id('clinembed-regress-cls'), '<cls id>'),
-                      split_part(embed_model_id('all-minilm-l6-v2-int8'), '@', 2), '<default hash>');
+                      split_part(embed_model_id('all-minilm-l6-v2'), '@', 2), '<default hash>');
     RETURN format(E'%s: %s\nDETAIL: %s\nHINT: %s', state, message, detail, hint);
 END $f$;
 SELECT error_of(format('SELECT embed_text_pinned(%L, %L)', 'x',
@@ -65,9 +65,9 @@ SELECT error_of(format('SELECT embed_text_pinned(%L, %L)', 'x', :'id' || '+chunk
 SELECT error_of(format('SELECT * FROM embed_texts_pinned(ARRAY[%L], %L)', 'x',
                        'clinembed-regress-cls@' || split_part(:'id', '@', 2))) LIKE '55000:%' AS batch_checked;
 -- malformed identities (22023); names only, as for model => (22023)
-SELECT error_of($$SELECT embed_text_pinned('x', 'all-minilm-l6-v2-int8')$$);
-SELECT error_of($$SELECT embed_text_pinned('x', 'all-minilm-l6-v2-int8@0123456789ABCDEF')$$) LIKE '22023:%' AS upper_hex;
-SELECT error_of($$SELECT embed_text_pinned('x', '../all-minilm-l6-v2-int8@0123456789abcdef')$$) LIKE '22023:%' AS no_paths;
+SELECT error_of($$SELECT embed_text_pinned('x', 'all-minilm-l6-v2')$$);
+SELECT error_of($$SELECT embed_text_pinned('x', 'all-minilm-l6-v2@0123456789ABCDEF')$$) LIKE '22023:%' AS upper_hex;
+SELECT error_of($$SELECT embed_text_pinned('x', '../all-minilm-l6-v2@0123456789abcdef')$$) LIKE '22023:%' AS no_paths;
 DROP FUNCTION error_of(text);
 -- NULLs: STRICT
 SELECT embed_text_pinned(NULL, :'id') IS NULL AS null_text, embed_text_pinned('x', NULL) IS NULL AS null_id;
