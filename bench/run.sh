@@ -42,8 +42,9 @@ SELECT pg_reload_conf();
 SQL
 if [ "${1:-}" = memory ]; then
     # MEMORY_PARTS="throughput" ROUNDS=4 bash bench/run.sh memory: just those
-    # parts; the thread part needs NOTES=2000.
-    for model in bert-base-bench "$DEFAULT_MODEL"; do
+    # parts; the thread part needs NOTES=2000.  MEMORY_MODELS: which models
+    # (default both).
+    for model in ${MEMORY_MODELS:-bert-base-bench $DEFAULT_MODEL}; do
         parts=${MEMORY_PARTS:-memory,first,throughput}
         [ "$model" = "$DEFAULT_MODEL" ] && [ "$NOTES" -ge 2000 ] && parts=${MEMORY_PARTS:-threads,$parts}
         PGDATABASE=bench bench/.venv/bin/python bench/memory.py --dsn "dbname=bench" --model "$model" \
