@@ -65,26 +65,6 @@ BEGIN
 END;
 $$;
 
--- Raises the dimension-mismatch error when a model's vectors do not fit the
--- target column.
-CREATE FUNCTION @extschema@._embed_check_dims(
-    rel pg_catalog.regclass, target_column text, target_type text, target_dims integer, dims integer)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF target_dims IS NOT NULL AND target_dims <> dims THEN
-        RAISE EXCEPTION 'embedding has % dimensions, column % expects %', dims, quote_ident(target_column), target_dims
-            USING ERRCODE = 'datatype_mismatch',
-                  DETAIL = format('The model returns %s-dimensional vectors; column %I of %s is %s.',
-                                  dims, target_column, rel, target_type),
-                  HINT = format('Make the column %s(%s), or set clinembed.model to a model with %s dimensions.',
-                                split_part(target_type, '(', 1), dims, target_dims);
-    END IF;
-END;
-$$;
-
 -- The trigger arguments, checked.
 CREATE FUNCTION @extschema@._embed_trigger_args(
     fn text, rel pg_catalog.regclass, trigger_name text, args text[],
@@ -109,22 +89,24 @@ $$;
 -- Row trigger: BEFORE INSERT OR UPDATE [OF source] ... FOR EACH ROW
 -- EXECUTE FUNCTION embed_trigger('source', 'target' [, 'model_column']).
 -- Embeds one row at a time, so RETURNING shows the vector; for bulk loads use
--- embed_batch_trigger.
+-- embed_batch_trigger.  What to do with the row is the library's rule
+-- (_embed_row_action); the statements that read and rewrite NEW are built
+-- there too, and pass the vector as a parameter.
 CREATE FUNCTION @extschema@.embed_trigger()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
--- Vectors pass through jsonb into the row; 3 digits keep every float exact.
-SET extra_float_digits = 3
 AS $$
 DECLARE
     args record;
     target record;
     new_text text;
-    old_text text;
-    kept boolean;
+    has_vector boolean;
+    label text;
+    changed boolean;
+    act text;
     emb real[];
-    patch jsonb;
+    model_id text;
 BEGIN
     IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
         RAISE EXCEPTION 'embed_trigger must fire BEFORE INSERT OR UPDATE FOR EACH ROW'
@@ -134,37 +116,21 @@ BEGIN
     END IF;
     SELECT * INTO args FROM @extschema@._embed_trigger_args('embed_trigger', TG_RELID, TG_NAME, TG_ARGV);
     SELECT * INTO target FROM @extschema@._embed_target(TG_RELID, args.source_column, args.target_column, args.model_column);
-
-    EXECUTE format('SELECT ($1).%I::text', args.source_column) INTO new_text USING NEW;
-    IF TG_OP = 'UPDATE' THEN
-        -- Only a changed text is embedded again: no inference otherwise.
-        EXECUTE format('SELECT ($1).%I::text', args.source_column) INTO old_text USING OLD;
-        IF new_text IS NOT DISTINCT FROM old_text THEN
-            RETURN NEW;
-        END IF;
-    ELSIF args.model_column IS NOT NULL AND new_text IS NOT NULL THEN
-        -- A row that arrives with a vector from the current model (a restore,
-        -- a copy between tables) keeps it.
-        EXECUTE format('SELECT ($1).%I IS NOT NULL AND ($1).%I::text = $2', args.target_column, args.model_column)
-            INTO kept USING NEW, @extschema@.embed_model_id();
-        IF kept THEN
-            RETURN NEW;
-        END IF;
+    EXECUTE @extschema@._embed_row_read(args.source_column, args.target_column, args.model_column)
+       INTO new_text, has_vector, label, changed USING NEW, OLD;
+    act := @extschema@._embed_row_action(TG_OP, new_text IS NOT NULL, has_vector, label, changed,
+                                         args.model_column IS NOT NULL);
+    IF act = 'keep' THEN
+        RETURN NEW;
     END IF;
-
-    IF new_text IS NULL THEN
-        patch := jsonb_build_object(args.target_column, NULL);
-    ELSE
+    IF act = 'embed' THEN
+        PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type, target.target_dims);
         emb := @extschema@.embed_text(new_text);
-        PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type,
-                                              target.target_dims, cardinality(emb));
-        patch := jsonb_build_object(args.target_column, emb);
+        model_id := @extschema@.embed_model_id();
     END IF;
-    IF args.model_column IS NOT NULL THEN
-        patch := patch || jsonb_build_object(args.model_column,
-                                             CASE WHEN new_text IS NOT NULL THEN @extschema@.embed_model_id() END);
-    END IF;
-    RETURN jsonb_populate_record(NEW, patch);
+    EXECUTE @extschema@._embed_row_write(TG_RELID, args.target_column, target.target_type, args.model_column)
+       INTO NEW USING NEW, emb, model_id;
+    RETURN NEW;
 END;
 $$;
 
@@ -173,7 +139,7 @@ $$;
 -- old_rows NEW TABLE AS new_rows FOR EACH STATEMENT, with
 -- EXECUTE FUNCTION embed_batch_trigger('source', 'target' [, 'model_column']).
 -- Embeds all rows of a statement (INSERT ... SELECT, COPY) through
--- embed_texts, 1000 rows per call, and writes the vectors back by primary key,
+-- embed_texts, _embed_rows_per_call() rows per call (1000, or clinembed.batch_max_texts if lower), and writes the vectors back by primary key,
 -- as the role whose statement fired it.  The queries it builds name the
 -- table's columns only through the table's alias, and its own columns are
 -- aliases (k1.., txt, ord), so no column name of the table can clash.
@@ -195,9 +161,7 @@ DECLARE
     model_id text;
     candidates text;
     total bigint;
-    -- missing_ok: in a session that has not called into clinembed yet, its
-    -- settings are not registered.
-    chunk integer := least(1000, current_setting('clinembed.batch_max_texts', true)::integer);
+    chunk integer := @extschema@._embed_rows_per_call();
     lo bigint := 0;
 BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
@@ -251,40 +215,33 @@ BEGIN
            string_agg(format('r.%I = w.k%s', k, i), ' AND ' ORDER BY i)
       INTO key_select, key_aliases, key_match
       FROM unnest(keys) WITH ORDINALITY AS u(k, i);
+    -- Which of them need work is the library's rule (_embed_needs_work).
     IF TG_OP = 'INSERT' THEN
-        IF args.model_column IS NULL THEN
-            candidates := format('SELECT %s, n.%I::text AS txt FROM %I n WHERE n.%I IS NOT NULL OR n.%I IS NOT NULL',
-                                 key_select,
-                                 args.source_column, new_table, args.source_column, args.target_column);
-        ELSE
-            model_id := @extschema@.embed_model_id();
-            candidates := format('SELECT %s, n.%2$I::text AS txt FROM %3$I n'
-                                 ' WHERE (n.%2$I IS NOT NULL AND (n.%4$I IS NULL OR n.%5$I::text IS DISTINCT FROM %6$L))'
-                                 '    OR (n.%2$I IS NULL AND (n.%4$I IS NOT NULL OR n.%5$I IS NOT NULL))',
-                                 key_select,
-                                 args.source_column, new_table, args.target_column, args.model_column, model_id);
-        END IF;
+        model_id := @extschema@.embed_model_id();
+        candidates := format('SELECT %s, n.%I::text AS txt FROM %I n WHERE %s',
+                             key_select, args.source_column, new_table,
+                             @extschema@._embed_needs_work('inserted', args.source_column, args.target_column,
+                                                           args.model_column, model_id, 'n'));
     ELSE
-        -- New rows are paired with old ones by key.  A changed text is
-        -- embedded again, an unchanged one is not; a row whose key has no old
-        -- row (the statement changed the key) is embedded, since its vector
-        -- was computed before the statement.
+        -- New rows are paired with old ones by key.  A row whose text changed
+        -- is a changed text; so is a row whose key has no old row (the
+        -- statement changed the key), since its vector was computed before
+        -- the statement.  An unchanged text needs nothing.
         candidates := format('SELECT %s, n.%I::text AS txt FROM %I n LEFT JOIN %I o ON %s'
-                             ' WHERE o.%I IS NULL OR n.%I IS DISTINCT FROM o.%I',
+                             ' WHERE (o.%I IS NULL OR n.%I IS DISTINCT FROM o.%I) AND %s',
                              key_select,
                              args.source_column, new_table, old_table,
                              (SELECT string_agg(format('o.%I = n.%I', k, k), ' AND ') FROM unnest(keys) k),
-                             keys[1], args.source_column, args.source_column);
+                             keys[1], args.source_column, args.source_column,
+                             @extschema@._embed_needs_work('text_changed', args.source_column, args.target_column,
+                                                           args.model_column, NULL, 'n'));
     END IF;
     EXECUTE format('SELECT count(*) FROM (%s) c', candidates) INTO total;
     IF total = 0 THEN
         RETURN NULL;
     END IF;
     model_id := coalesce(model_id, @extschema@.embed_model_id());
-    IF target.target_dims IS NOT NULL THEN
-        PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type, target.target_dims,
-                                              (SELECT i.dimensions FROM @extschema@.embed_model_info() i));
-    END IF;
+    PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type, target.target_dims);
     BEGIN
         WHILE lo < total LOOP
             EXECUTE format(
@@ -445,20 +402,6 @@ BEGIN
 END;
 $$;
 
--- The rows a backfill embeds: a text and no vector, or with a model column,
--- a vector from another model.  As an SQL condition that names every
--- operator and type by schema, so it means the same under any search_path.
-CREATE FUNCTION @extschema@._backfill_stale(source_column text, target_column text, model_column text, model_id text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format('%I IS NOT NULL AND (%I IS NULL%s)', source_column, target_column,
-                  CASE WHEN model_column IS NULL THEN ''
-                       ELSE format(' OR %I IS NULL OR %I::pg_catalog.text OPERATOR(pg_catalog.<>) %L',
-                                   model_column, model_column, model_id) END);
-$$;
-
 -- Starts a backfill run: checks the arguments, the model against the column,
 -- and that no backfill with another model runs on the table; counts the rows
 -- to embed and records the run.
@@ -485,8 +428,7 @@ BEGIN
     END IF;
     SELECT * INTO target FROM @extschema@._embed_target(rel, source_column, target_column, model_column);
     new_model := @extschema@.embed_model_id();
-    PERFORM @extschema@._embed_check_dims(rel, target_column, target.target_type, target.target_dims,
-                                          (SELECT i.dimensions FROM @extschema@.embed_model_info() i));
+    PERFORM @extschema@._embed_check_dims(rel, target_column, target.target_type, target.target_dims);
     -- Two models on one table would re-embed each other's rows: starts on a
     -- table are serialised, and a second model is refused while one runs.
     PERFORM pg_advisory_xact_lock(hashtext('clinembed backfill'), rel::oid::integer);
@@ -502,7 +444,7 @@ BEGIN
     END IF;
     FOREACH t IN ARRAY @extschema@._backfill_tables(rel, source_column, target_column, model_column) LOOP
         EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', t::regclass,
-                       @extschema@._backfill_stale(source_column, target_column, model_column, new_model))
+                       @extschema@._embed_needs_work('stored', source_column, target_column, model_column, new_model))
            INTO n;
         total := total + n;
     END LOOP;
@@ -552,7 +494,7 @@ BEGIN
     END IF;
     SELECT * INTO target FROM @extschema@._embed_target(r.relid::regclass, r.source_column, r.target_column, r.model_column);
     tables := @extschema@._backfill_tables(r.relid::regclass, r.source_column, r.target_column, r.model_column);
-    stale := @extschema@._backfill_stale(r.source_column, r.target_column, r.model_column, r.model_id);
+    stale := @extschema@._embed_needs_work('stored', r.source_column, r.target_column, r.model_column, r.model_id);
     t := coalesce(r.scan_relid, tables[1]);
     pos := coalesce(r.scan_tid, '(0,0)');
     found_rows := r.scan_found;
@@ -577,7 +519,9 @@ BEGIN
             '              WHERE w.ctid OPERATOR(pg_catalog.=) batch.row_tid RETURNING 1)'
             ' SELECT (SELECT pg_catalog.count(*) FROM written), (SELECT pg_catalog.max(row_tid) FROM batch)',
             r.source_column, t::regclass, stale, r.target_column, target.target_type,
-            CASE WHEN r.model_column IS NOT NULL THEN format(', %I = $3', r.model_column) ELSE '' END);
+            CASE WHEN r.model_column IS NOT NULL
+                 THEN format(', %I = CASE WHEN emb.embedding IS NULL THEN NULL ELSE $3 END', r.model_column)
+                 ELSE '' END);
         BEGIN
             PERFORM set_config('search_path', caller_search_path, true);
             EXECUTE batch_sql INTO n, last_tid USING pos, r.batch_size, r.model_id;
@@ -621,8 +565,9 @@ $$;
 -- CALL embed_backfill('notes', 'exp_text', 'embedding', batch_size => 256
 --                     [, model_column => 'embedding_model']);
 -- Embeds every row whose source is not NULL and whose target is NULL or, with
--- a model column, from another model; partitions and inheritance children
--- included.  Each batch is one transaction: it locks its rows (SKIP LOCKED),
+-- a model column, from another model, and clears the vector (and model) of
+-- rows without text: the rule of _embed_needs_work('stored', ...); partitions
+-- and inheritance children included.  Each batch is one transaction: it locks its rows (SKIP LOCKED),
 -- embeds them through embed_texts, writes them and commits, with the run's
 -- progress.  Killed or restarted, it loses at most the batch in flight, and a
 -- second CALL continues where the first stopped.  Call it outside a

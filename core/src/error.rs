@@ -27,6 +27,8 @@ pub enum ErrorKind {
     Forbidden,
     /// The installed model is not the one a caller pinned by identity.
     IdentityMismatch,
+    /// A value does not fit the column it is meant for.
+    DatatypeMismatch,
 }
 
 #[derive(Debug, Clone)]

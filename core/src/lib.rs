@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod chunk;
+pub mod columns;
 pub mod error;
 pub mod identity;
 pub mod memory;
