@@ -3,88 +3,16 @@
 -- src/columns.rs; the upgrade scripts beside it carry the same objects
 -- (tests/upgrade checks that an updated install equals a fresh one).
 --
+-- What to do with a row, the column checks, and every statement that reads
+-- or writes a table's rows are built in the library (src/columns.rs over
+-- clinembed_core::columns).  What stays here is what must be PL/pgSQL: the
+-- trigger entry points (a trigger's transition tables are visible only to
+-- its own queries), the backfill's COMMIT loop and its progress table.
+--
 -- Conventions: every object is schema-qualified with @extschema@ or pg_catalog;
 -- identifiers go through format('%I') and relations through regclass; no note
 -- text ever reaches a message, only table and column names, counts and model
 -- identities.
-
--- Checks that `source_column`, `target_column` and `model_column` of `rel`
--- can be used, and says how to cast a real[] into the target column and how
--- many dimensions it requires (NULL: any).
-CREATE FUNCTION @extschema@._embed_target(
-    rel pg_catalog.regclass, source_column text, target_column text, model_column text,
-    OUT target_type text, OUT target_dims integer)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    col record;
-BEGIN
-    FOR col IN
-        SELECT c.role, c.name, a.atttypid, a.atttypmod, t.typname, t.typcategory
-          FROM (VALUES ('source', source_column), ('target', target_column), ('model', model_column))
-               AS c(role, name)
-          LEFT JOIN pg_attribute a
-                 ON a.attrelid = rel AND a.attname = c.name AND a.attnum > 0 AND NOT a.attisdropped
-          LEFT JOIN pg_type t ON t.oid = a.atttypid
-         WHERE c.name IS NOT NULL OR c.role <> 'model'
-    LOOP
-        IF col.name IS NULL OR col.atttypid IS NULL THEN
-            RAISE EXCEPTION '% column does not exist', col.role
-                USING ERRCODE = 'undefined_column',
-                      DETAIL = format('Table %s has no column %s.', rel, coalesce(quote_ident(col.name), 'NULL')),
-                      HINT = 'The trigger or backfill arguments are: source text column, target embedding column, optional model identity column.';
-        END IF;
-        IF col.role IN ('source', 'model') AND col.typcategory <> 'S' THEN
-            RAISE EXCEPTION '% column must be of a text type', col.role
-                USING ERRCODE = 'datatype_mismatch',
-                      DETAIL = format('Column %I of %s is %s.', col.name, rel, format_type(col.atttypid, col.atttypmod)),
-                      HINT = 'Use text or varchar.';
-        END IF;
-        IF col.role = 'target' THEN
-            IF col.atttypid = 'real[]'::regtype THEN
-                target_type := 'real[]';
-            ELSIF col.typname IN ('vector', 'halfvec') THEN
-                target_type := format_type(col.atttypid, col.atttypmod);
-                target_dims := nullif(col.atttypmod, -1);
-            ELSE
-                RAISE EXCEPTION 'target column must be real[], vector or halfvec'
-                    USING ERRCODE = 'datatype_mismatch',
-                          DETAIL = format('Column %I of %s is %s.', col.name, rel, format_type(col.atttypid, col.atttypmod)),
-                          HINT = 'Store embeddings in real[] or, with pgvector, in vector(N) or halfvec(N).';
-            END IF;
-        END IF;
-    END LOOP;
-    IF source_column IN (target_column, model_column) OR target_column = model_column THEN
-        RAISE EXCEPTION 'source, target and model columns must differ'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Columns given for %s: %s, %s, %s.', rel, quote_ident(source_column),
-                                  quote_ident(target_column), coalesce(quote_ident(model_column), 'none')),
-                  HINT = 'Name three different columns.';
-    END IF;
-END;
-$$;
-
--- The trigger arguments, checked.
-CREATE FUNCTION @extschema@._embed_trigger_args(
-    fn text, rel pg_catalog.regclass, trigger_name text, args text[],
-    OUT source_column text, OUT target_column text, OUT model_column text)
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF coalesce(cardinality(args), 0) NOT IN (2, 3) THEN
-        RAISE EXCEPTION '% takes two or three arguments', fn
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Trigger %I on %s passes %s.', trigger_name, rel, coalesce(cardinality(args), 0)),
-                  HINT = format('EXECUTE FUNCTION %s(''source_column'', ''target_column'' [, ''model_column''])', fn);
-    END IF;
-    -- TG_ARGV is indexed from 0.
-    source_column := args[array_lower(args, 1)];
-    target_column := args[array_lower(args, 1) + 1];
-    model_column := args[array_lower(args, 1) + 2];
-END;
-$$;
 
 -- Row trigger: BEFORE INSERT OR UPDATE [OF source] ... FOR EACH ROW
 -- EXECUTE FUNCTION embed_trigger('source', 'target' [, 'model_column']).
@@ -138,11 +66,12 @@ $$;
 -- new_rows FOR EACH STATEMENT, and AFTER UPDATE ... REFERENCING OLD TABLE AS
 -- old_rows NEW TABLE AS new_rows FOR EACH STATEMENT, with
 -- EXECUTE FUNCTION embed_batch_trigger('source', 'target' [, 'model_column']).
--- Embeds all rows of a statement (INSERT ... SELECT, COPY) through
--- embed_texts, _embed_rows_per_call() rows per call (1000, or clinembed.batch_max_texts if lower), and writes the vectors back by primary key,
--- as the role whose statement fired it.  The queries it builds name the
--- table's columns only through the table's alias, and its own columns are
--- aliases (k1.., txt, ord), so no column name of the table can clash.
+-- Embeds the rows of a statement (INSERT ... SELECT, COPY) that need it
+-- through embed_texts, _embed_rows_per_call() rows per call, and writes the
+-- vectors back by primary key, as the role whose statement fired it.  The
+-- library checks the table and builds both statements
+-- (_embed_batch_statements); they run here because the transition tables
+-- are visible only to this function's own queries.
 CREATE FUNCTION @extschema@.embed_batch_trigger()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -151,17 +80,10 @@ AS $$
 DECLARE
     args record;
     target record;
-    new_table name;
-    old_table name;
-    keys text[];
-    key_select text;
-    key_aliases text;
-    key_match text;
-    missing text;
+    plan record;
     model_id text;
-    candidates text;
     total bigint;
-    chunk integer := @extschema@._embed_rows_per_call();
+    chunk integer;
     lo bigint := 0;
 BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
@@ -172,90 +94,18 @@ BEGIN
     END IF;
     SELECT * INTO args FROM @extschema@._embed_trigger_args('embed_batch_trigger', TG_RELID, TG_NAME, TG_ARGV);
     SELECT * INTO target FROM @extschema@._embed_target(TG_RELID, args.source_column, args.target_column, args.model_column);
-    SELECT t.tgnewtable, t.tgoldtable INTO new_table, old_table
-      FROM pg_trigger t WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
-    IF new_table IS NULL OR (TG_OP = 'UPDATE' AND old_table IS NULL) THEN
-        RAISE EXCEPTION 'embed_batch_trigger needs transition tables'
-            USING ERRCODE = 'trigger_protocol_violated',
-                  DETAIL = format('Trigger %I on %s has no %s.', TG_NAME, TG_RELID::regclass,
-                                  CASE WHEN new_table IS NULL THEN 'NEW TABLE' ELSE 'OLD TABLE' END),
-                  HINT = 'Create it with REFERENCING NEW TABLE AS new_rows (AFTER INSERT), or REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows (AFTER UPDATE).';
-    END IF;
-    SELECT array_agg(a.attname::text ORDER BY k.n) INTO keys
-      FROM pg_index i
-      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
-      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-     WHERE i.indrelid = TG_RELID AND i.indisprimary;
-    IF keys IS NULL THEN
-        RAISE EXCEPTION 'embed_batch_trigger needs a primary key'
-            USING ERRCODE = 'invalid_table_definition',
-                  DETAIL = format('Table %s has none; the trigger writes the vectors back to the new rows by key.', TG_RELID::regclass),
-                  HINT = 'Add a primary key, or use embed_trigger, a row trigger, which needs none.';
-    END IF;
-    -- The write-back is an UPDATE by the role whose statement fired the
-    -- trigger: it reads the key columns and sets the vector columns.
-    SELECT string_agg(format('%s (%I)', c.priv, c.col), ', ') INTO missing
-      FROM (SELECT 'SELECT' AS priv, k AS col FROM unnest(keys) k
-            UNION ALL
-            SELECT 'UPDATE', v.col FROM unnest(ARRAY[args.target_column, args.model_column]) AS v(col)
-             WHERE v.col IS NOT NULL) c
-     WHERE NOT has_column_privilege(TG_RELID, c.col, c.priv);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'embed_batch_trigger needs %', missing
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('It writes the vectors of the statement''s rows into %s with an UPDATE as role %I.',
-                                  TG_RELID::regclass, current_user),
-                  HINT = format('GRANT %s ON %s TO %I; or use embed_trigger, a row trigger, which needs no UPDATE.',
-                                missing, TG_RELID::regclass, current_user);
-    END IF;
-
-    -- The rows that need work, as (k1.., txt).
-    SELECT string_agg(format('n.%I AS k%s', k, i), ', ' ORDER BY i),
-           string_agg(format('k%s', i), ', ' ORDER BY i),
-           string_agg(format('r.%I = w.k%s', k, i), ' AND ' ORDER BY i)
-      INTO key_select, key_aliases, key_match
-      FROM unnest(keys) WITH ORDINALITY AS u(k, i);
-    -- Which of them need work is the library's rule (_embed_needs_work).
-    IF TG_OP = 'INSERT' THEN
-        model_id := @extschema@.embed_model_id();
-        candidates := format('SELECT %s, n.%I::text AS txt FROM %I n WHERE %s',
-                             key_select, args.source_column, new_table,
-                             @extschema@._embed_needs_work('inserted', args.source_column, args.target_column,
-                                                           args.model_column, model_id, 'n'));
-    ELSE
-        -- New rows are paired with old ones by key.  A row whose text changed
-        -- is a changed text; so is a row whose key has no old row (the
-        -- statement changed the key), since its vector was computed before
-        -- the statement.  An unchanged text needs nothing.
-        candidates := format('SELECT %s, n.%I::text AS txt FROM %I n LEFT JOIN %I o ON %s'
-                             ' WHERE (o.%I IS NULL OR n.%I IS DISTINCT FROM o.%I) AND %s',
-                             key_select,
-                             args.source_column, new_table, old_table,
-                             (SELECT string_agg(format('o.%I = n.%I', k, k), ' AND ') FROM unnest(keys) k),
-                             keys[1], args.source_column, args.source_column,
-                             @extschema@._embed_needs_work('text_changed', args.source_column, args.target_column,
-                                                           args.model_column, NULL, 'n'));
-    END IF;
-    EXECUTE format('SELECT count(*) FROM (%s) c', candidates) INTO total;
+    SELECT * INTO plan FROM @extschema@._embed_batch_statements(TG_RELID, TG_NAME, TG_OP, args.source_column,
+                                                                args.target_column, args.model_column, target.target_type);
+    EXECUTE plan.count_sql INTO total;
     IF total = 0 THEN
         RETURN NULL;
     END IF;
-    model_id := coalesce(model_id, @extschema@.embed_model_id());
+    model_id := @extschema@.embed_model_id();
     PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type, target.target_dims);
+    chunk := @extschema@._embed_rows_per_call();
     BEGIN
         WHILE lo < total LOOP
-            EXECUTE format(
-                'WITH c AS MATERIALIZED (SELECT row_number() OVER (ORDER BY %1$s) AS ord, * FROM (%2$s) x),'
-                ' w AS MATERIALIZED (SELECT * FROM c WHERE ord > $1 AND ord <= $1 + $2),'
-                ' e AS (SELECT $1 + e.ord AS ord, e.embedding FROM @extschema@.embed_texts('
-                '         (SELECT array_agg(w.txt ORDER BY w.ord) FROM w)) e)'
-                ' UPDATE %3$s r SET %4$I = e.embedding::%5$s%6$s'
-                '   FROM w JOIN e USING (ord) WHERE %7$s',
-                key_aliases, candidates, TG_RELID::regclass, args.target_column, target.target_type,
-                CASE WHEN args.model_column IS NOT NULL
-                     THEN format(', %I = CASE WHEN e.embedding IS NULL THEN NULL ELSE $3 END', args.model_column) END,
-                key_match)
-            USING lo, chunk, model_id;
+            EXECUTE plan.write_sql USING lo, chunk, model_id;
             lo := lo + chunk;
         END LOOP;
     EXCEPTION WHEN integrity_constraint_violation THEN
@@ -443,8 +293,8 @@ BEGIN
                   HINT = 'Wait until it finishes, or stop it (pg_cancel_backend), then start this one.';
     END IF;
     FOREACH t IN ARRAY @extschema@._backfill_tables(rel, source_column, target_column, model_column) LOOP
-        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', t::regclass,
-                       @extschema@._embed_needs_work('stored', source_column, target_column, model_column, new_model))
+        EXECUTE (SELECT s.count_sql FROM @extschema@._backfill_statements(t, source_column, target_column, model_column,
+                                                                          target.target_type, new_model) s)
            INTO n;
         total := total + n;
     END LOOP;
@@ -474,7 +324,6 @@ DECLARE
     r record;
     target record;
     tables oid[];
-    stale text;
     t oid;
     pos tid;
     found_rows boolean;
@@ -494,7 +343,6 @@ BEGIN
     END IF;
     SELECT * INTO target FROM @extschema@._embed_target(r.relid::regclass, r.source_column, r.target_column, r.model_column);
     tables := @extschema@._backfill_tables(r.relid::regclass, r.source_column, r.target_column, r.model_column);
-    stale := @extschema@._embed_needs_work('stored', r.source_column, r.target_column, r.model_column, r.model_id);
     t := coalesce(r.scan_relid, tables[1]);
     pos := coalesce(r.scan_tid, '(0,0)');
     found_rows := r.scan_found;
@@ -508,20 +356,8 @@ BEGIN
             found_rows := true;
             CONTINUE;
         END IF;
-        batch_sql := format(
-            'WITH locked AS MATERIALIZED (SELECT ctid AS row_tid, %1$I::pg_catalog.text AS row_text FROM ONLY %2$s'
-            '                             WHERE ctid OPERATOR(pg_catalog.>) $1 AND %3$s LIMIT $2 FOR UPDATE SKIP LOCKED),'
-            ' batch AS MATERIALIZED (SELECT pg_catalog.row_number() OVER () AS ord, row_tid, row_text FROM locked),'
-            ' emb AS (SELECT e.ord, e.embedding FROM @extschema@.embed_texts('
-            '           (SELECT pg_catalog.array_agg(row_text ORDER BY ord) FROM batch)) e),'
-            ' written AS (UPDATE ONLY %2$s w SET %4$I = emb.embedding::%5$s%6$s'
-            '               FROM batch JOIN emb ON emb.ord OPERATOR(pg_catalog.=) batch.ord'
-            '              WHERE w.ctid OPERATOR(pg_catalog.=) batch.row_tid RETURNING 1)'
-            ' SELECT (SELECT pg_catalog.count(*) FROM written), (SELECT pg_catalog.max(row_tid) FROM batch)',
-            r.source_column, t::regclass, stale, r.target_column, target.target_type,
-            CASE WHEN r.model_column IS NOT NULL
-                 THEN format(', %I = CASE WHEN emb.embedding IS NULL THEN NULL ELSE $3 END', r.model_column)
-                 ELSE '' END);
+        batch_sql := (SELECT s.batch_sql FROM @extschema@._backfill_statements(t, r.source_column, r.target_column,
+                                                                               r.model_column, target.target_type, r.model_id) s);
         BEGIN
             PERFORM set_config('search_path', caller_search_path, true);
             EXECUTE batch_sql INTO n, last_tid USING pos, r.batch_size, r.model_id;

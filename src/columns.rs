@@ -30,7 +30,11 @@ extension_sql_file!(
         _embed_row_action,
         _embed_row_write,
         _embed_check_dims,
-        _embed_rows_per_call
+        _embed_rows_per_call,
+        _embed_trigger_args,
+        _embed_target,
+        _embed_batch_statements,
+        _backfill_statements
     ]
 );
 
@@ -55,6 +59,47 @@ fn relation_name(rel: pg_sys::Oid) -> String {
     .unwrap_or_else(|| format!("relation {}", rel.to_u32()))
 }
 
+fn columns(source: &str, target: &str, model: Option<&str>) -> Columns {
+    Columns {
+        source: source.into(),
+        target: target.into(),
+        model: model.map(Into::into),
+    }
+}
+
+/// A relation's name, schema-qualified and quoted, for statements.
+fn qualified(rel: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.oid = $1",
+        &[rel.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| {
+        crate::errors::report(
+            clinembed_core::Error::new(
+                clinembed_core::ErrorKind::NotFound,
+                "relation does not exist",
+            )
+            .detail(format!("No relation has oid {}.", rel.to_u32()))
+            .hint("It was dropped while clinembed was using it."),
+        )
+    })
+}
+
+/// The extension's schema, quoted, for statements that call its functions.
+fn extension_schema() -> String {
+    Spi::get_one::<String>(
+        "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e \
+           JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'clinembed'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "public".into())
+}
+
 fn event(name: &str) -> Event {
     Event::parse(name).or_report()
 }
@@ -73,28 +118,14 @@ fn _embed_needs_work(
     model_id: Option<&str>,
     alias: default!(&str, "''"),
 ) -> String {
-    let columns = Columns {
-        source: source_column.into(),
-        target: target_column.into(),
-        model: model_column.map(Into::into),
-    };
+    let columns = columns(source_column, target_column, model_column);
     rule::needs_work(self::event(event), &columns, alias, model_id).or_report()
 }
 
-/// A statement that reads, from `$1` (the new row) and `$2` (the old one, or
-/// NULL), what the rule needs: the source text, whether a vector is there,
-/// the model column as text (NULL without one), and whether the text changed.
+/// The row trigger's read statement (see `clinembed_core::columns::row_read`).
 #[pg_extern(immutable, parallel_safe)]
 fn _embed_row_read(source_column: &str, target_column: &str, model_column: Option<&str>) -> String {
-    let s = rule::quote_ident(source_column);
-    let t = rule::quote_ident(target_column);
-    let m = model_column
-        .map(|m| format!("($1).{}::pg_catalog.text", rule::quote_ident(m)))
-        .unwrap_or_else(|| "NULL::pg_catalog.text".into());
-    format!(
-        "SELECT ($1).{s}::pg_catalog.text, ($1).{t} IS NOT NULL, {m}, \
-         ($1).{s}::pg_catalog.text IS DISTINCT FROM ($2).{s}::pg_catalog.text"
-    )
+    rule::row_read(&columns(source_column, target_column, model_column))
 }
 
 /// What the row trigger does with one row: `keep`, `embed` or `clear`.
@@ -139,10 +170,8 @@ fn _embed_row_action(
     action.as_str()
 }
 
-/// A statement that returns the row `$1` with the target column set to `$2`
-/// (a real[], cast to the column's type) and the model column to `$3`, every
-/// other column as it was: what the row trigger assigns to NEW.  Values pass
-/// as parameters in binary, so every float arrives exactly.
+/// The row trigger's write statement (see `clinembed_core::columns::row_write`)
+/// for table `rel`.
 #[pg_extern(stable, parallel_safe)]
 fn _embed_row_write(
     rel: pg_sys::Oid,
@@ -150,8 +179,6 @@ fn _embed_row_write(
     target_type: &str,
     model_column: Option<&str>,
 ) -> String {
-    // NEW is a record whose structure an assignment replaces, so the model
-    // column is cast to its own type as well.
     let (names, types) = Spi::get_two_with_args::<Vec<String>, Vec<String>>(
         "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum), \
                 pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) \
@@ -160,21 +187,101 @@ fn _embed_row_write(
         &[rel.into()],
     )
     .unwrap_or((None, None));
-    let list: Vec<String> = names
+    let table: Vec<(String, String)> = names
         .unwrap_or_default()
-        .iter()
+        .into_iter()
         .zip(types.unwrap_or_default())
-        .map(|(n, ty)| {
-            if n == target_column {
-                format!("$2::{target_type}")
-            } else if Some(n.as_str()) == model_column {
-                format!("$3::{ty}")
-            } else {
-                format!("r.{}", rule::quote_ident(n))
-            }
-        })
         .collect();
-    format!("SELECT {} FROM (SELECT ($1).*) r", list.join(", "))
+    // The source column plays no part in the write.
+    rule::row_write(
+        &table,
+        &columns("", target_column, model_column),
+        target_type,
+    )
+}
+
+/// The trigger arguments, checked: two or three column names.
+#[pg_extern(immutable, parallel_safe)]
+fn _embed_trigger_args(
+    function: &str,
+    rel: pg_sys::Oid,
+    trigger_name: &str,
+    args: Option<Vec<Option<String>>>,
+) -> TableIterator<
+    'static,
+    (
+        name!(source_column, Option<String>),
+        name!(target_column, Option<String>),
+        name!(model_column, Option<String>),
+    ),
+> {
+    let args = args.unwrap_or_default();
+    if !(2..=3).contains(&args.len()) {
+        crate::errors::report(
+            clinembed_core::Error::new(
+                clinembed_core::ErrorKind::InvalidArgument,
+                format!("{function} takes two or three arguments"),
+            )
+            .detail(format!(
+                "Trigger {} on {} passes {}.",
+                shown(trigger_name),
+                relation_name(rel),
+                args.len()
+            ))
+            .hint(format!(
+                "EXECUTE FUNCTION {function}('source_column', 'target_column' [, 'model_column'])"
+            )),
+        );
+    }
+    let mut args = args.into_iter();
+    TableIterator::once((
+        args.next().flatten(),
+        args.next().flatten(),
+        args.next().flatten(),
+    ))
+}
+
+/// The column checks of the triggers and the backfill (see
+/// `clinembed_core::columns::check_columns`): how to cast a `real[]` into the
+/// target column and how many dimensions it requires (NULL: any).
+#[pg_extern(stable, parallel_safe)]
+fn _embed_target(
+    rel: pg_sys::Oid,
+    source_column: Option<&str>,
+    target_column: Option<&str>,
+    model_column: Option<&str>,
+) -> TableIterator<'static, (name!(target_type, String), name!(target_dims, Option<i32>))> {
+    let lookup = |name: &str| {
+        Spi::connect(|client| {
+            let row = client
+                .select(
+                    "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod), t.typname::pg_catalog.text, \
+                            t.typcategory::pg_catalog.text, a.atttypmod \
+                       FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+                      WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                    Some(1),
+                    &[rel.into(), name.into()],
+                )
+                .ok()?
+                .first();
+            Some(rule::ColumnType {
+                name: row.get::<String>(1).ok()??,
+                typname: row.get::<String>(2).ok()??,
+                category: row.get::<String>(3).ok()??.chars().next()?,
+                typmod: row.get::<i32>(4).ok()??,
+            })
+        })
+    };
+    let target = rule::check_columns(
+        &relation_name(rel),
+        source_column,
+        target_column,
+        model_column,
+        shown,
+        lookup,
+    )
+    .or_report();
+    TableIterator::once((target.type_name, target.dims))
 }
 
 /// Raises `42804` unless the configured model's vectors fit the target
@@ -198,6 +305,144 @@ fn _embed_check_dims(
         dims,
     )
     .or_report();
+}
+
+/// The statement trigger's statements (see
+/// `clinembed_core::columns::batch_statements`) for trigger `trigger_name`
+/// on `rel`, after checking what it needs: transition tables, a primary key,
+/// and the grants its write-back UPDATE uses.  The current model identity is
+/// looked up only on INSERT, where the rule compares labels with it.
+#[pg_extern(volatile, parallel_safe)]
+fn _embed_batch_statements(
+    rel: pg_sys::Oid,
+    trigger_name: &str,
+    operation: &str,
+    source_column: &str,
+    target_column: &str,
+    model_column: Option<&str>,
+    target_type: &str,
+) -> TableIterator<'static, (name!(count_sql, String), name!(write_sql, String))> {
+    let fail = |kind, message: &str, detail: String, hint: String| -> ! {
+        crate::errors::report(
+            clinembed_core::Error::new(kind, message)
+                .detail(detail)
+                .hint(hint),
+        )
+    };
+    let table = relation_name(rel);
+    let (new_rows, old_rows) = Spi::get_two_with_args::<String, String>(
+        "SELECT t.tgnewtable::pg_catalog.text, t.tgoldtable::pg_catalog.text \
+           FROM pg_catalog.pg_trigger t WHERE t.tgrelid = $1 AND t.tgname = $2",
+        &[rel.into(), trigger_name.into()],
+    )
+    .unwrap_or((None, None));
+    let update = operation == "UPDATE";
+    let (new_rows, old_rows) = match (new_rows, old_rows) {
+        (Some(n), o) if !update || o.is_some() => (n, o.filter(|_| update)),
+        (n, _) => fail(
+            clinembed_core::ErrorKind::TriggerProtocol,
+            "embed_batch_trigger needs transition tables",
+            format!(
+                "Trigger {} on {table} has no {}.",
+                shown(trigger_name),
+                if n.is_none() { "NEW TABLE" } else { "OLD TABLE" }
+            ),
+            "Create it with REFERENCING NEW TABLE AS new_rows (AFTER INSERT), or REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows (AFTER UPDATE).".into(),
+        ),
+    };
+    let keys = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.n) \
+           FROM pg_catalog.pg_index i \
+          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n) \
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+          WHERE i.indrelid = $1 AND i.indisprimary",
+        &[rel.into()],
+    )
+    .ok()
+    .flatten()
+    .filter(|k| !k.is_empty())
+    .unwrap_or_else(|| {
+        fail(
+            clinembed_core::ErrorKind::InvalidTable,
+            "embed_batch_trigger needs a primary key",
+            format!("Table {table} has none; the trigger writes the vectors back to the new rows by key."),
+            "Add a primary key, or use embed_trigger, a row trigger, which needs none.".into(),
+        )
+    });
+    // The write-back is an UPDATE by the role whose statement fired the
+    // trigger: it reads the key columns and sets the vector columns.
+    let mut wanted: Vec<(String, String)> =
+        keys.iter().map(|k| ("SELECT".into(), k.clone())).collect();
+    wanted.push(("UPDATE".into(), target_column.into()));
+    if let Some(m) = model_column {
+        wanted.push(("UPDATE".into(), m.into()));
+    }
+    let missing: Vec<String> = wanted
+        .into_iter()
+        .filter(|(privilege, column)| {
+            !Spi::get_one_with_args::<bool>(
+                "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
+                &[
+                    rel.into(),
+                    column.as_str().into(),
+                    privilege.as_str().into(),
+                ],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+        })
+        .map(|(privilege, column)| format!("{privilege} ({})", shown(&column)))
+        .collect();
+    if !missing.is_empty() {
+        let missing = missing.join(", ");
+        let role =
+            Spi::get_one::<String>("SELECT pg_catalog.quote_ident(current_user::pg_catalog.text)")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        fail(
+            clinembed_core::ErrorKind::Forbidden,
+            &format!("embed_batch_trigger needs {missing}"),
+            format!("It writes the vectors of the statement's rows into {table} with an UPDATE as role {role}."),
+            format!("GRANT {missing} ON {table} TO {role}; or use embed_trigger, a row trigger, which needs no UPDATE."),
+        );
+    }
+    let model_id = (!update).then(crate::embed_model_id);
+    let statements = rule::batch_statements(
+        &qualified(rel),
+        &extension_schema(),
+        &new_rows,
+        old_rows.as_deref(),
+        &keys,
+        &columns(source_column, target_column, model_column),
+        target_type,
+        model_id.as_deref(),
+    )
+    .or_report();
+    TableIterator::once((statements.count, statements.write))
+}
+
+/// The backfill's statements for one table of a run (see
+/// `clinembed_core::columns::backfill_statements`).
+#[pg_extern(stable, parallel_safe)]
+fn _backfill_statements(
+    rel: pg_sys::Oid,
+    source_column: &str,
+    target_column: &str,
+    model_column: Option<&str>,
+    target_type: &str,
+    model_id: &str,
+) -> TableIterator<'static, (name!(count_sql, String), name!(batch_sql, String))> {
+    let statements = rule::backfill_statements(
+        &qualified(rel),
+        &extension_schema(),
+        &columns(source_column, target_column, model_column),
+        target_type,
+        model_id,
+    )
+    .or_report();
+    TableIterator::once((statements.count, statements.batch))
 }
 
 /// Rows of a statement per `embed_texts` call in the statement trigger.

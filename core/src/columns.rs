@@ -263,6 +263,295 @@ pub fn needs_work(
     )
 }
 
+/// A column of the table as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    /// As `format_type` prints it, with its modifier: `vector(384)`.
+    pub name: String,
+    /// `pg_type.typname`: `vector`, `_float4`, `text`.
+    pub typname: String,
+    /// `pg_type.typcategory`: `S` for the string types.
+    pub category: char,
+    /// `atttypmod`: -1 when the type has none.
+    pub typmod: i32,
+}
+
+/// What the target column takes: the type to cast a `real[]` to, and the
+/// dimensions it requires (None: any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub type_name: String,
+    pub dims: Option<i32>,
+}
+
+/// The column checks of the triggers and the backfill: the source and model
+/// columns exist and hold text, the target exists and is `real[]`, `vector`
+/// or `halfvec`, and the three differ.  `lookup` reads a column from the
+/// catalog; `table` and `shown` render names as messages show them.
+pub fn check_columns(
+    table: &str,
+    source: Option<&str>,
+    target: Option<&str>,
+    model: Option<&str>,
+    shown: impl Fn(&str) -> String,
+    lookup: impl Fn(&str) -> Option<ColumnType>,
+) -> Result<Target> {
+    let mut found = None;
+    for (role, name) in [("source", source), ("target", target), ("model", model)] {
+        if role == "model" && name.is_none() {
+            continue;
+        }
+        let Some(column) = name.and_then(&lookup) else {
+            return Err(Error::new(
+                ErrorKind::UndefinedColumn,
+                format!("{role} column does not exist"),
+            )
+            .detail(format!(
+                "Table {table} has no column {}.",
+                name.map(&shown).unwrap_or_else(|| "NULL".into())
+            ))
+            .hint("The trigger or backfill arguments are: source text column, target embedding column, optional model identity column."));
+        };
+        let name = name.map(&shown).unwrap_or_default();
+        if role != "target" && column.category != 'S' {
+            return Err(Error::new(
+                ErrorKind::DatatypeMismatch,
+                format!("{role} column must be of a text type"),
+            )
+            .detail(format!("Column {name} of {table} is {}.", column.name))
+            .hint("Use text or varchar."));
+        }
+        if role == "target" {
+            if column.typname == "_float4" {
+                found = Some(Target {
+                    type_name: "real[]".into(),
+                    dims: None,
+                });
+            } else if column.typname == "vector" || column.typname == "halfvec" {
+                found = Some(Target {
+                    type_name: column.name.clone(),
+                    dims: (column.typmod != -1).then_some(column.typmod),
+                });
+            } else {
+                return Err(Error::new(
+                    ErrorKind::DatatypeMismatch,
+                    "target column must be real[], vector or halfvec",
+                )
+                .detail(format!("Column {name} of {table} is {}.", column.name))
+                .hint(
+                    "Store embeddings in real[] or, with pgvector, in vector(N) or halfvec(N).",
+                ));
+            }
+        }
+    }
+    let (source, target) = (source.unwrap_or_default(), target.unwrap_or_default());
+    if Some(source) == model || source == target || Some(target) == model {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "source, target and model columns must differ",
+        )
+        .detail(format!(
+            "Columns given for {table}: {}, {}, {}.",
+            shown(source),
+            shown(target),
+            model.map(&shown).unwrap_or_else(|| "none".into())
+        ))
+        .hint("Name three different columns."));
+    }
+    Ok(found.expect("the target was checked"))
+}
+
+/// The statement that reads, from `$1` (the new row) and `$2` (the old one,
+/// or NULL), what the row trigger's rule needs: the source text, whether a
+/// vector is there, the model column as text (NULL without one), and whether
+/// the text changed.
+pub fn row_read(columns: &Columns) -> String {
+    let s = quote_ident(&columns.source);
+    let t = quote_ident(&columns.target);
+    let m = columns
+        .model
+        .as_deref()
+        .map(|m| format!("($1).{}::pg_catalog.text", quote_ident(m)))
+        .unwrap_or_else(|| "NULL::pg_catalog.text".into());
+    format!(
+        "SELECT ($1).{s}::pg_catalog.text, ($1).{t} IS NOT NULL, {m}, \
+         ($1).{s}::pg_catalog.text IS DISTINCT FROM ($2).{s}::pg_catalog.text"
+    )
+}
+
+/// The statement that returns the row `$1` with the target column set to
+/// `$2` (a `real[]` cast to `target_type`) and the model column to `$3`,
+/// every other column as it was.  `table_columns` are the table's live
+/// columns in order, with their types: NEW is a record whose structure an
+/// assignment replaces, so the model column is cast to its own type too.
+/// Values pass as parameters in binary, so every float arrives exactly.
+pub fn row_write(
+    table_columns: &[(String, String)],
+    columns: &Columns,
+    target_type: &str,
+) -> String {
+    let list: Vec<String> = table_columns
+        .iter()
+        .map(|(name, ty)| {
+            if *name == columns.target {
+                format!("$2::{target_type}")
+            } else if Some(name) == columns.model.as_ref() {
+                format!("$3::{ty}")
+            } else {
+                format!("r.{}", quote_ident(name))
+            }
+        })
+        .collect();
+    format!("SELECT {} FROM (SELECT ($1).*) r", list.join(", "))
+}
+
+/// The statement trigger's two statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchStatements {
+    /// `SELECT count(*)` of the statement's rows that need work.
+    pub count: String,
+    /// Embeds rows `$1 + 1 ..= $1 + $2` of them (in key order) through one
+    /// `embed_texts` call and writes vector and model identity (`$3`) back
+    /// by key.
+    pub write: String,
+}
+
+/// Builds the statement trigger's statements.  `table` is the table's
+/// qualified, quoted name; `schema` the extension's, quoted; `new_rows` and
+/// `old_rows` the transition tables (`old_rows` for UPDATE); `keys` the
+/// primary key's columns; `model_id` the current identity (needed on INSERT
+/// only).  The statements name the table's columns only through aliases
+/// (`n`, `o`, `r`), and their own columns are `k1..`, `txt`, `ord`, so no
+/// column name of the table can clash.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_statements(
+    table: &str,
+    schema: &str,
+    new_rows: &str,
+    old_rows: Option<&str>,
+    keys: &[String],
+    columns: &Columns,
+    target_type: &str,
+    model_id: Option<&str>,
+) -> Result<BatchStatements> {
+    let key_select = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("n.{} AS k{}", quote_ident(k), i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_aliases = (1..=keys.len())
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_match = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("r.{} = w.k{}", quote_ident(k), i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let source = quote_ident(&columns.source);
+    let candidates = match old_rows {
+        None => format!(
+            "SELECT {key_select}, n.{source}::text AS txt FROM {} n WHERE {}",
+            quote_ident(new_rows),
+            needs_work(Event::Inserted, columns, "n", model_id)?
+        ),
+        // New rows are paired with old ones by key.  A row whose text changed
+        // is a changed text; so is a row whose key has no old row (the
+        // statement changed the key), since its vector was computed before
+        // the statement.
+        Some(old_rows) => {
+            let pair = keys
+                .iter()
+                .map(|k| format!("o.{0} = n.{0}", quote_ident(k)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            format!(
+                "SELECT {key_select}, n.{source}::text AS txt FROM {} n LEFT JOIN {} o ON {pair} \
+                 WHERE (o.{} IS NULL OR n.{source} IS DISTINCT FROM o.{source}) AND {}",
+                quote_ident(new_rows),
+                quote_ident(old_rows),
+                quote_ident(&keys[0]),
+                needs_work(Event::TextChanged, columns, "n", model_id)?
+            )
+        }
+    };
+    let model = columns
+        .model
+        .as_deref()
+        .map(|m| {
+            format!(
+                ", {} = CASE WHEN e.embedding IS NULL THEN NULL ELSE $3 END",
+                quote_ident(m)
+            )
+        })
+        .unwrap_or_default();
+    Ok(BatchStatements {
+        count: format!("SELECT count(*) FROM ({candidates}) c"),
+        write: format!(
+            "WITH c AS MATERIALIZED (SELECT row_number() OVER (ORDER BY {key_aliases}) AS ord, * FROM ({candidates}) x), \
+             w AS MATERIALIZED (SELECT * FROM c WHERE ord > $1 AND ord <= $1 + $2), \
+             e AS (SELECT $1 + e.ord AS ord, e.embedding FROM {schema}.embed_texts(\
+             (SELECT array_agg(w.txt ORDER BY w.ord) FROM w)) e) \
+             UPDATE {table} r SET {} = e.embedding::{target_type}{model} \
+             FROM w JOIN e USING (ord) WHERE {key_match}",
+            quote_ident(&columns.target)
+        ),
+    })
+}
+
+/// The backfill's two statements for one table of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillStatements {
+    /// `SELECT count(*)` of the table's rows that need work.
+    pub count: String,
+    /// Takes up to `$2` rows that need work after ctid `$1` (locking them,
+    /// skipping locked ones), embeds them through one `embed_texts` call,
+    /// writes vector and model identity (`$3`), and returns how many rows it
+    /// wrote and the last ctid it took.
+    pub batch: String,
+}
+
+/// Builds the backfill's statements for `table` (qualified, quoted; its own
+/// rows only, not its children's).  They run under the caller's
+/// `search_path`, so every function, operator and type is named by schema.
+pub fn backfill_statements(
+    table: &str,
+    schema: &str,
+    columns: &Columns,
+    target_type: &str,
+    model_id: &str,
+) -> Result<BackfillStatements> {
+    let stale = needs_work(Event::Stored, columns, "", Some(model_id))?;
+    let model = columns
+        .model
+        .as_deref()
+        .map(|m| {
+            format!(
+                ", {} = CASE WHEN emb.embedding IS NULL THEN NULL ELSE $3 END",
+                quote_ident(m)
+            )
+        })
+        .unwrap_or_default();
+    Ok(BackfillStatements {
+        count: format!("SELECT pg_catalog.count(*) FROM ONLY {table} WHERE {stale}"),
+        batch: format!(
+            "WITH locked AS MATERIALIZED (SELECT ctid AS row_tid, {}::pg_catalog.text AS row_text FROM ONLY {table} \
+             WHERE ctid OPERATOR(pg_catalog.>) $1 AND {stale} LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             batch AS MATERIALIZED (SELECT pg_catalog.row_number() OVER () AS ord, row_tid, row_text FROM locked), \
+             emb AS (SELECT e.ord, e.embedding FROM {schema}.embed_texts(\
+             (SELECT pg_catalog.array_agg(row_text ORDER BY ord) FROM batch)) e), \
+             written AS (UPDATE ONLY {table} w SET {} = emb.embedding::{target_type}{model} \
+             FROM batch JOIN emb ON emb.ord OPERATOR(pg_catalog.=) batch.ord \
+             WHERE w.ctid OPERATOR(pg_catalog.=) batch.row_tid RETURNING 1) \
+             SELECT (SELECT pg_catalog.count(*) FROM written), (SELECT pg_catalog.max(row_tid) FROM batch)",
+            quote_ident(&columns.source),
+            quote_ident(&columns.target)
+        ),
+    })
+}
+
 /// Checks that vectors of `dimensions` fit the target column, whose type is
 /// `target_type` (as `format_type` prints it) with `target_dims` dimensions
 /// (None: any, as for `real[]` or `vector` without a length).  `table` and

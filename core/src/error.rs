@@ -29,6 +29,12 @@ pub enum ErrorKind {
     IdentityMismatch,
     /// A value does not fit the column it is meant for.
     DatatypeMismatch,
+    /// A column that was named does not exist.
+    UndefinedColumn,
+    /// A trigger was created in a way its function cannot work with.
+    TriggerProtocol,
+    /// A table lacks what a feature needs (a primary key).
+    InvalidTable,
 }
 
 #[derive(Debug, Clone)]

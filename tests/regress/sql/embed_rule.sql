@@ -106,5 +106,28 @@ INSERT INTO "Odd ""Rows""" (id, "select") VALUES (1, 'Café résumé, BP 142/91.
 UPDATE "Odd ""Rows""" SET "select" = 'Afebrile.' WHERE id = 1
     RETURNING "vec tor" = embed_text('Afebrile.') AS exact, len, extra;
 
+---------------------------------------------------------------- column checks, in every path
+CREATE TABLE checks (id int PRIMARY KEY, n int, "Body Text" text, e vector(384), small vector(3), m text);
+-- the source must be text (42804), named columns must exist (42703), and differ (22023)
+CALL embed_backfill('checks', 'n', 'e');
+\echo :LAST_ERROR_SQLSTATE
+CALL embed_backfill('checks', 'Body Text', 'e', model_column => 'no such');
+\echo :LAST_ERROR_SQLSTATE
+CALL embed_backfill('checks', 'Body Text', 'e', model_column => 'Body Text');
+\echo :LAST_ERROR_SQLSTATE
+-- a vector(3) column refuses 384 dimensions before any inference, in each path
+CALL embed_backfill('checks', 'Body Text', 'small');
+\echo :LAST_ERROR_SQLSTATE
+CREATE TRIGGER small_row BEFORE INSERT ON checks
+    FOR EACH ROW EXECUTE FUNCTION embed_trigger('Body Text', 'small');
+INSERT INTO checks (id, "Body Text") VALUES (1, 'a note');
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER small_row ON checks;
+CREATE TRIGGER small_batch AFTER INSERT ON checks REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('Body Text', 'small');
+INSERT INTO checks (id, "Body Text") VALUES (1, 'a note');
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE checks;
+
 DROP TABLE states, row_notes, batch_notes, stored_notes, "Odd ""Rows""";
 DROP FUNCTION disagreements(text);
