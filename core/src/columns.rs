@@ -743,4 +743,139 @@ mod tests {
             ErrorKind::InvalidArgument
         );
     }
+
+    fn catalog(name: &str) -> Option<ColumnType> {
+        let (ty, typname, category, typmod) = match name {
+            "note" | "m" => ("text", "text", 'S', -1),
+            "n" => ("integer", "int4", 'N', -1),
+            "emb" => ("vector(384)", "vector", 'U', 384),
+            "any" => ("vector", "vector", 'U', -1),
+            "arr" => ("real[]", "_float4", 'A', -1),
+            _ => return None,
+        };
+        Some(ColumnType {
+            name: ty.into(),
+            typname: typname.into(),
+            category,
+            typmod,
+        })
+    }
+
+    #[test]
+    fn column_checks() {
+        let check = |s: Option<&str>, t: Option<&str>, m: Option<&str>| {
+            check_columns("public.t", s, t, m, |n| n.to_string(), catalog)
+        };
+        let ok = check(Some("note"), Some("emb"), Some("m")).unwrap();
+        assert_eq!((ok.type_name.as_str(), ok.dims), ("vector(384)", Some(384)));
+        assert_eq!(check(Some("note"), Some("any"), None).unwrap().dims, None);
+        assert_eq!(
+            check(Some("note"), Some("arr"), None).unwrap().type_name,
+            "real[]"
+        );
+        let kind = |r: Result<Target>| r.map(|_| ()).unwrap_err();
+        let e = kind(check(None, Some("emb"), None));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::UndefinedColumn, "source column does not exist")
+        );
+        assert_eq!(
+            e.detail.as_deref(),
+            Some("Table public.t has no column NULL.")
+        );
+        assert_eq!(
+            kind(check(Some("n"), Some("emb"), None)).kind,
+            ErrorKind::DatatypeMismatch
+        );
+        assert_eq!(
+            kind(check(Some("note"), Some("note"), None)).message,
+            "target column must be real[], vector or halfvec"
+        );
+        assert_eq!(
+            kind(check(Some("note"), Some("emb"), Some("gone"))).message,
+            "model column does not exist"
+        );
+        assert_eq!(
+            kind(check(Some("note"), Some("emb"), Some("n"))).message,
+            "model column must be of a text type"
+        );
+        let e = kind(check(Some("m"), Some("emb"), Some("m")));
+        assert_eq!(
+            (e.kind, e.detail.as_deref()),
+            (
+                ErrorKind::InvalidArgument,
+                Some("Columns given for public.t: m, emb, m.")
+            )
+        );
+    }
+
+    #[test]
+    fn row_statements() {
+        let table = [
+            ("id".to_string(), "integer".to_string()),
+            ("note".into(), "text".into()),
+            ("emb".into(), "vector(384)".into()),
+            ("m".into(), "character varying(200)".into()),
+        ];
+        assert_eq!(
+            row_write(&table, &columns(Some("m")), "vector(384)"),
+            "SELECT r.\"id\", r.\"note\", $2::vector(384), $3::character varying(200) FROM (SELECT ($1).*) r"
+        );
+        assert!(row_read(&columns(None)).contains("NULL::pg_catalog.text"));
+    }
+
+    #[test]
+    fn batch_and_backfill_statements() {
+        let keys = ["id".to_string(), "Part".to_string()];
+        let insert = batch_statements(
+            "public.t",
+            "public",
+            "new_rows",
+            None,
+            &keys,
+            &columns(Some("m")),
+            "vector(384)",
+            Some("x@1"),
+        )
+        .unwrap();
+        assert!(insert.count.starts_with("SELECT count(*) FROM (SELECT n.\"id\" AS k1, n.\"Part\" AS k2, n.\"note\"::text AS txt FROM \"new_rows\" n WHERE "));
+        assert!(insert.write.contains("UPDATE public.t r SET \"emb\" = e.embedding::vector(384), \"m\" = CASE WHEN e.embedding IS NULL THEN NULL ELSE $3 END"));
+        assert!(insert
+            .write
+            .contains("WHERE r.\"id\" = w.k1 AND r.\"Part\" = w.k2"));
+        // an INSERT compares labels, so it needs the identity; an UPDATE does not
+        assert!(batch_statements(
+            "public.t",
+            "public",
+            "new_rows",
+            None,
+            &keys,
+            &columns(Some("m")),
+            "vector(384)",
+            None
+        )
+        .is_err());
+        let update = batch_statements(
+            "public.t",
+            "public",
+            "new_rows",
+            Some("old_rows"),
+            &keys,
+            &columns(Some("m")),
+            "vector(384)",
+            None,
+        )
+        .unwrap();
+        assert!(update.count.contains(
+            "LEFT JOIN \"old_rows\" o ON o.\"id\" = n.\"id\" AND o.\"Part\" = n.\"Part\""
+        ));
+        let b = backfill_statements("public.t", "public", &columns(None), "real[]", "x@1").unwrap();
+        assert!(b
+            .count
+            .starts_with("SELECT pg_catalog.count(*) FROM ONLY public.t WHERE "));
+        assert!(b
+            .batch
+            .contains("SET \"emb\" = emb.embedding::real[] FROM batch"));
+        assert!(b.batch.contains("public.embed_texts("));
+    }
 }
