@@ -59,28 +59,24 @@ pub static ORT_LIBRARY: GucSetting<Option<CString>> =
 /// `min_parallel_table_scan_size`, so parallel workers do not start, and only
 /// intra-op threads put the other cores to work.  Inter-op threads are always
 /// 1 and spinning is off, so a pool whose threads find no work sleeps instead
-/// of burning the CPU that other backends need; with 8 connections embedding
-/// at once on 2 cores, total throughput stays at the single connection's
-/// (bench/RESULTS.md).  Set 1 for many concurrent embedding connections.
+/// of burning the CPU that other backends need (bench/RESULTS.md has the
+/// concurrent figures).  Set 1 for many concurrent embedding connections.
 /// In a parallel worker, 0 means 1: a parallel plan already spreads rows
 /// over processes, one per core at most, and each worker's pool of one per
 /// CPU would ask for workers × CPUs threads.
 pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// `clinembed.memory_arena`: use ONNX Runtime's CPU arena allocator.  Default
-/// on: measured on the default model, a backend that embedded a mix of note
-/// lengths held 293 MB with the arena and 373 MB without it, because glibc
-/// keeps freed activation buffers in its free lists; on BERT-base, 661 MB
-/// against 1091 MB for embed_texts (bench/RESULTS.md).  The arena gives its
-/// free regions back after a large call (see [`clinembed_core::ARENA_KEEP_TOKENS`]);
-/// glibc keeps them.
+/// on: without it, activation buffers go through glibc, which keeps freed
+/// buffers in its free lists, so a backend stays larger after a call (the
+/// figures are in bench/RESULTS.md).  The arena gives its free regions back
+/// after a large call (see [`clinembed_core::ARENA_KEEP_TOKENS`]).
 pub static MEMORY_ARENA: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// `clinembed.batch_tokens`: padded tokens (rows × longest row) per
-/// micro-batch in `embed_texts`.  Default 2048: on BERT-base it was as fast as
-/// any budget from 512 to 8192 within the benchmark machine's drift, with less
-/// memory than larger ones (RSS 661 MB against 823 MB at 4096 and 1153 MB at
-/// 8192; bench/RESULTS.md), and a cancel lands within about a second.
+/// micro-batch in `embed_texts`.  Memory and the time before a cancel lands
+/// grow with the budget, speed does not beyond the default (the settings
+/// sweep in bench/RESULTS.md); interrupts are checked between micro-batches.
 pub static BATCH_TOKENS: GucSetting<i32> =
     GucSetting::<i32>::new(clinembed_core::DEFAULT_MICRO_BATCH_TOKENS as i32);
 

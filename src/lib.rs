@@ -46,7 +46,7 @@ fn embed_text(text: &str) -> Vec<f32> {
 /// A text's vector with the configured model or installed model `model`,
 /// truncated, or chunked when `long_text` has window settings.
 fn one_vector(text: &str, model: Option<&str>, long_text: Option<ChunkOptions>) -> Vec<f32> {
-    with_model(model, |e| vector_of(e, text, long_text))
+    using_model(model, |e| vector_of(e, text, long_text))
 }
 
 /// A text's vector with a loaded model, truncated or chunked.
@@ -63,7 +63,7 @@ fn vector_of(
 
 /// Runs `f` with the configured model or installed model `model`, raising its
 /// error.
-fn with_model<T>(
+fn using_model<T>(
     model: Option<&str>,
     f: impl FnOnce(&mut clinembed_core::Embedder) -> clinembed_core::Result<T>,
 ) -> T {
@@ -84,7 +84,7 @@ fn embed_text_chunked(
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
 ) -> Vec<f32> {
-    let opts = chunk_options(window_tokens, overlap_tokens);
+    let opts = chunk_args(window_tokens, overlap_tokens);
     one_vector(text, None, Some(opts))
 }
 
@@ -102,11 +102,12 @@ fn embed_text_chunked_model(
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
 ) -> Vec<f32> {
-    let opts = chunk_options(window_tokens, overlap_tokens);
+    let opts = chunk_args(window_tokens, overlap_tokens);
     one_vector(text, Some(model), Some(opts))
 }
 
-fn chunk_options(window: i32, overlap: i32) -> ChunkOptions {
+/// Window options from a function's arguments (negative values count as 0).
+fn chunk_args(window: i32, overlap: i32) -> ChunkOptions {
     ChunkOptions {
         window: window.max(0) as usize,
         overlap: overlap.max(0) as usize,
@@ -164,9 +165,9 @@ type Windows = TableIterator<'static, (i32, i32, i32, i32, Vec<f32>)>;
 
 /// The windows of a text with their vectors, numbered from 1.
 fn windows(text: &str, model: Option<&str>, window: i32, overlap: i32) -> Windows {
-    let opts = chunk_options(window, overlap);
+    let opts = chunk_args(window, overlap);
     let limits = gucs::batch_limits();
-    let parts = with_model(model, |e| {
+    let parts = using_model(model, |e| {
         e.embed_windows(text, opts, &limits, check_interrupts)
     });
     TableIterator::new(parts.into_iter().enumerate().map(|(i, (w, v))| {
@@ -200,7 +201,7 @@ type Ordered = TableIterator<'static, (i32, Option<Vec<f32>>)>;
 fn many_vectors(texts: Array<'_, &str>, model: Option<&str>) -> Ordered {
     let items: Vec<Option<&str>> = texts.iter().collect();
     let long_text = gucs::long_text();
-    ordered(with_model(model, |e| vectors_of(e, &items, long_text)))
+    ordered(using_model(model, |e| vectors_of(e, &items, long_text)))
 }
 
 /// Vectors of many texts with a loaded model, in micro-batches.
@@ -247,7 +248,7 @@ fn embed_token_count_model(text: &str, model: &str) -> i32 {
 }
 
 fn token_count(text: &str, model: Option<&str>) -> i32 {
-    let n = with_model(model, |e| e.encoder().count_tokens(text, check_interrupts));
+    let n = using_model(model, |e| e.encoder().count_tokens(text, check_interrupts));
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
@@ -286,7 +287,7 @@ fn embed_truncation_model(
 }
 
 fn truncation(text: &str, model: Option<&str>) -> TableIterator<'static, (i32, i32, bool)> {
-    let (tokens, max) = with_model(model, |e| {
+    let (tokens, max) = using_model(model, |e| {
         e.encoder()
             .count_tokens(text, check_interrupts)
             .map(|n| (n, e.info().max_length))
@@ -324,9 +325,7 @@ fn embed_model_info() -> TableIterator<
     ),
 > {
     let info = backend::with_embedder(|e| e.info().clone());
-    let ort = clinembed_core::runtime::loaded()
-        .map(|(v, _)| v)
-        .unwrap_or_default();
+    let ort = clinembed_core::runtime::loaded_version().unwrap_or_default();
     TableIterator::once((
         gucs::model_setting(),
         info.dir.display().to_string(),
@@ -351,7 +350,7 @@ fn embed_model_info() -> TableIterator<
 #[pg_extern(stable, parallel_safe)]
 fn embed_model_id() -> String {
     let long_text = gucs::long_text();
-    with_model(None, |e| e.identity(long_text))
+    using_model(None, |e| e.identity(long_text))
 }
 
 /// What this backend has loaded and done with each model, least recently
@@ -505,7 +504,7 @@ fn embed_texts_model(
 #[pg_extern(stable, parallel_safe, strict, name = "embed_model_id")]
 fn embed_model_id_model(model: &str) -> String {
     let long_text = gucs::long_text();
-    with_model(Some(model), |e| e.identity(long_text))
+    using_model(Some(model), |e| e.identity(long_text))
 }
 
 /// `embed_text` pinned to one model identity, IMMUTABLE: the vector of
@@ -542,7 +541,7 @@ fn with_pinned<T>(
     f: impl FnOnce(&mut clinembed_core::Embedder, Option<ChunkOptions>) -> clinembed_core::Result<T>,
 ) -> T {
     let pin = parse_pin(model_id).or_report();
-    with_model(Some(pin.name), |e| {
+    using_model(Some(pin.name), |e| {
         check_pin(model_id, &e.identity(pin.long_text)?)?;
         f(e, pin.long_text)
     })

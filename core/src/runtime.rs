@@ -121,9 +121,7 @@ fn runtime_version(library: &Path) -> String {
     }
 }
 
-/// The loaded ONNX Runtime version and library path, if it was loaded.
-pub fn loaded() -> Option<(String, PathBuf)> {
-    RUNTIME
-        .get()
-        .map(|rt| (rt.version.clone(), rt.library.clone()))
+/// The loaded ONNX Runtime's version, if it was loaded.
+pub fn loaded_version() -> Option<String> {
+    RUNTIME.get().map(|rt| rt.version.clone())
 }

@@ -43,7 +43,6 @@ impl Encoded {
 pub struct Encoder {
     truncating: Tokenizer,
     counting: Tokenizer,
-    max_length: usize,
     pad_id: i64,
     /// Computed once: the chunked policy wraps every window in them.
     specials: crate::chunk::Specials,
@@ -92,14 +91,9 @@ impl Encoder {
         Ok(Encoder {
             truncating: tok,
             counting,
-            max_length,
             pad_id,
             specials,
         })
-    }
-
-    pub fn max_length(&self) -> usize {
-        self.max_length
     }
 
     pub fn pad_id(&self) -> i64 {

@@ -98,7 +98,7 @@ fn bad_model_dirs_are_clear_errors() {
 #[test]
 fn reports_onnx_runtime_version() {
     runtime::environment(&library()).unwrap();
-    let (version, _) = runtime::loaded().unwrap();
+    let version = runtime::loaded_version().unwrap();
     assert_eq!(version, clinembed_core::ORT_VERSION);
 }
 

@@ -121,7 +121,6 @@ impl Embedder {
                 Output::Tokens(n) | Output::Sentence(n) => n.clone(),
             },
             batch_invariant: false,
-            checksum_verified: settings.sha256.is_some(),
             weights,
             weights_built,
         };
@@ -226,7 +225,7 @@ fn open_session(
         let session = build_session(env, model_path, opts, GraphOptimizationLevel::All, None)?;
         return Ok((session, WeightsForm::Private(None), false));
     };
-    let version = crate::runtime::loaded().map_or_else(|| "unknown".into(), |(v, _)| v);
+    let version = crate::runtime::loaded_version().unwrap_or_else(|| "unknown".into());
     let derived = weights::derived_model(cache, model, &version, weights::this_cpu(), |out| {
         // Optimized as a private session would be, then saved with its
         // weights and ONNX Runtime's packed copies of them in one

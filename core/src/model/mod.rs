@@ -77,9 +77,6 @@ pub struct ModelInfo {
     /// Whether texts embedded in a padded micro-batch equal texts embedded
     /// alone; if not, batched calls run one text at a time.
     pub batch_invariant: bool,
-    /// Whether `model.onnx` was checked against the `sha256` recorded in
-    /// `clinembed.json` at load (only when one is recorded).
-    pub checksum_verified: bool,
     /// Whether the weights are mapped from the shared cache or on the heap.
     pub weights: WeightsForm,
     /// Whether this load derived the shared form (the first load of this
