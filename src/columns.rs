@@ -12,6 +12,7 @@
 use std::ffi::{CStr, CString};
 
 use clinembed_core::columns::{self as rule, Action, Columns, Event, Label, Row};
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use crate::errors::OrReport;
@@ -50,13 +51,28 @@ fn shown(name: &str) -> String {
 }
 
 fn relation_name(rel: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>(
+    select_one::<String>(
         "SELECT $1::pg_catalog.regclass::pg_catalog.text",
         &[rel.into()],
     )
-    .ok()
-    .flatten()
     .unwrap_or_else(|| format!("relation {}", rel.to_u32()))
+}
+
+/// One row's first column of a read-only query.  (pgrx's `Spi::get_one*`
+/// run as writes and assign a transaction id, which a hot standby refuses.)
+fn select_one<T: IntoDatum + FromDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
+    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_one::<T>())
+        .ok()
+        .flatten()
+}
+
+/// One row's first two columns of a read-only query.
+fn select_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> (Option<A>, Option<B>) {
+    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_two::<A, B>())
+        .unwrap_or((None, None))
 }
 
 fn columns(source: &str, target: &str, model: Option<&str>) -> Columns {
@@ -69,14 +85,12 @@ fn columns(source: &str, target: &str, model: Option<&str>) -> Columns {
 
 /// A relation's name, schema-qualified and quoted, for statements.
 fn qualified(rel: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>(
+    select_one::<String>(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
           WHERE c.oid = $1",
         &[rel.into()],
     )
-    .ok()
-    .flatten()
     .unwrap_or_else(|| {
         crate::errors::report(
             clinembed_core::Error::new(
@@ -91,12 +105,11 @@ fn qualified(rel: pg_sys::Oid) -> String {
 
 /// The extension's schema, quoted, for statements that call its functions.
 fn extension_schema() -> String {
-    Spi::get_one::<String>(
+    select_one::<String>(
         "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e \
            JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'clinembed'",
+        &[],
     )
-    .ok()
-    .flatten()
     .unwrap_or_else(|| "public".into())
 }
 
@@ -179,14 +192,13 @@ fn _embed_row_write(
     target_type: &str,
     model_column: Option<&str>,
 ) -> String {
-    let (names, types) = Spi::get_two_with_args::<Vec<String>, Vec<String>>(
+    let (names, types) = select_two::<Vec<String>, Vec<String>>(
         "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum), \
                 pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) \
            FROM pg_catalog.pg_attribute a \
           WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
         &[rel.into()],
-    )
-    .unwrap_or((None, None));
+    );
     let table: Vec<(String, String)> = names
         .unwrap_or_default()
         .into_iter()
@@ -330,12 +342,11 @@ fn _embed_batch_statements(
         )
     };
     let table = relation_name(rel);
-    let (new_rows, old_rows) = Spi::get_two_with_args::<String, String>(
+    let (new_rows, old_rows) = select_two::<String, String>(
         "SELECT t.tgnewtable::pg_catalog.text, t.tgoldtable::pg_catalog.text \
            FROM pg_catalog.pg_trigger t WHERE t.tgrelid = $1 AND t.tgname = $2",
         &[rel.into(), trigger_name.into()],
-    )
-    .unwrap_or((None, None));
+    );
     let update = operation == "UPDATE";
     let (new_rows, old_rows) = match (new_rows, old_rows) {
         (Some(n), o) if !update || o.is_some() => (n, o.filter(|_| update)),
@@ -350,7 +361,7 @@ fn _embed_batch_statements(
             "Create it with REFERENCING NEW TABLE AS new_rows (AFTER INSERT), or REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows (AFTER UPDATE).".into(),
         ),
     };
-    let keys = Spi::get_one_with_args::<Vec<String>>(
+    let keys = select_one::<Vec<String>>(
         "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.n) \
            FROM pg_catalog.pg_index i \
           CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n) \
@@ -358,8 +369,6 @@ fn _embed_batch_statements(
           WHERE i.indrelid = $1 AND i.indisprimary",
         &[rel.into()],
     )
-    .ok()
-    .flatten()
     .filter(|k| !k.is_empty())
     .unwrap_or_else(|| {
         fail(
@@ -380,7 +389,7 @@ fn _embed_batch_statements(
     let missing: Vec<String> = wanted
         .into_iter()
         .filter(|(privilege, column)| {
-            !Spi::get_one_with_args::<bool>(
+            !select_one::<bool>(
                 "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
                 &[
                     rel.into(),
@@ -388,19 +397,17 @@ fn _embed_batch_statements(
                     privilege.as_str().into(),
                 ],
             )
-            .ok()
-            .flatten()
             .unwrap_or(false)
         })
         .map(|(privilege, column)| format!("{privilege} ({})", shown(&column)))
         .collect();
     if !missing.is_empty() {
         let missing = missing.join(", ");
-        let role =
-            Spi::get_one::<String>("SELECT pg_catalog.quote_ident(current_user::pg_catalog.text)")
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+        let role = select_one::<String>(
+            "SELECT pg_catalog.quote_ident(current_user::pg_catalog.text)",
+            &[],
+        )
+        .unwrap_or_default();
         fail(
             clinembed_core::ErrorKind::Forbidden,
             &format!("embed_batch_trigger needs {missing}"),

@@ -129,5 +129,15 @@ INSERT INTO checks (id, "Body Text") VALUES (1, 'a note');
 \echo :LAST_ERROR_SQLSTATE
 DROP TABLE checks;
 
+-- the library's catalog reads write nothing: no transaction id is assigned
+-- (a hot standby refuses one; the sharded tier runs the backfill there)
+BEGIN;
+SELECT target_type FROM _embed_target('row_notes'::regclass, 'exp_text', 'embedding', 'embedding_model');
+SELECT count(*) FROM _backfill_statements('row_notes'::regclass, 'exp_text', 'embedding', 'embedding_model',
+                                          'vector(384)', 'x@1');
+SELECT length(_embed_row_write('row_notes'::regclass, 'embedding', 'vector(384)', 'embedding_model')) > 0 AS built;
+SELECT pg_current_xact_id_if_assigned() IS NULL AS no_transaction_id;
+COMMIT;
+
 DROP TABLE states, row_notes, batch_notes, stored_notes, "Odd ""Rows""";
 DROP FUNCTION disagreements(text);
