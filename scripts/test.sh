@@ -201,7 +201,7 @@ tap_stage() { # name script [VAR=value...]
 # is one check; NAME: N passed, M failed from pytest's verbose lines.
 pytest_tier() { # file
     python_env
-    CLINEMBED_MODEL_DIR="$(default_model_dir)" .venv/bin/python -m pytest -v -p no:cacheprovider "$1"
+    PG_BIN="$PG_BIN" CLINEMBED_MODEL_DIR="$(default_model_dir)" .venv/bin/python -m pytest -v -p no:cacheprovider "$1"
 }
 pytest_stage() { # name file
     stage "$1" pytest_tier "$2"
@@ -214,10 +214,10 @@ pytest_stage() { # name file
     PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
 }
 pytest_stage weights tests/integration/test_shared_weights.py
-tap_stage integration tests/integration/backfill_resume.sh
-tap_stage cancel tests/integration/cancel.sh
-tap_stage faults tests/integration/faults.sh
-tap_stage phi tests/integration/phi.sh
+pytest_stage cancel tests/integration/test_cancel.py
+pytest_stage faults tests/integration/test_faults.py
+pytest_stage integration tests/integration/test_backfill_resume.py
+pytest_stage phi tests/integration/test_phi.py
 tap_stage hardening tests/integration/hardening.sh
 tap_stage sharded tests/integration/sharded.sh
 tap_stage upgrade tests/upgrade/upgrade.sh

@@ -23,6 +23,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import alter_system, one
+
 TEXTS = [
     "",
     "chest pain",
@@ -55,20 +57,9 @@ def database():
         c.execute(f"DROP DATABASE {DB} WITH (FORCE)")
 
 
-def one(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()[0]
-
-
 def reload_with(**settings):
-    """ALTER SYSTEM for clinembed settings (None resets), then a reload."""
-    with connect(dbname="postgres") as c:
-        c.execute("LOAD 'clinembed'")
-        for name, value in settings.items():
-            if value is None:
-                c.execute(f"ALTER SYSTEM RESET clinembed.{name}")
-            else:
-                c.execute(f"ALTER SYSTEM SET clinembed.{name} = '{value}'")
-        c.execute("SELECT pg_reload_conf()")
+    """clinembed.NAME = value for each setting (None resets), then a reload."""
+    alter_system({f"clinembed.{name}": value for name, value in settings.items()})
 
 
 def vectors(conn):
