@@ -90,7 +90,7 @@ count_cargo "$LOGS/pg_test.log"
 
 # The SQL tiers run against the release build in a scratch cluster.
 stage install install_release
-cluster_start "test-$PG" "$((29000 + PG))"
+cluster_start "test-$PG" "$(free_port)"
 trap cluster_stop EXIT
 
 # The regress tier's fixtures: broken model directories and libraries under
