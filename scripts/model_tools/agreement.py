@@ -2,7 +2,8 @@
 
 Embeds a corpus with both model directories the way clinembed does (the
 model's tokenizer, truncation at its max_length, the pooling and
-normalization of its clinembed.json), with Python onnxruntime, and reports:
+normalization of its clinembed.json), with the one Python reference
+(reference.py: onnxruntime and tokenizers), and reports:
   - cosine similarity between each text's two vectors: mean and minimum;
   - nearest-neighbour overlap at k (default 10): for each text, the share of
     its k nearest neighbours (cosine, within the corpus) that both models
@@ -19,55 +20,11 @@ import sys
 import time
 
 import numpy as np
-import onnxruntime as ort
-from tokenizers import Tokenizer
+
+from reference import Reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-
-
-def settings(model_dir):
-    path = os.path.join(model_dir, "clinembed.json")
-    return json.load(open(path)) if os.path.exists(path) else {}
-
-
-class Model:
-    def __init__(self, model_dir, threads):
-        s = settings(model_dir)
-        self.pooling = s.get("pooling", "mean")
-        self.normalize = s.get("normalize", False)
-        max_length = s.get("max_length", 512)
-        cfg = os.path.join(model_dir, "config.json")
-        if os.path.exists(cfg):
-            limit = json.load(open(cfg)).get("max_position_embeddings")
-            if limit:
-                max_length = min(max_length, limit)
-        self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-        self.tok.no_padding()
-        self.tok.enable_truncation(max_length=max_length)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.sess.get_inputs()}
-        self.output = "last_hidden_state" if any(o.name == "last_hidden_state" for o in self.sess.get_outputs()) else "token_embeddings"
-
-    def embed(self, text):
-        enc = self.tok.encode(text)
-        ids = np.array([enc.ids], dtype=np.int64)
-        mask = np.array([enc.attention_mask], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.inputs:
-            feed["token_type_ids"] = np.array([enc.type_ids], dtype=np.int64)
-        hidden = self.sess.run([self.output], feed)[0].astype(np.float64)
-        if self.pooling == "cls":
-            v = hidden[0, 0]
-        elif self.pooling == "max":
-            v = hidden[0].max(axis=0)
-        else:
-            v = hidden[0].mean(axis=0)  # one text, no padding: the masked mean
-        if self.normalize:
-            v = v / max(np.linalg.norm(v), 1e-12)
-        return v
 
 
 def unit(m):
@@ -98,12 +55,12 @@ def main():
         import gen_notes
         texts = [row[4] for row in gen_notes.notes(args.notes, 20261126)]
         source = f"scripts/gen_notes.py, {len(texts)} notes"
-    ref, cand = Model(args.reference, args.threads), Model(args.candidate, args.threads)
+    ref, cand = Reference(args.reference, args.threads), Reference(args.candidate, args.threads)
     t = time.perf_counter()
-    a = np.array([ref.embed(x) for x in texts])
+    a = np.array([ref.embed(x)[0] for x in texts], dtype=np.float64)
     t_ref = time.perf_counter() - t
     t = time.perf_counter()
-    b = np.array([cand.embed(x) for x in texts])
+    b = np.array([cand.embed(x)[0] for x in texts], dtype=np.float64)
     t_cand = time.perf_counter() - t
     cos = np.sum(unit(a) * unit(b), axis=1)
     na, nb = neighbours(a, args.k), neighbours(b, args.k)

@@ -15,9 +15,9 @@ import shutil
 import sys
 
 import numpy as np
-import onnxruntime as ort
 
 from files import sha256
+from reference import DEFAULT_MAX_LENGTH, Reference, framework_vectors, position_limit
 
 TEXTS = [
     "Patient denies chest pain or shortness of breath.",
@@ -37,20 +37,13 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-4)
     args = ap.parse_args()
 
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if any(f.endswith(".onnx_data") for f in os.listdir(args.export)):
         sys.exit("the export has external data files; clinembed loads a single model.onnx (models under 2 GB)")
     if not os.path.exists(os.path.join(args.export, "tokenizer.json")):
         # only a slow tokenizer in the checkpoint: convert it
         AutoTokenizer.from_pretrained(args.source, use_fast=True).save_pretrained(args.export)
-    config = AutoConfig.from_pretrained(args.source)
-    positions = getattr(config, "max_position_embeddings", 512)
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        positions -= 2
-    max_length = min(512, positions)
-
     os.makedirs(args.out, exist_ok=True)
     for f in ("model.onnx", "tokenizer.json", "config.json"):
         # A local checkpoint's own tokenizer and config, byte for byte (the
@@ -58,32 +51,22 @@ def main():
         own = os.path.join(args.source, f)
         keep = f != "model.onnx" and os.path.isfile(own)
         shutil.copy(own if keep else os.path.join(args.export, f), os.path.join(args.out, f))
+    # min(512, the position limit): the same rule the reference applies.
+    max_length = min(DEFAULT_MAX_LENGTH, position_limit(args.out) or DEFAULT_MAX_LENGTH)
     settings = {"pooling": args.pooling, "max_length": max_length, "normalize": args.normalize,
                 "sha256": sha256(os.path.join(args.out, "model.onnx"))}
     with open(os.path.join(args.out, "clinembed.json"), "w") as out:
         json.dump(settings, out, indent=2)
         out.write("\n")
 
-    # The check: the checkpoint in PyTorch against the exported graph.
-    sess = ort.InferenceSession(os.path.join(args.out, "model.onnx"), providers=["CPUExecutionProvider"])
-    inputs = {i.name for i in sess.get_inputs()}
-    outputs = [o.name for o in sess.get_outputs()]
-    if "last_hidden_state" not in outputs:
-        sys.exit(f"the export has outputs {outputs}; clinembed needs last_hidden_state (task feature-extraction)")
-    tok = AutoTokenizer.from_pretrained(args.out, use_fast=True)
-    model = AutoModel.from_pretrained(args.source).eval()
-    worst = 0.0
-    for text in TEXTS:
-        enc = tok(text, truncation=True, max_length=max_length, return_tensors="pt")
-        with torch.no_grad():
-            hidden = model(**enc).last_hidden_state
-        m = enc["attention_mask"].unsqueeze(-1).float()
-        want = ((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)).numpy()[0]
-        feed = {k: v.numpy().astype(np.int64) for k, v in enc.items() if k in inputs}
-        got_hidden = sess.run(["last_hidden_state"], feed)[0]
-        mask = feed["attention_mask"][..., None].astype(np.float32)
-        got = ((got_hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None))[0]
-        worst = max(worst, float(np.max(np.abs(got - want))))
+    # The check: the checkpoint in PyTorch against the exported graph, both
+    # mean-pooled, through the one reference (reference.py).
+    ref = Reference(args.out, pooling="mean", normalize=False)
+    if ref.output != "last_hidden_state":
+        sys.exit("the export has no last_hidden_state output; clinembed needs it (task feature-extraction)")
+    inputs = ref.inputs
+    want = framework_vectors(args.source, TEXTS, max_length, tokenizer_dir=args.out)
+    worst = max(float(np.max(np.abs(ref.embed(t)[0] - w))) for t, w in zip(TEXTS, want))
     print(f"wrote {args.out}: max_length {max_length}, pooling {args.pooling}, inputs {sorted(inputs)}, "
           f"{os.path.getsize(os.path.join(args.out, 'model.onnx')) / 1e6:.0f} MB")
     print(f"check: PyTorch vs exported ONNX, mean pooling, {len(TEXTS)} texts: max abs diff {worst:.2e} (tolerance {args.tol:g})")

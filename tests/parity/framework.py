@@ -9,13 +9,16 @@ export environment (scripts/model_tools/.venv-export), which has PyTorch.
 
 import argparse
 import json
+import os
 import sys
 
 import torch
 import transformers
-from transformers import AutoModel, AutoTokenizer
 
 from texts import TEXTS
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "model_tools"))
+from reference import framework_vectors  # noqa: E402
 
 
 def main():
@@ -25,21 +28,12 @@ def main():
     ap.add_argument("--max-length", type=int, default=512)
     args = ap.parse_args()
 
-    torch.set_num_threads(1)
-    tok = AutoTokenizer.from_pretrained(args.checkpoint, use_fast=True)
-    model = AutoModel.from_pretrained(args.checkpoint).eval()
-    vectors = {}
-    for name, text in TEXTS:
-        enc = tok(text, truncation=True, max_length=args.max_length, return_tensors="pt")
-        with torch.no_grad():
-            hidden = model(**enc).last_hidden_state
-        m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        vectors[name] = [float(x) for x in pooled[0]]
+    vectors = framework_vectors(args.checkpoint, [t for _, t in TEXTS], args.max_length)
     framework = f"PyTorch {torch.__version__} + transformers {transformers.__version__}"
     with open(args.out, "w") as out:
-        json.dump({"framework": framework, "vectors": vectors}, out)
-    print(f"{framework}: {len(vectors)} vectors of {len(next(iter(vectors.values())))} dimensions", file=sys.stderr)
+        json.dump({"framework": framework,
+                   "vectors": {name: [float(x) for x in v] for (name, _), v in zip(TEXTS, vectors)}}, out)
+    print(f"{framework}: {len(vectors)} vectors of {len(vectors[0])} dimensions", file=sys.stderr)
 
 
 if __name__ == "__main__":

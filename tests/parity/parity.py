@@ -2,9 +2,9 @@
 """Parity: embed_text() in PostgreSQL against an independent reference.
 
 The reference is the notebook's method rebuilt from Python onnxruntime and HF
-tokenizers on the same model files: special tokens added, truncation at
-min(512, position limit), no padding for one text, attention-masked mean
-pooling of last_hidden_state.  Every text must agree within --tol (1e-5) max
+tokenizers on the same model files (scripts/model_tools/reference.py, the one
+reference): special tokens added, truncation at min(512, position limit), no
+padding for one text, attention-masked mean pooling of last_hidden_state.  Every text must agree within --tol (1e-5) max
 absolute difference.  Then the same for every pooling and output option
 (CLS, max, L2 normalization), each a copy of the model directory with its own
 clinembed.json, against the same reference with that option.  Connects with
@@ -18,67 +18,12 @@ import shutil
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import psycopg
-from tokenizers import Tokenizer
 
 from texts import TEXTS
 
-
-def position_limit(model_dir):
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.exists(path):
-        return None
-    cfg = json.load(open(path))
-    limit = cfg.get("max_position_embeddings")
-    if limit is not None and cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        limit -= 2
-    return limit
-
-
-def settings(model_dir):
-    path = os.path.join(model_dir, "clinembed.json")
-    return json.load(open(path)) if os.path.exists(path) else {}
-
-
-class Reference:
-    """The notebook's method, one text at a time."""
-
-    def __init__(self, model_dir):
-        s = settings(model_dir)
-        self.pooling = s.get("pooling", "mean")
-        self.normalize = s.get("normalize", False)
-        limit = position_limit(model_dir)
-        self.max_length = min(s.get("max_length", 512), limit) if limit else s.get("max_length", 512)
-        self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-        self.tok.no_padding()
-        self.tok.enable_truncation(max_length=self.max_length)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.sess.get_inputs()}
-        assert self.pooling in ("mean", "cls", "max"), "the reference implements mean, cls and max pooling"
-
-    def embed(self, text):
-        enc = self.tok.encode(text, add_special_tokens=True)
-        ids = np.array([enc.ids], dtype=np.int64)
-        mask = np.array([enc.attention_mask], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.inputs:
-            feed["token_type_ids"] = np.array([enc.type_ids], dtype=np.int64)
-        hidden = self.sess.run(["last_hidden_state"], feed)[0]
-        m = mask[..., None].astype(np.float32)
-        if self.pooling == "cls":
-            pooled = hidden[:, 0, :]
-        elif self.pooling == "max":
-            # sentence-transformers: padding set to a large negative value
-            pooled = np.where(m > 0, hidden, -1e9).max(axis=1)
-        else:
-            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-        if self.normalize:
-            norm = np.linalg.norm(pooled.astype(np.float64), axis=1, keepdims=True)
-            pooled = (pooled / np.clip(norm, 1e-12, None)).astype(np.float32)
-        return pooled[0], len(enc.ids)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "model_tools"))
+from reference import Reference  # noqa: E402  (the one reference: scripts/model_tools/reference.py)
 
 
 # Every pooling and output option, as clinembed.json contents.

@@ -1,0 +1,112 @@
+"""The notebook's method in Python, written once: the independent reference
+the parity tier, the int8 agreement report and the export check compare with.
+
+`Reference(model_dir)` embeds with a clinembed model directory the way the
+notebook did and clinembed does, from Python onnxruntime and HF tokenizers:
+special tokens added, truncation at min(max_length, the position limit, 2
+less for RoBERTa-family models), no padding for one text, then the pooling
+and normalisation of its clinembed.json over last_hidden_state (or
+token_embeddings).  `framework_vectors(checkpoint, texts)` embeds with the
+checkpoint itself in PyTorch (the original framework, not ONNX), mean
+pooling; it imports torch only when called.
+"""
+
+import json
+import os
+
+import numpy as np
+
+DEFAULT_MAX_LENGTH = 512
+ROBERTA_FAMILY = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+def settings(model_dir):
+    """The model's clinembed.json, or {}."""
+    path = os.path.join(model_dir, "clinembed.json")
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def position_limit(model_dir):
+    """Tokens the model can position (config.json), or None."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        return None
+    cfg = json.load(open(path))
+    limit = cfg.get("max_position_embeddings")
+    if limit is not None and cfg.get("model_type") in ROBERTA_FAMILY:
+        limit -= 2
+    return limit
+
+
+def max_length(model_dir):
+    """The truncation length clinembed uses for this model."""
+    wanted = settings(model_dir).get("max_length", DEFAULT_MAX_LENGTH)
+    limit = position_limit(model_dir)
+    return min(wanted, limit) if limit else wanted
+
+
+class Reference:
+    """The notebook's method, one text at a time.  `pooling` and `normalize`
+    override the model's clinembed.json."""
+
+    def __init__(self, model_dir, threads=1, pooling=None, normalize=None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        s = settings(model_dir)
+        self.pooling = pooling or s.get("pooling", "mean")
+        self.normalize = s.get("normalize", False) if normalize is None else normalize
+        assert self.pooling in ("mean", "cls", "max"), "the reference implements mean, cls and max pooling"
+        self.max_length = max_length(model_dir)
+        self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+        self.tok.no_padding()
+        self.tok.enable_truncation(max_length=self.max_length)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts,
+                                         providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.sess.get_inputs()}
+        outputs = [o.name for o in self.sess.get_outputs()]
+        self.output = "last_hidden_state" if "last_hidden_state" in outputs else "token_embeddings"
+
+    def embed(self, text):
+        """(the text's vector as float32, its token count)."""
+        enc = self.tok.encode(text, add_special_tokens=True)
+        ids = np.array([enc.ids], dtype=np.int64)
+        mask = np.array([enc.attention_mask], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.array([enc.type_ids], dtype=np.int64)
+        hidden = self.sess.run([self.output], feed)[0]
+        m = mask[..., None].astype(np.float32)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0, :]
+        elif self.pooling == "max":
+            # sentence-transformers: padding set to a large negative value
+            pooled = np.where(m > 0, hidden, -1e9).max(axis=1)
+        else:
+            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if self.normalize:
+            norm = np.linalg.norm(pooled.astype(np.float64), axis=1, keepdims=True)
+            pooled = (pooled / np.clip(norm, 1e-12, None)).astype(np.float32)
+        return pooled[0], len(enc.ids)
+
+
+def framework_vectors(checkpoint, texts, max_length=DEFAULT_MAX_LENGTH, tokenizer_dir=None):
+    """Mean-pooled vectors of `texts` from the checkpoint run in PyTorch
+    through HF transformers, one text at a time, tokenized by the tokenizer in
+    `tokenizer_dir` (default: the checkpoint's own)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir or checkpoint, use_fast=True)
+    model = AutoModel.from_pretrained(checkpoint).eval()
+    out = []
+    for text in texts:
+        enc = tok(text, truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out.append(((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9))[0].numpy())
+    return out
