@@ -2,8 +2,9 @@
 //! resumable backfill and its progress view.
 //!
 //! What they decide lives in the core (`clinembed_core::columns`): which rows
-//! need work, the dimension check, rows per call.  This module exposes those
-//! decisions and the statements built from them as internal functions; the
+//! need work, the column and dimension checks, rows per call, and the
+//! statements that read and write rows.  This module reads the catalog for
+//! them (read-only SPI) and exposes them as internal functions; the
 //! PL/pgSQL in `sql/columns.sql` only runs them, because a trigger's
 //! transition tables are visible to PL/pgSQL's own SPI and the backfill
 //! COMMITs between batches.  Everything that computes vectors is still
@@ -285,7 +286,7 @@ fn _embed_target(
         })
     };
     let target = rule::check_columns(
-        &relation_name(rel),
+        || relation_name(rel),
         source_column,
         target_column,
         model_column,
@@ -310,7 +311,7 @@ fn _embed_check_dims(
     }
     let dims = backend::with_embedder(|e| e.info().dimensions) as i32;
     rule::check_dimensions(
-        &relation_name(rel),
+        || relation_name(rel),
         &shown(target_column),
         target_type,
         target_dims,

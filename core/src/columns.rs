@@ -287,9 +287,10 @@ pub struct Target {
 /// The column checks of the triggers and the backfill: the source and model
 /// columns exist and hold text, the target exists and is `real[]`, `vector`
 /// or `halfvec`, and the three differ.  `lookup` reads a column from the
-/// catalog; `table` and `shown` render names as messages show them.
+/// catalog; `table` and `shown` render names as messages show them (`table`
+/// is asked only for an error).
 pub fn check_columns(
-    table: &str,
+    table: impl Fn() -> String,
     source: Option<&str>,
     target: Option<&str>,
     model: Option<&str>,
@@ -307,7 +308,8 @@ pub fn check_columns(
                 format!("{role} column does not exist"),
             )
             .detail(format!(
-                "Table {table} has no column {}.",
+                "Table {} has no column {}.",
+                table(),
                 name.map(&shown).unwrap_or_else(|| "NULL".into())
             ))
             .hint("The trigger or backfill arguments are: source text column, target embedding column, optional model identity column."));
@@ -318,7 +320,7 @@ pub fn check_columns(
                 ErrorKind::DatatypeMismatch,
                 format!("{role} column must be of a text type"),
             )
-            .detail(format!("Column {name} of {table} is {}.", column.name))
+            .detail(format!("Column {name} of {} is {}.", table(), column.name))
             .hint("Use text or varchar."));
         }
         if role == "target" {
@@ -337,7 +339,7 @@ pub fn check_columns(
                     ErrorKind::DatatypeMismatch,
                     "target column must be real[], vector or halfvec",
                 )
-                .detail(format!("Column {name} of {table} is {}.", column.name))
+                .detail(format!("Column {name} of {} is {}.", table(), column.name))
                 .hint(
                     "Store embeddings in real[] or, with pgvector, in vector(N) or halfvec(N).",
                 ));
@@ -351,7 +353,8 @@ pub fn check_columns(
             "source, target and model columns must differ",
         )
         .detail(format!(
-            "Columns given for {table}: {}, {}, {}.",
+            "Columns given for {}: {}, {}, {}.",
+            table(),
             shown(source),
             shown(target),
             model.map(&shown).unwrap_or_else(|| "none".into())
@@ -555,9 +558,10 @@ pub fn backfill_statements(
 /// Checks that vectors of `dimensions` fit the target column, whose type is
 /// `target_type` (as `format_type` prints it) with `target_dims` dimensions
 /// (None: any, as for `real[]` or `vector` without a length).  `table` and
-/// `target` are shown as given: the caller quotes them as PostgreSQL would.
+/// `target` are shown as given: the caller quotes them as PostgreSQL would
+/// (`table` is asked only for an error).
 pub fn check_dimensions(
-    table: &str,
+    table: impl Fn() -> String,
     target: &str,
     target_type: &str,
     target_dims: Option<i32>,
@@ -571,7 +575,8 @@ pub fn check_dimensions(
                 format!("embedding has {dimensions} dimensions, column {target} expects {want}"),
             )
             .detail(format!(
-                "The model returns {dimensions}-dimensional vectors; column {target} of {table} is {target_type}."
+                "The model returns {dimensions}-dimensional vectors; column {target} of {} is {target_type}.",
+                table()
             ))
             .hint(format!(
                 "Make the column {base}({dimensions}), or set clinembed.model to a model with {want} dimensions."
@@ -714,9 +719,9 @@ mod tests {
 
     #[test]
     fn dimensions() {
-        assert!(check_dimensions("t", "e", "real[]", None, 384).is_ok());
-        assert!(check_dimensions("t", "e", "vector(384)", Some(384), 384).is_ok());
-        let e = check_dimensions("t", "e", "vector(768)", Some(768), 384).unwrap_err();
+        assert!(check_dimensions(|| "t".into(), "e", "real[]", None, 384).is_ok());
+        assert!(check_dimensions(|| "t".into(), "e", "vector(384)", Some(384), 384).is_ok());
+        let e = check_dimensions(|| "t".into(), "e", "vector(768)", Some(768), 384).unwrap_err();
         assert_eq!(e.kind, ErrorKind::DatatypeMismatch);
         assert_eq!(
             e.message,
@@ -764,7 +769,7 @@ mod tests {
     #[test]
     fn column_checks() {
         let check = |s: Option<&str>, t: Option<&str>, m: Option<&str>| {
-            check_columns("public.t", s, t, m, |n| n.to_string(), catalog)
+            check_columns(|| "public.t".into(), s, t, m, |n| n.to_string(), catalog)
         };
         let ok = check(Some("note"), Some("emb"), Some("m")).unwrap();
         assert_eq!((ok.type_name.as_str(), ok.dims), ("vector(384)", Some(384)));
