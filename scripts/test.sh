@@ -9,11 +9,12 @@
 #      weights    shared weights (pytest): the same vectors as private
 #                 weights, built once by racing backends, damaged files
 #                 rebuilt, parallel workers, memory per extra backend
-#   6. integration several sessions: backfill progress, pg_terminate_backend
-#                 and crash recovery mid-backfill, resume (integration);
-#                 statement_timeout, pg_cancel_backend, pg_terminate_backend
-#                 (cancel); model directory replaced, kill -9 mid-COPY
-#                 (faults); no note text in any message or log line (phi);
+#   6. integration several sessions, on pytest with psycopg: backfill
+#                 progress, pg_terminate_backend and crash recovery
+#                 mid-backfill, resume (integration); statement_timeout,
+#                 pg_cancel_backend, pg_terminate_backend (cancel); model
+#                 directory replaced, kill -9 mid-COPY (faults); no note text
+#                 in any message or log line (phi); and in shell:
 #                 memory and time bounds, concurrent backfills, cancelled
 #                 runs, no backtraces in errors (hardening); a coordinator
 #                 and two shards (postgres_fdw, dblink) and a hot standby
@@ -25,6 +26,7 @@
 # pg_upgrade of a database with clinembed from $PG to it.
 #   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
 #   ONLY="regress hardening" bash ...     just those tiers, on $PG
+#   REGRESS=embed_rule ONLY=regress ...   just that regress file
 #   bash scripts/test-matrix.sh          every tier on every major here
 # Ends with one line "total: N passed, M failed".
 set -euo pipefail
