@@ -204,8 +204,9 @@ build_default_model() {
     local ckpt
     ckpt=$(default_checkpoint "$WORK/checkpoint") || die "could not get the default model's checkpoint"
     log "exporting $DEFAULT_CHECKPOINT_SPEC to ONNX and checking it against PyTorch (first time: installs PyTorch, about 3 GB)"
-    HF_HUB_OFFLINE=1 bash scripts/export-model.sh "$ckpt" "$WORK/model.tmp" --pooling mean --tol 1e-5 \
-        || die "exporting the default model failed"
+    HF_HUB_OFFLINE=1 bash scripts/export-model.sh "$ckpt" "$WORK/model.tmp" --pooling mean --tol 1e-5 >"$WORK/export.log" 2>&1 \
+        || { tail -n 20 "$WORK/export.log" >&2; die "exporting the default model failed"; }
+    grep '^check:' "$WORK/export.log" || die "the export printed no check against PyTorch"
     verify "$WORK/model.tmp/model.onnx" "$DEFAULT_MODEL_ONNX_SHA256"
     verify "$WORK/model.tmp/tokenizer.json" "$TOKENIZER_SHA256"
     verify "$WORK/model.tmp/config.json" "$CONFIG_SHA256"
