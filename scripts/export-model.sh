@@ -16,7 +16,7 @@
 # has them.  A local checkpoint's own tokenizer.json and config.json are kept
 # byte for byte.  scripts/setup.sh builds the default model this way.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,17p' "$0"; exit 2; }
 SOURCE=$1 OUT=$2
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)

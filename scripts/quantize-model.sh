@@ -13,7 +13,7 @@
 # with venv; installs onnx and onnxruntime from PyPI into
 # scripts/model_tools/.venv.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
 SRC=$1 DST=$2
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)

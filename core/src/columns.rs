@@ -832,45 +832,27 @@ mod tests {
     #[test]
     fn batch_and_backfill_statements() {
         let keys = ["id".to_string(), "Part".to_string()];
-        let insert = batch_statements(
-            "public.t",
-            "public",
-            "new_rows",
-            None,
-            &keys,
-            &columns(Some("m")),
-            "vector(384)",
-            Some("x@1"),
-        )
-        .unwrap();
+        let batch = |old_rows, model_id| {
+            batch_statements(
+                "public.t",
+                "public",
+                "new_rows",
+                old_rows,
+                &keys,
+                &columns(Some("m")),
+                "vector(384)",
+                model_id,
+            )
+        };
+        let insert = batch(None, Some("x@1")).unwrap();
         assert!(insert.count.starts_with("SELECT count(*) FROM (SELECT n.\"id\" AS k1, n.\"Part\" AS k2, n.\"note\"::text AS txt FROM \"new_rows\" n WHERE "));
         assert!(insert.write.contains("UPDATE public.t r SET \"emb\" = e.embedding::vector(384), \"m\" = CASE WHEN e.embedding IS NULL THEN NULL ELSE $3 END"));
         assert!(insert
             .write
             .contains("WHERE r.\"id\" = w.k1 AND r.\"Part\" = w.k2"));
         // an INSERT compares labels, so it needs the identity; an UPDATE does not
-        assert!(batch_statements(
-            "public.t",
-            "public",
-            "new_rows",
-            None,
-            &keys,
-            &columns(Some("m")),
-            "vector(384)",
-            None
-        )
-        .is_err());
-        let update = batch_statements(
-            "public.t",
-            "public",
-            "new_rows",
-            Some("old_rows"),
-            &keys,
-            &columns(Some("m")),
-            "vector(384)",
-            None,
-        )
-        .unwrap();
+        assert!(batch(None, None).is_err());
+        let update = batch(Some("old_rows"), None).unwrap();
         assert!(update.count.contains(
             "LEFT JOIN \"old_rows\" o ON o.\"id\" = n.\"id\" AND o.\"Part\" = n.\"Part\""
         ));
