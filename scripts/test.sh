@@ -14,7 +14,11 @@
 #                 mid-backfill, resume (integration); statement_timeout,
 #                 pg_cancel_backend, pg_terminate_backend (cancel); model
 #                 directory replaced, kill -9 mid-COPY (faults); no note text
-#                 in any message or log line (phi); and in shell:
+#                 in any message or log line (phi); the embedding queue and
+#                 its background workers: exactly once through cancel,
+#                 terminate, kill -9, two workers, restarts with and without
+#                 shared_preload_libraries; no superuser rights (queue); and
+#                 in shell:
 #                 memory and time bounds, concurrent backfills, cancelled
 #                 runs, no backtraces in errors (hardening); a coordinator
 #                 and two shards (postgres_fdw, dblink) and a hot standby
@@ -22,7 +26,7 @@
 #   7. upgrade    ALTER EXTENSION UPDATE from every frozen earlier release
 #                 equals a fresh install
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
-# (default 18, the newest), the pg_test, regress, parity and weights tiers, and
+# (default 18, the newest), the pg_test, regress, parity, weights and queue tiers, and
 # pg_upgrade of a database with clinembed from $PG to it.
 #   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
 #   ONLY="regress hardening" bash ...     just those tiers, on $PG
@@ -220,6 +224,7 @@ pytest_stage cancel tests/integration/test_cancel.py
 pytest_stage faults tests/integration/test_faults.py
 pytest_stage integration tests/integration/test_backfill_resume.py
 pytest_stage phi tests/integration/test_phi.py
+pytest_stage queue tests/integration/test_queue.py
 tap_stage hardening tests/integration/hardening.sh
 tap_stage sharded tests/integration/sharded.sh
 tap_stage upgrade tests/upgrade/upgrade.sh
@@ -234,7 +239,7 @@ trap - EXIT
 # The other majors: the tiers that touch PostgreSQL's APIs, then pg_upgrade
 # from this major to each.
 for m in $ALSO; do
-    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity weights" bash scripts/test.sh
+    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity weights queue" bash scripts/test.sh
     grep -sE '^(==> |    (ok|FAILED)|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
     c=$(grep -soE '^total: [0-9]+ passed, [0-9]+ failed' "$LOGS/pg$m.log" | awk '{print $2, $4}' || true)
     if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi

@@ -42,7 +42,7 @@ extension_sql_file!(
 
 /// An identifier quoted only where PostgreSQL would (as `format('%I')`), for
 /// messages.
-fn shown(name: &str) -> String {
+pub(crate) fn shown(name: &str) -> String {
     let c = CString::new(name).unwrap_or_default();
     // SAFETY: quote_identifier reads a NUL-terminated string and returns it
     // or a palloc'd quoted copy, both valid for this call.
@@ -51,7 +51,7 @@ fn shown(name: &str) -> String {
         .into_owned()
 }
 
-fn relation_name(rel: pg_sys::Oid) -> String {
+pub(crate) fn relation_name(rel: pg_sys::Oid) -> String {
     select_one::<String>(
         "SELECT $1::pg_catalog.regclass::pg_catalog.text",
         &[rel.into()],
@@ -61,14 +61,17 @@ fn relation_name(rel: pg_sys::Oid) -> String {
 
 /// One row's first column of a read-only query.  (pgrx's `Spi::get_one*`
 /// run as writes and assign a transaction id, which a hot standby refuses.)
-fn select_one<T: IntoDatum + FromDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
+pub(crate) fn select_one<T: IntoDatum + FromDatum>(
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> Option<T> {
     Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_one::<T>())
         .ok()
         .flatten()
 }
 
 /// One row's first two columns of a read-only query.
-fn select_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
+pub(crate) fn select_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
     sql: &str,
     args: &[DatumWithOid<'_>],
 ) -> (Option<A>, Option<B>) {
@@ -76,7 +79,7 @@ fn select_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
         .unwrap_or((None, None))
 }
 
-fn columns(source: &str, target: &str, model: Option<&str>) -> Columns {
+pub(crate) fn columns(source: &str, target: &str, model: Option<&str>) -> Columns {
     Columns {
         source: source.into(),
         target: target.into(),
@@ -85,7 +88,7 @@ fn columns(source: &str, target: &str, model: Option<&str>) -> Columns {
 }
 
 /// A relation's name, schema-qualified and quoted, for statements.
-fn qualified(rel: pg_sys::Oid) -> String {
+pub(crate) fn qualified(rel: pg_sys::Oid) -> String {
     select_one::<String>(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -105,7 +108,7 @@ fn qualified(rel: pg_sys::Oid) -> String {
 }
 
 /// The extension's schema, quoted, for statements that call its functions.
-fn extension_schema() -> String {
+pub(crate) fn extension_schema() -> String {
     select_one::<String>(
         "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e \
            JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'clinembed'",
@@ -156,6 +159,26 @@ fn _embed_row_action(
     text_changed: bool,
     has_model_column: bool,
 ) -> &'static str {
+    row_action(
+        operation,
+        has_text,
+        has_vector,
+        label,
+        text_changed,
+        has_model_column,
+    )
+    .as_str()
+}
+
+/// See `_embed_row_action`.
+pub(crate) fn row_action(
+    operation: &str,
+    has_text: bool,
+    has_vector: bool,
+    label: Option<&str>,
+    text_changed: bool,
+    has_model_column: bool,
+) -> Action {
     let event = match operation {
         "INSERT" => Event::Inserted,
         _ if text_changed => Event::TextChanged,
@@ -166,7 +189,7 @@ fn _embed_row_action(
         vector: has_vector,
         label,
     };
-    let action = match (has_model_column, label) {
+    match (has_model_column, label) {
         (false, _) => rule::action(event, row(Label::NoColumn)),
         (true, None) => rule::action(event, row(Label::Null)),
         (true, Some(value)) => {
@@ -180,8 +203,7 @@ fn _embed_row_action(
                 current
             }
         }
-    };
-    action.as_str()
+    }
 }
 
 /// The row trigger's write statement (see `clinembed_core::columns::row_write`)
@@ -228,7 +250,22 @@ fn _embed_trigger_args(
         name!(model_column, Option<String>),
     ),
 > {
-    let args = args.unwrap_or_default();
+    TableIterator::once(trigger_args(
+        function,
+        rel,
+        trigger_name,
+        args.unwrap_or_default(),
+    ))
+}
+
+/// A trigger's arguments, checked: two or three column names (raises
+/// otherwise).
+pub(crate) fn trigger_args(
+    function: &str,
+    rel: pg_sys::Oid,
+    trigger_name: &str,
+    args: Vec<Option<String>>,
+) -> (Option<String>, Option<String>, Option<String>) {
     if !(2..=3).contains(&args.len()) {
         crate::errors::report(
             clinembed_core::Error::new(
@@ -247,11 +284,11 @@ fn _embed_trigger_args(
         );
     }
     let mut args = args.into_iter();
-    TableIterator::once((
+    (
         args.next().flatten(),
         args.next().flatten(),
         args.next().flatten(),
-    ))
+    )
 }
 
 /// The column checks of the triggers and the backfill (see
@@ -264,6 +301,18 @@ fn _embed_target(
     target_column: Option<&str>,
     model_column: Option<&str>,
 ) -> TableIterator<'static, (name!(target_type, String), name!(target_dims, Option<i32>))> {
+    let target = target(rel, source_column, target_column, model_column);
+    TableIterator::once((target.type_name, target.dims))
+}
+
+/// The column checks (raising their error), and the target column's type
+/// and dimensions.
+pub(crate) fn target(
+    rel: pg_sys::Oid,
+    source_column: Option<&str>,
+    target_column: Option<&str>,
+    model_column: Option<&str>,
+) -> rule::Target {
     let lookup = |name: &str| {
         Spi::connect(|client| {
             let row = client
@@ -285,7 +334,7 @@ fn _embed_target(
             })
         })
     };
-    let target = rule::check_columns(
+    rule::check_columns(
         || relation_name(rel),
         source_column,
         target_column,
@@ -293,8 +342,7 @@ fn _embed_target(
         shown,
         lookup,
     )
-    .or_report();
-    TableIterator::once((target.type_name, target.dims))
+    .or_report()
 }
 
 /// Raises `42804` unless the configured model's vectors fit the target
@@ -318,6 +366,22 @@ fn _embed_check_dims(
         dims,
     )
     .or_report();
+}
+
+/// The primary key's columns of `rel`, in key order, with their types as
+/// `format_type` prints them; None without a primary key.
+pub(crate) fn primary_key(rel: pg_sys::Oid) -> Option<Vec<(String, String)>> {
+    let (names, types) = select_two::<Vec<String>, Vec<String>>(
+        "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.n), \
+                pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.n) \
+           FROM pg_catalog.pg_index i \
+          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n) \
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+          WHERE i.indrelid = $1 AND i.indisprimary",
+        &[rel.into()],
+    );
+    let keys: Vec<(String, String)> = names?.into_iter().zip(types?).collect();
+    (!keys.is_empty()).then_some(keys)
 }
 
 /// The statement trigger's statements (see
@@ -362,14 +426,8 @@ fn _embed_batch_statements(
             "Create it with REFERENCING NEW TABLE AS new_rows (AFTER INSERT), or REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows (AFTER UPDATE).".into(),
         ),
     };
-    let keys = select_one::<Vec<String>>(
-        "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.n) \
-           FROM pg_catalog.pg_index i \
-          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n) \
-           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-          WHERE i.indrelid = $1 AND i.indisprimary",
-        &[rel.into()],
-    )
+    let keys = primary_key(rel)
+        .map(|k| k.into_iter().map(|(name, _)| name).collect::<Vec<_>>())
     .filter(|k| !k.is_empty())
     .unwrap_or_else(|| {
         fail(

@@ -164,6 +164,33 @@ pub static WEIGHTS_CACHE: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 /// What [`WEIGHTS_CACHE`] means when empty: this directory in the data directory.
 pub const DEFAULT_WEIGHTS_CACHE_DIR: &str = "clinembed_cache";
 
+/// `clinembed.queue_max_workers`: queue workers per server, at most.  Each
+/// is a background worker (from `max_worker_processes`) holding its own
+/// model session, so its own memory (bench/RESULTS.md has the figures).
+pub static QUEUE_MAX_WORKERS: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_MAX_WORKERS);
+
+/// `clinembed.queue_max_workers_per_database`: queue workers per database,
+/// at most.  One worker already uses every core through its intra-op
+/// threads; more help only when inference is a small part of the work.
+pub static QUEUE_MAX_WORKERS_PER_DATABASE: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_MAX_WORKERS_PER_DATABASE);
+
+/// `clinembed.queue_idle_exit`: seconds a queue worker with nothing to do
+/// waits before it exits and gives its memory back.
+pub static QUEUE_IDLE_EXIT: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_IDLE_EXIT_SECONDS);
+
+/// `clinembed.queue_batch_rows`: queued rows a worker embeds and writes per
+/// transaction.
+pub static QUEUE_BATCH_ROWS: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_BATCH_ROWS);
+
+/// `clinembed.queue_max_attempts`: failed tries before a queued row is
+/// parked in `embed_queue_failures`.
+pub static QUEUE_MAX_ATTEMPTS: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_MAX_ATTEMPTS);
+
 pub fn init() {
     GucRegistry::define_string_guc(
         c"clinembed.model",
@@ -317,6 +344,55 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    for (name, short, setting, min, max) in [
+        (
+            c"clinembed.queue_max_workers",
+            c"Most embedding queue workers per server.",
+            &QUEUE_MAX_WORKERS,
+            0,
+            crate::registry::SLOTS as i32,
+        ),
+        (
+            c"clinembed.queue_max_workers_per_database",
+            c"Most embedding queue workers per database.",
+            &QUEUE_MAX_WORKERS_PER_DATABASE,
+            0,
+            crate::registry::SLOTS as i32,
+        ),
+        (
+            c"clinembed.queue_idle_exit",
+            c"Seconds an idle embedding queue worker waits before it exits.",
+            &QUEUE_IDLE_EXIT,
+            1,
+            86_400,
+        ),
+        (
+            c"clinembed.queue_batch_rows",
+            c"Queued rows a worker embeds per transaction.",
+            &QUEUE_BATCH_ROWS,
+            1,
+            clinembed_core::columns::ROWS_PER_CALL as i32,
+        ),
+        (
+            c"clinembed.queue_max_attempts",
+            c"Failed tries before a queued row is parked.",
+            &QUEUE_MAX_ATTEMPTS,
+            1,
+            1000,
+        ),
+    ] {
+        GucRegistry::define_int_guc(
+            name,
+            short,
+            c"Server-wide: set in postgresql.conf or with ALTER SYSTEM and a reload.",
+            setting,
+            min,
+            max,
+            GucContext::Sighup,
+            GucFlags::default(),
+        );
+    }
+    // Last: every setting is defined by now.
     // SAFETY: called from _PG_init on the main thread with a static string.
     #[cfg(any(feature = "pg13", feature = "pg14"))]
     unsafe {
@@ -423,4 +499,24 @@ pub fn long_text() -> Option<clinembed_core::chunk::ChunkOptions> {
 
 pub fn max_sessions() -> usize {
     MAX_SESSIONS.get().clamp(1, 16) as usize
+}
+
+pub fn queue_max_workers() -> usize {
+    QUEUE_MAX_WORKERS.get().max(0) as usize
+}
+
+pub fn queue_max_workers_per_database() -> usize {
+    QUEUE_MAX_WORKERS_PER_DATABASE.get().max(0) as usize
+}
+
+pub fn queue_idle_exit() -> std::time::Duration {
+    std::time::Duration::from_secs(QUEUE_IDLE_EXIT.get().max(1) as u64)
+}
+
+pub fn queue_batch_rows() -> usize {
+    QUEUE_BATCH_ROWS.get().max(1) as usize
+}
+
+pub fn queue_max_attempts() -> i32 {
+    QUEUE_MAX_ATTEMPTS.get()
 }

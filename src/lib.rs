@@ -10,6 +10,9 @@ mod columns;
 mod errors;
 mod gucs;
 mod paths;
+mod queue;
+mod registry;
+mod worker;
 
 use clinembed_core::chunk::ChunkOptions;
 use clinembed_core::identity::{check_pin, parse_pin};
@@ -22,12 +25,35 @@ pub extern "C-unwind" fn _PG_init() {
     // Only settings here: the model loads lazily in each backend, never in the
     // postmaster, whose forked children would inherit ONNX Runtime threads.
     gucs::init();
+    // Preloaded, the queue workers' registry gets shared memory reserved at
+    // startup; otherwise it takes a few kilobytes of the server's spare.
+    // SAFETY: reads and chains the postmaster's hook during library load.
+    unsafe {
+        if pg_sys::process_shared_preload_libraries_in_progress {
+            PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+            pg_sys::shmem_request_hook = Some(request_shared_memory);
+            worker::register_launcher();
+        }
+    }
     // pgrx appends a Rust backtrace to every error's detail when the server's
     // environment has RUST_BACKTRACE set; a detail sent to clients carries
     // code paths, not help.  RUST_LIB_BACKTRACE takes precedence for captured
     // backtraces, and is read once, at the first capture; _PG_init runs before
     // any, on the process's only thread.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
+}
+
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+
+#[pg_guard]
+unsafe extern "C-unwind" fn request_shared_memory() {
+    // SAFETY: the previous hook, called as PostgreSQL chains hooks.
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_REQUEST {
+            prev();
+        }
+    }
+    registry::request_memory();
 }
 
 /// The embedding of one text: tokenized with the model's tokenizer, truncated
@@ -205,7 +231,7 @@ fn many_vectors(texts: Array<'_, &str>, model: Option<&str>) -> Ordered {
 }
 
 /// Vectors of many texts with a loaded model, in micro-batches.
-fn vectors_of(
+pub(crate) fn vectors_of(
     e: &mut clinembed_core::Embedder,
     items: &[Option<&str>],
     long_text: Option<ChunkOptions>,

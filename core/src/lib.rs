@@ -11,6 +11,7 @@ pub mod memory;
 pub mod model;
 pub mod plan;
 pub mod pool;
+pub mod queue;
 pub mod runtime;
 pub mod settings;
 pub mod signals;

@@ -9,6 +9,7 @@ directory).
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -57,6 +58,15 @@ def alter_system(settings):
             else:
                 c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
         c.execute("SELECT pg_reload_conf()")
+
+
+def restart(mode="fast"):
+    """Restarts the scratch cluster with `pg_ctl -m MODE`, logging where it did."""
+    pg_ctl = [os.path.join(os.environ["PG_BIN"], "pg_ctl"), "-D", os.path.join(os.environ["CLUSTER_DIR"], "data"),
+              "-l", str(SERVER_LOG), "-m", mode, "-w", "restart"]
+    if os.geteuid() == 0:
+        pg_ctl = ["runuser", "-u", "postgres", "--", "env", "-u", "RUST_BACKTRACE", *pg_ctl]
+    subprocess.run(pg_ctl, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 class ServerLog:

@@ -15,15 +15,13 @@ The crash test restarts the server with `pg_ctl -m immediate` (PG_BIN and
 CLUSTER_DIR), as root or as the server's user.
 """
 
-import os
-import subprocess
 import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import connect, drop_database, fresh_database, one
+from conftest import connect, drop_database, fresh_database, one, restart
 
 DB = "clinembed_integration"
 TOTAL = 3000
@@ -111,11 +109,7 @@ def test_immediate_stop_then_resume():
     done_before = q("SELECT count(embedding) FROM notes")
     thread, before = backfill_in_background()
     assert wait_progress(before, 200)
-    pg_ctl = [os.path.join(os.environ["PG_BIN"], "pg_ctl"), "-D", os.path.join(os.environ["CLUSTER_DIR"], "data"),
-              "-l", os.path.join(os.environ["CLUSTER_DIR"], "server.log"), "-m", "immediate", "-w", "restart"]
-    if os.geteuid() == 0:
-        pg_ctl = ["runuser", "-u", "postgres", "--", "env", "-u", "RUST_BACKTRACE", *pg_ctl]
-    subprocess.run(pg_ctl, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    restart("immediate")
     thread.join(60)
     assert half_written() == 0
     assert embedded_equals_progress()

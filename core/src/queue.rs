@@ -1,0 +1,292 @@
+//! The embedding queue: what its trigger does with a row, how a worker takes,
+//! embeds and writes queued rows, and when a failed row is tried again.
+//!
+//! The queue holds a table's oid and a row's primary key as text, never note
+//! text.  The trigger decides with the one rule of [`crate::columns`]: a row
+//! whose rule says *embed* has its vector cleared (no vector ever describes
+//! an older text) and its key queued; *clear* clears; *keep* does nothing,
+//! so an UPDATE that leaves the text alone queues nothing.  A worker takes
+//! queued keys, locks their rows, embeds the texts it finds, writes vector
+//! and model identity, and deletes the keys, in one transaction.  Every
+//! statement here names functions, operators and types by schema: the
+//! worker runs them with `search_path` pinned to `pg_catalog, pg_temp`.
+
+use crate::columns::{self, quote_ident, Action, Columns, Event, Row};
+use crate::error::Result;
+
+/// Rows a worker takes per transaction, by default.
+pub const DEFAULT_BATCH_ROWS: i32 = 64;
+/// Failed tries before a row is parked, by default.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+/// Seconds before the first retry; each further retry waits twice as long.
+pub const RETRY_BASE_SECONDS: i64 = 2;
+/// The longest wait between tries, in seconds.
+pub const RETRY_MAX_SECONDS: i64 = 300;
+/// Seconds an idle worker waits for work before it exits, by default.
+pub const DEFAULT_IDLE_EXIT_SECONDS: i32 = 60;
+/// Queue workers per server, at most, by default.
+pub const DEFAULT_MAX_WORKERS: i32 = 2;
+/// Queue workers per database, at most, by default.
+pub const DEFAULT_MAX_WORKERS_PER_DATABASE: i32 = 1;
+/// Seconds before the postmaster starts again a worker that ended with an
+/// error (terminated, or failed outside a batch).
+pub const RESTART_SECONDS: u64 = 5;
+/// Milliseconds a worker waits before it looks again at keys whose rows
+/// were locked by another transaction when it tried them.
+pub const LOCKED_RETRY_MS: i64 = 200;
+
+/// What the queue trigger does with a row, from the rule's [`Action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    /// Set vector and model identity to NULL in the row being written.
+    pub clear: bool,
+    /// Queue the row's key: a new text version to embed.
+    pub enqueue: bool,
+}
+
+pub fn queued(action: Action) -> Queued {
+    match action {
+        Action::Keep => Queued {
+            clear: false,
+            enqueue: false,
+        },
+        Action::Clear => Queued {
+            clear: true,
+            enqueue: false,
+        },
+        Action::Embed => Queued {
+            clear: true,
+            enqueue: true,
+        },
+    }
+}
+
+/// What a worker does with a queued row it has locked: a row queued is a
+/// changed text, so it is embedded if it has text and cleared (already, by
+/// the trigger) if not.
+pub fn worker_action(has_text: bool) -> Action {
+    columns::action(
+        Event::TextChanged,
+        Row {
+            text: has_text,
+            vector: false,
+            label: columns::Label::Null,
+        },
+    )
+}
+
+/// What happens to a row whose try failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try again after this many seconds.
+    After(i64),
+    /// Park it: no more tries until `embed_queue_retry`.
+    Park,
+}
+
+/// After the `attempts`-th failed try (1 for the first) of at most
+/// `max_attempts`: wait 2 s, 4 s, 8 s, ... up to [`RETRY_MAX_SECONDS`], or
+/// park.
+pub fn after_failure(attempts: i32, max_attempts: i32) -> Retry {
+    if attempts >= max_attempts.max(1) {
+        return Retry::Park;
+    }
+    let exp = (attempts.max(1) - 1).min(20) as u32;
+    Retry::After((RETRY_BASE_SECONDS << exp).min(RETRY_MAX_SECONDS))
+}
+
+/// The statement a worker locks and reads queued rows with: `$1`, `$2`, ...
+/// are `text[]`s, one per key column, holding the queued keys in order; it
+/// returns each found row's position in them (1-based), its ctid and its
+/// text, and locks the rows, skipping rows another transaction has locked
+/// (they stay queued).  `keys` are the key columns with their types as
+/// `format_type` prints them; `table` is qualified and quoted.  Only the
+/// table's own rows (`ONLY`): a partition's queue entries carry its own oid.
+/// Without `lock`, the same rows without locking: which keys still exist.
+pub fn claim_statement(table: &str, keys: &[(String, String)], source: &str, lock: bool) -> String {
+    let args = (1..=keys.len())
+        .map(|i| format!("${i}::pg_catalog.text[]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = (1..=keys.len())
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let join = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ty))| {
+            format!(
+                "t.{} OPERATOR(pg_catalog.=) q.k{}::{ty}",
+                quote_ident(name),
+                i + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "SELECT q.ord::pg_catalog.int4, t.ctid, t.{}::pg_catalog.text \
+         FROM pg_catalog.unnest({args}) WITH ORDINALITY AS q({names}, ord) \
+         JOIN ONLY {table} t ON {join}{}",
+        quote_ident(source),
+        if lock {
+            " FOR UPDATE OF t SKIP LOCKED"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The statement a worker writes one row with: vector `$2` (a `real[]`, or
+/// NULL to clear) cast to `target_type`, model identity `$3`, at ctid `$1`
+/// of a row it has locked.
+pub fn write_statement(table: &str, columns: &Columns, target_type: &str) -> String {
+    let model = columns
+        .model
+        .as_deref()
+        .map(|m| format!(", {} = $3", quote_ident(m)))
+        .unwrap_or_default();
+    format!(
+        "UPDATE ONLY {table} SET {} = $2::{target_type}{model} WHERE ctid OPERATOR(pg_catalog.=) $1",
+        quote_ident(&columns.target)
+    )
+}
+
+/// The statement the trigger queues a row with (`$1` the table's oid, `$2`
+/// its key as `text[]`).  A key already queued is queued again as a new
+/// text version: its tries and failure are forgotten.
+pub fn enqueue_statement(schema: &str) -> String {
+    format!(
+        "INSERT INTO {schema}.embed_queue AS q (relid, key) VALUES ($1, $2) \
+         ON CONFLICT (relid, key) DO UPDATE SET queued_at = EXCLUDED.queued_at, attempts = 0, \
+         retry_at = NULL, parked_at = NULL, sqlstate = NULL, message = NULL"
+    )
+}
+
+/// The statement `embed_queue_enqueue` queues a table's stored rows with:
+/// every row the rule says needs work (a missing vector, another model's,
+/// a vector beside no text), keys already queued left as they are.  Returns
+/// nothing; its row count is the number queued.
+pub fn enqueue_stored_statement(
+    table: &str,
+    relid: u32,
+    schema: &str,
+    keys: &[String],
+    columns: &Columns,
+    model_id: &str,
+) -> Result<String> {
+    let key = keys
+        .iter()
+        .map(|k| format!("t.{}::pg_catalog.text", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!(
+        "INSERT INTO {schema}.embed_queue (relid, key) \
+         SELECT {relid}::pg_catalog.oid, ARRAY[{key}] FROM ONLY {table} t WHERE {} \
+         ON CONFLICT (relid, key) DO NOTHING",
+        columns::needs_work(Event::Stored, columns, "t", Some(model_id))?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trigger_clears_before_it_queues() {
+        assert_eq!(
+            queued(Action::Embed),
+            Queued {
+                clear: true,
+                enqueue: true
+            }
+        );
+        assert_eq!(
+            queued(Action::Clear),
+            Queued {
+                clear: true,
+                enqueue: false
+            }
+        );
+        assert_eq!(
+            queued(Action::Keep),
+            Queued {
+                clear: false,
+                enqueue: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_worker_embeds_text_and_clears_the_rest() {
+        assert_eq!(worker_action(true), Action::Embed);
+        assert_ne!(worker_action(false), Action::Embed);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_then_parks() {
+        assert_eq!(after_failure(1, 5), Retry::After(2));
+        assert_eq!(after_failure(2, 5), Retry::After(4));
+        assert_eq!(after_failure(4, 5), Retry::After(16));
+        assert_eq!(after_failure(5, 5), Retry::Park);
+        assert_eq!(after_failure(9, 100), Retry::After(RETRY_MAX_SECONDS));
+        assert_eq!(after_failure(60, 100), Retry::After(RETRY_MAX_SECONDS));
+        // one try at least, whatever the setting says
+        assert_eq!(after_failure(1, 0), Retry::Park);
+        assert_eq!(after_failure(1, 1), Retry::Park);
+    }
+
+    #[test]
+    fn claim_joins_every_key_column_with_its_type() {
+        let keys = vec![
+            ("site".to_string(), "text".to_string()),
+            ("Id".to_string(), "bigint".to_string()),
+        ];
+        let s = claim_statement("\"public\".\"notes\"", &keys, "exp text", true);
+        assert!(
+            s.contains("pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) WITH ORDINALITY AS q(k1, k2, ord)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("t.\"site\" OPERATOR(pg_catalog.=) q.k1::text AND t.\"Id\" OPERATOR(pg_catalog.=) q.k2::bigint"),
+            "{s}"
+        );
+        assert!(s.contains("t.\"exp text\"::pg_catalog.text"), "{s}");
+        assert!(s.contains("JOIN ONLY \"public\".\"notes\" t"), "{s}");
+        assert!(s.ends_with("FOR UPDATE OF t SKIP LOCKED"), "{s}");
+        let peek = claim_statement("\"public\".\"notes\"", &keys, "exp text", false);
+        assert_eq!(peek, s.replace(" FOR UPDATE OF t SKIP LOCKED", ""));
+    }
+
+    #[test]
+    fn write_sets_the_model_column_only_when_there_is_one() {
+        let mut c = Columns {
+            source: "n".into(),
+            target: "e".into(),
+            model: None,
+        };
+        assert_eq!(
+            write_statement("x.t", &c, "vector(384)"),
+            "UPDATE ONLY x.t SET \"e\" = $2::vector(384) WHERE ctid OPERATOR(pg_catalog.=) $1"
+        );
+        c.model = Some("m".into());
+        assert!(
+            write_statement("x.t", &c, "real[]").contains("\"e\" = $2::real[], \"m\" = $3 WHERE")
+        );
+    }
+
+    #[test]
+    fn enqueue_stored_takes_the_rules_condition() {
+        let c = Columns {
+            source: "n".into(),
+            target: "e".into(),
+            model: Some("m".into()),
+        };
+        let s = enqueue_stored_statement("x.t", 42, "ce", &["id".into()], &c, "m@1").unwrap();
+        let want = columns::needs_work(Event::Stored, &c, "t", Some("m@1")).unwrap();
+        assert!(s.contains(&want), "{s}");
+        assert!(s.contains("SELECT 42::pg_catalog.oid, ARRAY[t.\"id\"::pg_catalog.text]"));
+        assert!(s.ends_with("ON CONFLICT (relid, key) DO NOTHING"));
+        assert!(enqueue_stored_statement("x.t", 42, "ce", &["id".into()], &c, "m@1").is_ok());
+    }
+}

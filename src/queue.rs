@@ -1,0 +1,588 @@
+//! The embedding queue: its trigger, the wake-up at commit, and the SQL
+//! functions around it.  The workers that drain it are in `worker.rs`;
+//! what the trigger and the workers decide is in
+//! `clinembed_core::queue` (over the one rule of `clinembed_core::columns`).
+//!
+//! `embed_queue_trigger('source', 'target' [, 'model_column'])`, BEFORE
+//! INSERT OR UPDATE ... FOR EACH ROW, runs no inference: where the rule says
+//! *embed*, it clears the row's vector and model identity and records the
+//! row's primary key in `embed_queue`, in the writing transaction.  The
+//! queue holds keys, never note text.  The queue belongs to the extension's
+//! owner: the trigger writes it as that role, for the key of the row that
+//! fired it only, so no role can queue rows of a table it cannot write.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::CStr;
+
+use clinembed_core::columns::Columns;
+use clinembed_core::{queue as q, Error, ErrorKind};
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{PgBuiltInOids, PgOid, PgTupleDesc};
+
+use crate::columns::{self, select_one, shown};
+use crate::errors::report;
+use crate::registry;
+
+const TRIGGER: &str = "embed_queue_trigger";
+
+extension_sql_file!(
+    "../sql/queue.sql",
+    name = "queue",
+    requires = [
+        "columns",
+        embed_queue_trigger,
+        embed_queue_workers,
+        _embed_queue_enqueue,
+        _embed_queue_retry
+    ]
+);
+
+thread_local! {
+    /// This transaction queued rows: wake a worker when it commits.
+    static PENDING: Cell<bool> = const { Cell::new(false) };
+    static CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// The enqueue statement, prepared once per extension install.
+    static ENQUEUE: RefCell<Option<(pg_sys::Oid, Queue, OwnedPreparedStatement)>> =
+        const { RefCell::new(None) };
+    /// Per trigger: the column numbers it was checked with.
+    static CHECKED: RefCell<Vec<Checked>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where the queue is: the extension's schema (quoted) and the queue
+/// table's owner.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    pub schema: String,
+    pub owner: pg_sys::Oid,
+}
+
+fn extension_oid() -> pg_sys::Oid {
+    // SAFETY: a catalog lookup by name; missing_ok, so it raises nothing.
+    unsafe { pg_sys::get_extension_oid(c"clinembed".as_ptr(), true) }
+}
+
+/// The queue of the installed extension.
+pub(crate) fn queue() -> Queue {
+    let ext = extension_oid();
+    let (schema, owner) = crate::columns::select_two::<String, pg_sys::Oid>(
+        "SELECT pg_catalog.quote_ident(n.nspname), c.relowner FROM pg_catalog.pg_extension e \
+           JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+           JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = 'embed_queue' \
+          WHERE e.oid = $1",
+        &[ext.into()],
+    );
+    match (schema, owner) {
+        (Some(schema), Some(owner)) => Queue { schema, owner },
+        _ => report(
+            Error::new(ErrorKind::NotFound, "the embedding queue does not exist")
+                .detail("Extension clinembed has no embed_queue table in this database.")
+                .hint("ALTER EXTENSION clinembed UPDATE installs it."),
+        ),
+    }
+}
+
+/// Runs `f` as `role` with a restricted security context (no SET ROLE, no
+/// session-level changes), then returns to the current role.  An error in
+/// `f` aborts the (sub)transaction, which restores the role itself.
+pub(crate) fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
+    // SAFETY: reads and sets this backend's current user and security
+    // context, as SECURITY DEFINER functions and maintenance commands do.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            role,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+    }
+    let r = f();
+    // SAFETY: as above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    r
+}
+
+/// Wakes a worker for this database when the transaction commits.
+pub(crate) fn wake_at_commit() {
+    // The registry is attached now, while an error is still an ordinary
+    // error; after commit none may be raised.
+    registry::workers();
+    PENDING.with(|p| p.set(true));
+    if !CALLBACK.with(|c| c.replace(true)) {
+        // SAFETY: registers a function of this library for the life of the
+        // backend.
+        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT if PENDING.with(|p| p.replace(false)) => {
+            // SAFETY: this backend's database.
+            let datid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+            // Nothing here raises an error: the slots are attached and only
+            // read, and a worker that cannot start is noted as wanted.
+            let _ = std::panic::catch_unwind(|| registry::wake(datid));
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => PENDING.with(|p| p.set(false)),
+        _ => {}
+    }
+}
+
+/// Queues `key` of table `rel` (a new text version).
+fn enqueue(rel: pg_sys::Oid, key: Vec<String>) {
+    let ext = extension_oid();
+    let stale = ENQUEUE.with(|e| e.borrow().as_ref().map(|(oid, _, _)| *oid) != Some(ext));
+    if stale {
+        let queue = queue();
+        let sql = q::enqueue_statement(&queue.schema);
+        let stmt = Spi::connect(|c| {
+            c.prepare_mut(
+                sql.as_str(),
+                &[
+                    PgOid::BuiltIn(PgBuiltInOids::OIDOID),
+                    PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID),
+                ],
+            )
+            .map(|s| s.keep())
+        })
+        .unwrap_or_else(|e| spi_failed(e));
+        ENQUEUE.with(|e| *e.borrow_mut() = Some((ext, queue, stmt)));
+    }
+    ENQUEUE.with(|e| {
+        let cached = e.borrow();
+        let (_, queue, stmt) = cached.as_ref().expect("prepared above");
+        as_role(queue.owner, || {
+            Spi::connect_mut(|c| c.update(stmt, None, &[rel.into(), key.into()]).map(|_| ()))
+        })
+        .unwrap_or_else(|e| spi_failed(e));
+    });
+    wake_at_commit();
+}
+
+pub(crate) fn spi_failed(e: pgrx::spi::SpiError) -> ! {
+    report(
+        Error::new(ErrorKind::Runtime, "the embedding queue could not be used")
+            .detail(format!("SPI: {e}"))
+            .hint("Check that extension clinembed is installed and up to date in this database."),
+    )
+}
+
+/// The checks a trigger passed, valid while the table's columns and primary
+/// key stay as they were.
+struct Checked {
+    trigger: pg_sys::Oid,
+    /// (attnum, type) of source, target and model columns, and the primary
+    /// key index.
+    shape: Vec<(i16, pg_sys::Oid)>,
+    pk_index: pg_sys::Oid,
+    keys: Vec<i16>,
+}
+
+/// A live column's number and type, by name.
+fn attribute(desc: &PgTupleDesc<'_>, name: &str) -> Option<(i16, pg_sys::Oid)> {
+    desc.iter()
+        .find(|a| !a.is_dropped() && a.name() == name)
+        .map(|a| (a.attnum, a.atttypid))
+}
+
+/// A value as its type's output function prints it.
+fn output(typid: pg_sys::Oid, datum: pg_sys::Datum) -> String {
+    let (mut func, mut varlena) = (pg_sys::Oid::INVALID, false);
+    // SAFETY: a datum of type `typid`, printed by that type's output
+    // function into a palloc'd C string.
+    unsafe {
+        pg_sys::getTypeOutputInfo(typid, &mut func, &mut varlena);
+        CStr::from_ptr(pg_sys::OidOutputFunctionCall(func, datum))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// A column of a trigger tuple: its datum, or None when NULL.
+///
+/// # Safety
+/// `tuple` must be a valid tuple of `desc`.
+unsafe fn value(
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+    attnum: i16,
+) -> Option<pg_sys::Datum> {
+    if tuple.is_null() {
+        return None;
+    }
+    pgrx::heap_getattr_raw(tuple, std::num::NonZeroUsize::new(attnum as usize)?, desc)
+}
+
+/// Queue trigger: BEFORE INSERT OR UPDATE [OF source] ... FOR EACH ROW
+/// EXECUTE FUNCTION embed_queue_trigger('source', 'target' [, 'model_column']).
+/// Runs no inference; a worker embeds the row after the transaction commits.
+#[pg_trigger]
+fn embed_queue_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    let rel = trigger.relid()?;
+    let name = trigger.name()?;
+    let op = trigger.op()?;
+    let row_level = matches!(trigger.level(), PgTriggerLevel::Row);
+    let before = matches!(trigger.when()?, PgTriggerWhen::Before);
+    let insert = matches!(op, PgTriggerOperation::Insert);
+    if !(row_level && before && (insert || matches!(op, PgTriggerOperation::Update))) {
+        report(
+            Error::new(
+                ErrorKind::TriggerProtocol,
+                "embed_queue_trigger must fire BEFORE INSERT OR UPDATE FOR EACH ROW",
+            )
+            .detail(format!(
+                "Trigger {} on {} fired {} {} FOR EACH {}.",
+                shown(name),
+                columns::relation_name(rel),
+                if before { "BEFORE" } else { "AFTER or INSTEAD OF" },
+                match op {
+                    PgTriggerOperation::Insert => "INSERT",
+                    PgTriggerOperation::Update => "UPDATE",
+                    PgTriggerOperation::Delete => "DELETE",
+                    PgTriggerOperation::Truncate => "TRUNCATE",
+                },
+                if row_level { "ROW" } else { "STATEMENT" }
+            ))
+            .hint("CREATE TRIGGER ... BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION embed_queue_trigger('source', 'target')."),
+        );
+    }
+    let args = trigger.extra_args()?.into_iter().map(Some).collect();
+    let (source, target, model) = columns::trigger_args(TRIGGER, rel, name, args);
+    let td = trigger.trigger_data();
+    // The trigger's relation and tuples, valid while it runs.
+    let relation = td.tg_relation;
+    let (new, old) = if insert {
+        (td.tg_trigtuple, std::ptr::null_mut())
+    } else {
+        (td.tg_newtuple, td.tg_trigtuple)
+    };
+    // SAFETY: the open relation's descriptor and index list.
+    let (raw_desc, pk_index) = unsafe {
+        pg_sys::RelationGetIndexList(relation);
+        ((*relation).rd_att, (*relation).rd_pkindex)
+    };
+    // SAFETY: the relation's own descriptor, not freed by this wrapper.
+    let desc = unsafe { PgTupleDesc::from_pg_unchecked(raw_desc) };
+    let wanted = [source.as_deref(), target.as_deref(), model.as_deref()];
+    let shape: Vec<(i16, pg_sys::Oid)> = wanted
+        .iter()
+        .flatten()
+        .map(|n| attribute(&desc, n).unwrap_or((0, pg_sys::Oid::INVALID)))
+        .collect();
+    let tgoid = trigger.trigger().tgoid;
+    let keys = CHECKED.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|k| k.trigger == tgoid && k.shape == shape && k.pk_index == pk_index)
+            .map(|k| k.keys.clone())
+    });
+    let keys = match keys {
+        Some(keys) => keys,
+        None => {
+            columns::target(rel, source.as_deref(), target.as_deref(), model.as_deref());
+            let keys: Vec<i16> = columns::primary_key(rel)
+                .unwrap_or_else(|| {
+                    report(
+                        Error::new(ErrorKind::InvalidTable, "embed_queue_trigger needs a primary key")
+                            .detail(format!(
+                                "Table {} has none; the queue records rows by key.",
+                                columns::relation_name(rel)
+                            ))
+                            .hint("Add a primary key, or use embed_trigger, which embeds in the writing transaction."),
+                    )
+                })
+                .iter()
+                .map(|(k, _)| attribute(&desc, k).map(|a| a.0).unwrap_or(0))
+                .collect();
+            CHECKED.with(|c| {
+                let mut c = c.borrow_mut();
+                c.retain(|k| k.trigger != tgoid);
+                c.push(Checked {
+                    trigger: tgoid,
+                    shape: shape.clone(),
+                    pk_index,
+                    keys: keys.clone(),
+                });
+            });
+            keys
+        }
+    };
+    let (source_att, source_type) = shape[0];
+    let target_att = shape[1].0;
+    let model_att = model.as_ref().map(|_| shape[2]);
+    // SAFETY: the trigger's tuples of this relation's descriptor.
+    let (text, old_text, has_vector, label) = unsafe {
+        (
+            value(new, raw_desc, source_att).map(|d| output(source_type, d)),
+            value(old, raw_desc, source_att).map(|d| output(source_type, d)),
+            value(new, raw_desc, target_att).is_some(),
+            model_att.and_then(|(a, t)| value(new, raw_desc, a).map(|d| output(t, d))),
+        )
+    };
+    let action = columns::row_action(
+        if insert { "INSERT" } else { "UPDATE" },
+        text.is_some(),
+        has_vector,
+        label.as_deref(),
+        text != old_text,
+        model.is_some(),
+    );
+    let todo = q::queued(action);
+    if todo.enqueue {
+        let key: Vec<String> = keys
+            .iter()
+            .map(|&a| {
+                let t = desc
+                    .iter()
+                    .find(|x| x.attnum == a)
+                    .map(|x| x.atttypid)
+                    .unwrap_or(pg_sys::Oid::INVALID);
+                // SAFETY: as above.
+                unsafe { value(new, raw_desc, a) }
+                    .map(|d| output(t, d))
+                    .unwrap_or_default()
+            })
+            .collect();
+        enqueue(rel, key);
+    }
+    if !todo.clear || (!has_vector && label.is_none()) {
+        return Ok(trigger.new());
+    }
+    let mut cols = vec![target_att as i32];
+    if let Some((a, _)) = model_att {
+        cols.push(a as i32);
+    }
+    let values = vec![pg_sys::Datum::from(0); cols.len()];
+    let nulls = vec![true; cols.len()];
+    // SAFETY: a copy of the new tuple with the vector columns set to NULL,
+    // allocated in the trigger's memory context.
+    let cleared = unsafe {
+        let t = pg_sys::heap_modify_tuple_by_cols(
+            new,
+            raw_desc,
+            cols.len() as i32,
+            cols.as_mut_ptr(),
+            values.as_ptr() as *mut _,
+            nulls.as_ptr() as *mut _,
+        );
+        PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(raw_desc), t)
+    };
+    Ok(Some(cleared))
+}
+
+/// The queue trigger of `rel` (its first by name, enabled): its arguments,
+/// checked.  None: the table has none.
+pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<Columns> {
+    let row = Spi::connect(|c| {
+        let t = c
+            .select(
+                "SELECT t.tgname::pg_catalog.text, t.tgargs FROM pg_catalog.pg_trigger t \
+                   JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
+                   JOIN pg_catalog.pg_extension e ON e.extnamespace = p.pronamespace AND e.extname = 'clinembed' \
+                  WHERE t.tgrelid = $1 AND p.proname = 'embed_queue_trigger' AND t.tgenabled <> 'D' \
+                  ORDER BY t.tgname LIMIT 1",
+                Some(1),
+                &[rel.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::SpiError>(if t.is_empty() {
+            None
+        } else {
+            Some((t.get::<String>(1)?.unwrap_or_default(), t.get::<Vec<u8>>(2)?.unwrap_or_default()))
+        })
+    })
+    .ok()
+    .flatten()?;
+    let (name, raw) = row;
+    let mut args: Vec<Option<String>> = raw
+        .split(|&b| b == 0)
+        .map(|a| Some(String::from_utf8_lossy(a).into_owned()))
+        .collect();
+    // tgargs ends each argument with a NUL
+    args.pop();
+    let (source, target, model) = columns::trigger_args(TRIGGER, rel, &name, args);
+    Some(Columns {
+        source: source.unwrap_or_default(),
+        target: target.unwrap_or_default(),
+        model,
+    })
+}
+
+/// Every queue worker of the server: its pid, database, state, the table and
+/// rows of the batch in flight, the rows it has written, and when it started.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_restricted)]
+fn embed_queue_workers() -> TableIterator<
+    'static,
+    (
+        name!(pid, i32),
+        name!(datid, pg_sys::Oid),
+        name!(state, &'static str),
+        name!(relid, Option<pg_sys::Oid>),
+        name!(rows_in_flight, i32),
+        name!(rows_done, i64),
+        name!(started_at, Option<pgrx::datum::TimestampWithTimeZone>),
+    ),
+> {
+    TableIterator::new(registry::workers().into_iter().map(|w| {
+        (
+            w.pid,
+            pg_sys::Oid::from(w.datid),
+            w.state.as_str(),
+            (w.relid != 0).then(|| pg_sys::Oid::from(w.relid)),
+            w.in_flight as i32,
+            w.done as i64,
+            // SAFETY: a TimestampTz stored by the worker itself.
+            (w.started != 0).then(|| unsafe {
+                pgrx::datum::TimestampWithTimeZone::from_datum(
+                    pg_sys::Datum::from(w.started),
+                    false,
+                )
+                .expect("not null")
+            }),
+        )
+    }))
+}
+
+/// Makes sure a worker will look at this database's queue now (after a
+/// server restart, when nothing has been queued since).
+#[pg_extern(volatile, parallel_unsafe)]
+fn embed_queue_start() -> bool {
+    wake_at_commit();
+    true
+}
+
+/// The tables that hold `rel`'s rows and have a queue trigger: itself, its
+/// partitions and inheritance children with storage.
+fn leaf_tables(rel: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    select_one::<Vec<pg_sys::Oid>>(
+        "WITH RECURSIVE tree(relid) AS (SELECT $1 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i \
+           JOIN tree ON i.inhparent = tree.relid) \
+         SELECT pg_catalog.array_agg(c.oid ORDER BY c.oid) FROM tree \
+           JOIN pg_catalog.pg_class c ON c.oid = tree.relid WHERE c.relkind = 'r'",
+        &[rel.into()],
+    )
+    .unwrap_or_default()
+}
+
+fn require(rel: pg_sys::Oid, privilege: &str, column: &str) {
+    let ok = select_one::<bool>(
+        "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
+        &[rel.into(), column.into(), privilege.into()],
+    )
+    .unwrap_or(false);
+    if !ok {
+        report(
+            Error::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "permission denied to queue rows of {}",
+                    columns::relation_name(rel)
+                ),
+            )
+            .detail(format!(
+                "Queueing reads and writes the table's vectors and needs {privilege} ({}).",
+                shown(column)
+            ))
+            .hint("Run it as the table's owner, or GRANT the privilege."),
+        );
+    }
+}
+
+/// Queues every row of `rel` (partitions and children included) that the
+/// rule says needs work: a missing vector, another model's, a vector beside
+/// no text; keys already queued stay as they are.  The asynchronous form of
+/// `embed_backfill`, for a model change.  Returns the rows queued.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
+    let queue = queue();
+    let model_id = crate::embed_model_id();
+    let mut queued = 0i64;
+    let mut with_trigger = 0;
+    for t in leaf_tables(rel) {
+        let Some(cols) = queue_trigger(t) else {
+            continue;
+        };
+        with_trigger += 1;
+        columns::target(
+            t,
+            Some(&cols.source),
+            Some(&cols.target),
+            cols.model.as_deref(),
+        );
+        let keys = columns::primary_key(t).unwrap_or_default();
+        require(t, "SELECT", &cols.source);
+        require(t, "UPDATE", &cols.target);
+        for k in &keys {
+            require(t, "SELECT", &k.0);
+        }
+        let names: Vec<String> = keys.into_iter().map(|k| k.0).collect();
+        let sql = q::enqueue_stored_statement(
+            &columns::qualified(t),
+            t.to_u32(),
+            &queue.schema,
+            &names,
+            &cols,
+            &model_id,
+        )
+        .unwrap_or_else(|e| report(e));
+        queued += as_role(queue.owner, || {
+            Spi::connect_mut(|c| c.update(sql.as_str(), None, &[]).map(|r| r.len() as i64))
+        })
+        .unwrap_or_else(|e| spi_failed(e));
+    }
+    if with_trigger == 0 {
+        report(
+            Error::new(ErrorKind::InvalidTable, "the table has no queue trigger")
+                .detail(format!(
+                    "No table that holds rows of {} has an enabled embed_queue_trigger.",
+                    columns::relation_name(rel)
+                ))
+                .hint("Create the trigger first: the workers take its columns from it."),
+        );
+    }
+    if queued > 0 {
+        wake_at_commit();
+    }
+    queued
+}
+
+/// Queues again the parked rows of `rel` (all tables when NULL) that the
+/// current role may update: after the cause of their failure is fixed.
+/// Returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _embed_queue_retry(rel: Option<pg_sys::Oid>) -> i64 {
+    let queue = queue();
+    // SAFETY: the current role.
+    let me = unsafe { pg_sys::GetUserId() };
+    let sql = format!(
+        "UPDATE {}.embed_queue q SET attempts = 0, retry_at = NULL, parked_at = NULL, sqlstate = NULL, \
+         message = NULL, queued_at = pg_catalog.clock_timestamp() \
+         WHERE q.parked_at IS NOT NULL AND ($1::pg_catalog.oid IS NULL OR q.relid OPERATOR(pg_catalog.=) $1) \
+           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) q.relid) \
+           AND pg_catalog.has_table_privilege($2, q.relid, 'UPDATE')",
+        queue.schema
+    );
+    let n = as_role(queue.owner, || {
+        Spi::connect_mut(|c| {
+            c.update(sql.as_str(), None, &[rel.into(), me.into()])
+                .map(|r| r.len() as i64)
+        })
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    if n > 0 {
+        wake_at_commit();
+    }
+    n
+}

@@ -1,0 +1,674 @@
+//! The queue workers: background workers, one database each, that drain
+//! `embed_queue` with their own model session.
+//!
+//! A worker is launched at the commit of a transaction that queued rows when
+//! its database has none running (`registry::wake`), and exits after
+//! `clinembed.queue_idle_exit` seconds without work.  Each batch is one
+//! transaction: it takes up to `clinembed.queue_batch_rows` due keys of one
+//! table (`FOR UPDATE SKIP LOCKED`), locks their rows (`SKIP LOCKED`: a row a
+//! writer holds stays queued, and its writer's commit queues its newer
+//! text), embeds the texts through the `embed_texts` path, writes vector and
+//! model identity and deletes the keys.  The table's rows are read and
+//! written as the table's owner, in a restricted security context, with
+//! `search_path` pinned to `pg_catalog, pg_temp`: a trigger on the table
+//! runs with its owner's rights, never the worker's.
+//!
+//! A batch that fails is rolled back and its keys tried one by one; a key
+//! that fails alone is tried again after a backoff and parked after
+//! `clinembed.queue_max_attempts` tries, with its SQLSTATE and message
+//! (never note text: the log gets the table's oid, the SQLSTATE and counts).
+//! A cancel aborts the batch in flight and the worker goes on; a terminated
+//! worker is started again by the postmaster; nothing is deleted from the
+//! queue before its row is written, in the same transaction.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::ffi::CStr;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use clinembed_core::columns::{self as rule, Action};
+use clinembed_core::queue::{self as q, Retry};
+use clinembed_core::{Error, ErrorKind};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use pgrx::{PgBuiltInOids, PgOid};
+
+use crate::columns::{self, select_one};
+use crate::queue::{as_role, queue, queue_trigger, spi_failed};
+use crate::{backend, gucs, registry};
+
+/// Why a batch failed: its SQLSTATE and message.
+struct Failure {
+    sqlstate: String,
+    message: String,
+}
+
+fn failure(e: CaughtError) -> Failure {
+    let r = match &e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+        CaughtError::RustPanic { ereport, .. } => ereport,
+    };
+    // SAFETY: formats a packed SQLSTATE into a static buffer.
+    let sqlstate = unsafe { CStr::from_ptr(pg_sys::unpack_sql_state(r.sql_error_code() as i32)) }
+        .to_string_lossy()
+        .into_owned();
+    Failure {
+        sqlstate,
+        message: r.message().to_string(),
+    }
+}
+
+const CANCELED: &str = "57014";
+
+/// Runs `f` in a transaction of its own and commits; an error rolls it back
+/// and is returned.
+fn transaction<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
+    // SAFETY: starts a transaction at the top level of the worker's loop.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let f = AssertUnwindSafe(f);
+    let r = PgTryBuilder::new(move || {
+        let v = f();
+        // SAFETY: ends the transaction started above.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(v)
+    })
+    .catch_others(|e| Err(failure(e)))
+    .execute();
+    if r.is_err() {
+        // SAFETY: the error left the transaction aborted; this cleans it up.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    r
+}
+
+// PostgreSQL's own signal handlers, as the C symbols (pgrx wraps the
+// functions it binds, and a signal handler must be the plain one).
+extern "C-unwind" {
+    #[link_name = "die"]
+    fn die(signal: std::ffi::c_int);
+    #[link_name = "SignalHandlerForConfigReload"]
+    fn reload(signal: std::ffi::c_int);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_slot(_code: std::ffi::c_int, arg: pg_sys::Datum) {
+    registry::release(arg.value());
+}
+
+/// The worker's entry point (`bgw_function_name`).  `arg` is the slot its
+/// launch reserved; `bgw_extra` holds the database's oid and the launch.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn clinembed_queue_worker(arg: pg_sys::Datum) {
+    let extra = BackgroundWorker::get_extra().to_string();
+    let mut parts = extra
+        .split_whitespace()
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let (datid, launch) = (parts.next().unwrap_or(0) as u32, parts.next().unwrap_or(0));
+    if !database_exists(datid) {
+        // Dropped since the launch (a restart after DROP DATABASE ... WITH
+        // (FORCE) ended this worker): exit code 0 is never restarted.
+        exit_unregistered();
+    }
+    // SAFETY: signal handlers and the connection of a background worker, set
+    // up as PostgreSQL's own workers do: SIGTERM ends it at the next
+    // interrupt check (between micro-batches), SIGHUP reloads settings,
+    // SIGINT (as set up by PostgreSQL) cancels the batch in flight.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        {
+            pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die));
+            pg_sys::pqsignal(pg_sys::SIGHUP as i32, Some(reload));
+        }
+        #[cfg(feature = "pg18")]
+        {
+            pg_sys::pqsignal_be(pg_sys::SIGTERM as i32, Some(die));
+            pg_sys::pqsignal_be(pg_sys::SIGHUP as i32, Some(reload));
+        }
+        pg_sys::BackgroundWorkerUnblockSignals();
+        pg_sys::BackgroundWorkerInitializeConnectionByOid(
+            pg_sys::Oid::from(datid),
+            pg_sys::Oid::INVALID,
+            0,
+        );
+    }
+    let Some(slot) = registry::claim(arg.value(), datid, launch) else {
+        registry::launch_wanted();
+        exit_unregistered();
+    };
+    // SAFETY: frees the slot however the process ends.
+    unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(slot)) };
+    let installed = transaction(|| {
+        Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+            .unwrap_or_else(|e| spi_failed(e));
+        select_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'clinembed')",
+            &[],
+        )
+        .unwrap_or(false)
+    });
+    if !matches!(installed, Ok(true)) {
+        registry::release(slot);
+        registry::launch_wanted();
+        exit_unregistered();
+    }
+    drain(slot, datid);
+    registry::release(slot);
+    registry::launch_wanted();
+    exit_unregistered();
+}
+
+/// Whether database `datid` still has its directory: checked before
+/// connecting, since connecting to a dropped database is a FATAL error that
+/// the postmaster would answer by starting the worker again, forever.
+fn database_exists(datid: u32) -> bool {
+    // SAFETY: the data directory's path, set before any worker starts.
+    let data = unsafe { CStr::from_ptr(pg_sys::DataDir) }
+        .to_string_lossy()
+        .into_owned();
+    let data = std::path::Path::new(&data);
+    if data.join("base").join(datid.to_string()).is_dir() {
+        return true;
+    }
+    // a database whose default tablespace is another one
+    std::fs::read_dir(data.join("pg_tblspc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|spc| std::fs::read_dir(spc.path()).ok())
+        .flatten()
+        .flatten()
+        .any(|version| version.path().join(datid.to_string()).is_dir())
+}
+
+/// Registers the launcher that runs once at server start when clinembed is
+/// in `shared_preload_libraries` (called from `_PG_init` then).
+pub fn register_launcher() {
+    pgrx::bgworkers::BackgroundWorkerBuilder::new("clinembed queue launcher")
+        .set_type("clinembed queue launcher")
+        .set_library("clinembed")
+        .set_function("clinembed_queue_launcher")
+        .enable_spi_access()
+        .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(None)
+        .load();
+}
+
+/// The launcher: once the server accepts connections, launches a queue
+/// worker for every database that accepts them (within the limits; the
+/// rest as workers exit), so rows queued before a restart are drained
+/// without waiting for the next write.  A worker exits at once in a
+/// database without clinembed.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn clinembed_queue_launcher(_arg: pg_sys::Datum) {
+    let mut databases = Vec::new();
+    // SAFETY: a worker connected to no database reads the shared catalog
+    // pg_database with a catalog scan, as the autovacuum launcher does.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(pg_sys::SIGTERM as i32, Some(die));
+        pg_sys::BackgroundWorkerUnblockSignals();
+        pg_sys::BackgroundWorkerInitializeConnection(std::ptr::null(), std::ptr::null(), 0);
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as i32);
+        let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let db = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+            if db.datallowconn && !db.datistemplate {
+                databases.push(db.oid.to_u32());
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        pg_sys::PopActiveSnapshot();
+        pg_sys::CommitTransactionCommand();
+    }
+    for datid in databases {
+        registry::launch(datid);
+    }
+    exit_unregistered();
+}
+
+/// Ends this process with exit code 0: the postmaster does not start it
+/// again.
+#[allow(unreachable_code)]
+fn exit_unregistered() -> ! {
+    // SAFETY: ends the process, running its exit callbacks.
+    unsafe { pg_sys::proc_exit(0) };
+    unreachable!("proc_exit returns no more")
+}
+
+/// What one look at the queue found.
+enum Step {
+    /// Rows written (or dropped with their table); `full`: the batch was
+    /// full, so more may wait.
+    Worked { full: bool },
+    /// Nothing due: look again after this long (None: nothing queued at all).
+    Idle(Option<Duration>),
+}
+
+fn interrupts() {
+    // SAFETY: reads flags set by signal handlers.
+    unsafe {
+        if pg_sys::ProcDiePending != 0 {
+            pg_sys::check_for_interrupts!();
+        }
+        // A cancel between batches has nothing to cancel.
+        pg_sys::QueryCancelPending = 0;
+        if pg_sys::ConfigReloadPending != 0 {
+            pg_sys::ConfigReloadPending = 0;
+            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
+    }
+}
+
+/// The worker's loop: batches while there is work, waits on its latch when
+/// there is none, returns when it has been idle long enough and a last look
+/// finds nothing queued.
+fn drain(slot: usize, datid: u32) {
+    let mut idle_since = Instant::now();
+    loop {
+        interrupts();
+        let wait = match step(slot) {
+            Step::Worked { full } => {
+                idle_since = Instant::now();
+                if full {
+                    // a backlog: let another worker help, if the limits allow
+                    registry::launch(datid);
+                }
+                continue;
+            }
+            Step::Idle(wait) => wait,
+        };
+        let idle_exit = gucs::queue_idle_exit();
+        if wait.is_none() && idle_since.elapsed() >= idle_exit {
+            registry::set_exiting(slot, datid, true);
+            match transaction(next_due) {
+                Ok(None) => return,
+                _ => registry::set_exiting(slot, datid, false),
+            }
+            continue;
+        }
+        let left = idle_exit.saturating_sub(idle_since.elapsed());
+        let timeout = wait
+            .map_or(left, |w| w.min(left))
+            .max(Duration::from_millis(10));
+        // SAFETY: waits on this process's latch; exits if the postmaster dies.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                timeout.as_millis() as _,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+    }
+}
+
+/// How long until a queued key is due (zero: one is), or None when nothing
+/// is queued but parked rows.
+fn next_due() -> Option<Duration> {
+    let schema = queue().schema;
+    let secs = select_one::<f64>(
+        &format!(
+            "SELECT EXTRACT(EPOCH FROM pg_catalog.min(COALESCE(retry_at, queued_at)) - pg_catalog.clock_timestamp())::float8 \
+               FROM {schema}.embed_queue WHERE parked_at IS NULL"
+        ),
+        &[],
+    )?;
+    Some(Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// The table and keys a batch took, for its failure path.
+type Taken = RefCell<Option<(pg_sys::Oid, Vec<Vec<String>>)>>;
+
+/// A queued row a batch took: the queue entry's ctid and the row's key.
+struct Entry {
+    ctid: pg_sys::ItemPointerData,
+    key: Vec<String>,
+}
+
+/// One batch, with what to do when it fails.
+fn step(slot: usize) -> Step {
+    let taken: Taken = RefCell::new(None);
+    let outcome = transaction(|| batch(slot, None, &taken));
+    registry::set_batch(slot, 0, 0, 0);
+    match outcome {
+        Ok(step) => step,
+        Err(f) if f.sqlstate == CANCELED => Step::Worked { full: false },
+        Err(f) => {
+            let Some((relid, keys)) = taken.into_inner() else {
+                // failed before it took anything: the queue itself
+                log_failure(pg_sys::Oid::INVALID, &f, 0);
+                return Step::Idle(Some(Duration::from_secs(q::RETRY_BASE_SECONDS as u64)));
+            };
+            if keys.len() == 1 {
+                record_failure(relid, &keys[0], &f);
+            } else {
+                // Alone, each key either goes through or fails on its own.
+                for key in keys {
+                    interrupts();
+                    let one = RefCell::new(None);
+                    match transaction(|| batch(slot, Some((relid, key.clone())), &one)) {
+                        Ok(_) => {}
+                        Err(f) if f.sqlstate == CANCELED => break,
+                        Err(f) => record_failure(relid, &key, &f),
+                    }
+                    registry::set_batch(slot, 0, 0, 0);
+                }
+            }
+            Step::Worked { full: false }
+        }
+    }
+}
+
+fn log_failure(relid: pg_sys::Oid, f: &Failure, attempts: i32) {
+    // The message stays in the queue table: it may quote a value.
+    pgrx::log!(
+        "clinembed queue worker: a queued row of table oid {} failed with SQLSTATE {} (try {attempts})",
+        relid.to_u32(),
+        f.sqlstate
+    );
+}
+
+/// Counts a failed try of one key: a retry after a backoff, or parked.
+fn record_failure(relid: pg_sys::Oid, key: &[String], f: &Failure) {
+    let max = gucs::queue_max_attempts();
+    let recorded = transaction(|| {
+        let schema = queue().schema;
+        let attempts = Spi::connect_mut(|c| {
+            c.update(
+                format!(
+                    "SELECT attempts + 1 FROM {schema}.embed_queue WHERE relid = $1 AND key = $2 FOR UPDATE"
+                )
+                .as_str(),
+                Some(1),
+                &[relid.into(), key.to_vec().into()],
+            )?
+            .first()
+            .get_one::<i32>()
+        })
+        .ok()
+        .flatten()?;
+        let (retry, park) = match q::after_failure(attempts, max) {
+            Retry::After(s) => (Some(s as f64), false),
+            Retry::Park => (None, true),
+        };
+        Spi::connect_mut(|c| {
+            c.update(
+                format!(
+                    "UPDATE {schema}.embed_queue SET attempts = $3, sqlstate = $4, message = $5, \
+                     retry_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $6), \
+                     parked_at = CASE WHEN $7 THEN pg_catalog.clock_timestamp() END \
+                     WHERE relid = $1 AND key = $2"
+                )
+                .as_str(),
+                None,
+                &[
+                    relid.into(),
+                    key.to_vec().into(),
+                    attempts.into(),
+                    f.sqlstate.as_str().into(),
+                    f.message.as_str().into(),
+                    retry.into(),
+                    park.into(),
+                ],
+            )
+            .map(|_| ())
+        })
+        .unwrap_or_else(|e| spi_failed(e));
+        Some(attempts)
+    });
+    if let Ok(Some(attempts)) = recorded {
+        log_failure(relid, f, attempts);
+    }
+}
+
+/// One batch: takes due keys of one table (or the one key `only`), embeds
+/// and writes their rows, deletes the keys.  `taken` learns the keys as
+/// soon as they are taken, for the failure path.
+fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -> Step {
+    let schema = queue().schema;
+    let limit = gucs::queue_batch_rows();
+    let (relid, entries) = match only {
+        Some((relid, key)) => {
+            let entries = entries_of(
+                &format!(
+                    "SELECT ctid, key FROM {schema}.embed_queue WHERE relid = $1 AND key = $2 \
+                     AND parked_at IS NULL FOR UPDATE SKIP LOCKED"
+                ),
+                &[relid.into(), key.into()],
+            );
+            (relid, entries)
+        }
+        None => {
+            let due = "parked_at IS NULL AND COALESCE(retry_at, queued_at) <= pg_catalog.clock_timestamp()";
+            let Some(relid) = select_one::<pg_sys::Oid>(
+                &format!(
+                    "SELECT relid FROM {schema}.embed_queue WHERE {due} ORDER BY queued_at LIMIT 1"
+                ),
+                &[],
+            ) else {
+                return Step::Idle(next_due());
+            };
+            let entries = entries_of(
+                &format!(
+                    "SELECT ctid, key FROM {schema}.embed_queue WHERE relid = $1 AND {due} \
+                     ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ),
+                &[relid.into(), (limit as i64).into()],
+            );
+            (relid, entries)
+        }
+    };
+    if entries.is_empty() {
+        // Everything due is being taken by another worker.
+        return Step::Idle(Some(Duration::from_millis(q::LOCKED_RETRY_MS as u64)));
+    }
+    *taken.borrow_mut() = Some((relid, entries.iter().map(|e| e.key.clone()).collect()));
+    registry::set_batch(slot, relid.to_u32(), entries.len() as u32, 0);
+    let full = entries.len() >= limit;
+    let delete = |ctids: &[pg_sys::ItemPointerData]| {
+        Spi::connect_mut(|c| {
+            for ctid in ctids {
+                c.update(
+                    format!("DELETE FROM {schema}.embed_queue WHERE ctid = $1").as_str(),
+                    None,
+                    &[(*ctid).into()],
+                )?;
+            }
+            Ok::<_, pgrx::spi::SpiError>(())
+        })
+        .unwrap_or_else(|e| spi_failed(e));
+    };
+    let owner = select_one::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1 AND relkind = 'r'",
+        &[relid.into()],
+    );
+    let Some(owner) = owner else {
+        // The table is gone (or is no table): its keys mean nothing now.
+        delete(&entries.iter().map(|e| e.ctid).collect::<Vec<_>>());
+        return Step::Worked { full };
+    };
+    let cols = queue_trigger(relid).unwrap_or_else(|| {
+        crate::errors::report(
+            Error::new(ErrorKind::InvalidTable, "the table has no queue trigger")
+                .detail(format!(
+                    "Rows of {} are queued, and it has no enabled embed_queue_trigger to say which columns to embed.",
+                    columns::relation_name(relid)
+                ))
+                .hint("Create or enable the trigger, then call embed_queue_retry()."),
+        )
+    });
+    let target = columns::target(
+        relid,
+        Some(&cols.source),
+        Some(&cols.target),
+        cols.model.as_deref(),
+    );
+    let keys = columns::primary_key(relid).unwrap_or_else(|| {
+        crate::errors::report(
+            Error::new(ErrorKind::InvalidTable, "the table has no primary key")
+                .detail(format!(
+                    "Rows of {} are queued by key, and it has none now.",
+                    columns::relation_name(relid)
+                ))
+                .hint("Add the primary key back, then call embed_queue_retry()."),
+        )
+    });
+    let table = columns::qualified(relid);
+    // One text[] per key column, the keys in order.
+    let arrays: Vec<Vec<String>> = (0..keys.len())
+        .map(|i| {
+            entries
+                .iter()
+                .map(|e| e.key.get(i).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let args: Vec<pgrx::datum::DatumWithOid<'_>> =
+        arrays.iter().map(|a| a.clone().into()).collect();
+    let claim = q::claim_statement(&table, &keys, &cols.source, true);
+    let rows: Vec<(i32, pg_sys::ItemPointerData, Option<String>)> = as_role(owner, || {
+        Spi::connect_mut(|c| {
+            c.update(claim.as_str(), None, &args)?
+                .map(|r| {
+                    Ok((
+                        r.get::<i32>(1)?.unwrap_or(0),
+                        r.get::<pg_sys::ItemPointerData>(2)?.unwrap_or_default(),
+                        r.get::<String>(3)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    // Keys whose row was not taken: locked by a writer (they stay queued)
+    // or gone (deleted, or its key changed: the key is dropped).
+    let found: HashSet<i32> = rows.iter().map(|r| r.0).collect();
+    let exists = q::claim_statement(&table, &keys, &cols.source, false);
+    let present: HashSet<i32> = if found.len() < entries.len() {
+        as_role(owner, || {
+            Spi::connect(|c| {
+                c.select(exists.as_str(), None, &args)?
+                    .map(|r| Ok(r.get::<i32>(1)?.unwrap_or(0)))
+                    .collect::<Result<HashSet<_>, pgrx::spi::SpiError>>()
+            })
+        })
+        .unwrap_or_else(|e| spi_failed(e))
+    } else {
+        HashSet::new()
+    };
+    let texts: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| match q::worker_action(r.2.is_some()) {
+            Action::Embed => r.2.as_deref(),
+            _ => None,
+        })
+        .collect();
+    let (vectors, model_id) = if texts.iter().any(Option::is_some) {
+        let dims = backend::with_embedder(|e| e.info().dimensions) as i32;
+        rule::check_dimensions(
+            || columns::relation_name(relid),
+            &columns::shown(&cols.target),
+            &target.type_name,
+            target.dims,
+            dims,
+        )
+        .unwrap_or_else(|e| crate::errors::report(e));
+        let vectors = backend::with_embedder(|e| crate::vectors_of(e, &texts, gucs::long_text()))
+            .unwrap_or_else(|e| crate::errors::report(e));
+        (vectors, Some(crate::embed_model_id()))
+    } else {
+        (vec![None; texts.len()], None)
+    };
+    let write = q::write_statement(&table, &cols, &target.type_name);
+    as_role(owner, || {
+        Spi::connect_mut(|c| {
+            let stmt = c.prepare_mut(
+                write.as_str(),
+                &[
+                    PgOid::BuiltIn(PgBuiltInOids::TIDOID),
+                    PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID),
+                    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                ],
+            )?;
+            for (row, vector) in rows.iter().zip(vectors) {
+                let id = vector.as_ref().and(model_id.clone());
+                c.update(&stmt, None, &[row.1.into(), vector.into(), id.into()])?;
+            }
+            Ok::<_, pgrx::spi::SpiError>(())
+        })
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    let done: Vec<pg_sys::ItemPointerData> = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            let ord = *i as i32 + 1;
+            found.contains(&ord) || !present.contains(&ord)
+        })
+        .map(|(_, e)| e.ctid)
+        .collect();
+    delete(&done);
+    if !rows.is_empty() {
+        Spi::connect_mut(|c| {
+            c.update(
+                format!(
+                    "INSERT INTO {schema}.embed_queue_done (relid, rows) VALUES ($1, $2)"
+                )
+                .as_str(),
+                None,
+                &[relid.into(), (rows.len() as i32).into()],
+            )?;
+            c.update(
+                format!(
+                    "DELETE FROM {schema}.embed_queue_done WHERE done_at < pg_catalog.clock_timestamp() - interval '10 minutes'"
+                )
+                .as_str(),
+                None,
+                &[],
+            )
+            .map(|_| ())
+        })
+        .unwrap_or_else(|e| spi_failed(e));
+    }
+    registry::set_batch(slot, relid.to_u32(), 0, rows.len() as u64);
+    if rows.is_empty() && done.is_empty() {
+        // every row locked by writers: look again shortly
+        return Step::Idle(Some(Duration::from_millis(q::LOCKED_RETRY_MS as u64)));
+    }
+    Step::Worked { full }
+}
+
+fn entries_of(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Vec<Entry> {
+    Spi::connect_mut(|c| {
+        c.update(sql, None, args)?
+            .map(|r| {
+                Ok(Entry {
+                    ctid: r.get::<pg_sys::ItemPointerData>(1)?.unwrap_or_default(),
+                    key: r.get::<Vec<String>>(2)?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| spi_failed(e))
+}
