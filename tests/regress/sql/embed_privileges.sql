@@ -94,6 +94,22 @@ SET ROLE clinembed_clerk;
 CALL embed_backfill('secret_notes', 'exp_text', 'embedding');
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+-- the embedding queue holds keys for the extension's owner alone: a role
+-- may neither read nor write it, nor queue rows of a table it may not write,
+-- and sees the status only of tables it may read
+CREATE TRIGGER q BEFORE INSERT OR UPDATE ON secret_notes
+    FOR EACH ROW EXECUTE FUNCTION embed_queue_trigger('exp_text', 'embedding');
+SET ROLE clinembed_clerk;
+SELECT count(*) FROM embed_queue;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO embed_queue (relid, key) VALUES ('secret_notes'::regclass, '{1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT embed_queue_enqueue('secret_notes');
+\echo :LAST_ERROR_SQLSTATE
+SELECT embed_queue_retry('secret_notes');
+SELECT count(*) AS tables_shown FROM embed_queue_status;
+RESET ROLE;
+SELECT count(*) AS queued FROM embed_queue;
 
 DROP TABLE clerk_notes, secret_notes;
 DELETE FROM backfill_runs;

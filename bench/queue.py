@@ -1,0 +1,261 @@
+"""The embedding queue, measured (bench/queue.sh runs it on a scratch cluster):
+
+  write      pgbench, single-row INSERTs of notes, CLIENTS clients, SECONDS s,
+             into a table with no trigger, the queue trigger (workers paused,
+             and workers draining beside), the row trigger and the batched
+             trigger: transactions per second, and the ratio to no trigger
+  fresh      on an idle server, from an INSERT's commit to its vector being
+             visible, for a short note: with a worker waiting (warm) and with
+             none (cold: the commit launches one, which loads the model)
+  drain      NOTES queued notes of the bench corpus drained by one worker,
+             against one embed_texts call over the same notes, per model
+  memory     a worker's resident and private memory, idle after one short
+             note and after a drain
+
+Prints one line per figure.  Timing lines, not assertions.
+"""
+
+import argparse
+import os
+import select
+import statistics
+import subprocess
+import time
+
+import psycopg
+
+SHORT = "Patient seen in clinic today, afebrile, vitals stable, plan unchanged."
+
+
+def conn(dsn, **kw):
+    return psycopg.connect(dsn, autocommit=True, **kw)
+
+
+def one(c, sql, *args):
+    return c.execute(sql, args or None).fetchone()[0]
+
+
+def setting(dsn, name, value):
+    with conn(dsn) as c:
+        c.execute("LOAD 'clinembed'")
+        if value is None:
+            c.execute(f"ALTER SYSTEM RESET {name}")
+        else:
+            c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        c.execute("SELECT pg_reload_conf()")
+    want = value
+    for _ in range(200):
+        with conn(dsn) as c:
+            c.execute("LOAD 'clinembed'")
+            now = one(c, f"SHOW {name}")
+        if want is None or now == want:
+            return
+        time.sleep(0.05)
+
+
+def workers(c):
+    return [r[0] for r in c.execute(
+        "SELECT pid FROM embed_queue_workers() WHERE datid = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database()) AND state = 'running'").fetchall()]
+
+
+def pause(dsn):
+    setting(dsn, "clinembed.queue_max_workers_per_database", "0")
+    with conn(dsn) as c:
+        for pid in workers(c):
+            c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        while workers(c):
+            time.sleep(0.1)
+
+
+def resume(dsn):
+    setting(dsn, "clinembed.queue_max_workers_per_database", None)
+    with conn(dsn) as c:
+        c.execute("SELECT embed_queue_start()")
+
+
+def wait_drained(c, table, limit=3600):
+    t0 = time.monotonic()
+    while one(c, "SELECT count(*) FROM embed_queue WHERE relid = %s::regclass", table):
+        if time.monotonic() - t0 > limit:
+            raise TimeoutError(table)
+        time.sleep(0.02)
+
+
+def memory_of(pid):
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] == "kB":
+                fields[parts[0].rstrip(":")] = int(parts[1])
+    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return fields.get("Rss", 0) // 1024, private // 1024
+
+
+WRITE_TABLES = {
+    "no trigger": "",
+    "queue trigger, workers paused": "CREATE TRIGGER e BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW "
+                                     "EXECUTE FUNCTION embed_queue_trigger('exp_text', 'embedding', 'embedding_model')",
+    "queue trigger, a worker draining beside": "CREATE TRIGGER e BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW "
+                                               "EXECUTE FUNCTION embed_queue_trigger('exp_text', 'embedding', "
+                                               "'embedding_model')",
+    "row trigger (embeds in the transaction)": "CREATE TRIGGER e BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW "
+                                               "EXECUTE FUNCTION embed_trigger('exp_text', 'embedding', "
+                                               "'embedding_model')",
+    "batched trigger (embeds in the transaction)": "CREATE TRIGGER e AFTER INSERT ON {t} REFERENCING NEW TABLE AS n "
+                                                   "FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger("
+                                                   "'exp_text', 'embedding', 'embedding_model')",
+}
+
+
+def write(dsn, args):
+    script = "/tmp/clinembed-bench-queue.pgbench"
+    base = None
+    for i, (label, trigger) in enumerate(WRITE_TABLES.items()):
+        t = f"w{i}"
+        with conn(dsn) as c:
+            c.execute(f"DROP TABLE IF EXISTS {t}")
+            c.execute(f"CREATE TABLE {t} (id bigserial PRIMARY KEY, exp_text text, embedding real[], "
+                      "embedding_model text)")
+            if trigger:
+                c.execute(trigger.format(t=t))
+            notes = one(c, "SELECT count(*) FROM source")
+        with open(script, "w") as f:
+            f.write(f"\\set n random(1, {notes})\n"
+                    f"INSERT INTO {t} (exp_text) SELECT exp_text FROM source WHERE note_id = :n;\n")
+        os.chmod(script, 0o644)
+        if "paused" in label:
+            pause(dsn)
+        out = subprocess.run([args.pgbench, "-n", "-f", script, "-c", str(args.clients), "-j", str(args.clients),
+                              "-T", str(args.seconds), "-d", args.dbname],
+                             check=True, capture_output=True, text=True).stdout
+        if "paused" in label:
+            resume(dsn)
+        tps = float([line for line in out.splitlines() if line.startswith("tps")][0].split()[2])
+        base = base or tps
+        print(f"write  {label:<46} {tps:9.1f} tps  {tps / base:6.1%} of no trigger", flush=True)
+        with conn(dsn) as c:
+            if "queue" in label:
+                wait_drained(c, t)
+            c.execute(f"TRUNCATE {t}")
+
+
+def fresh(dsn, args):
+    with conn(dsn) as c:
+        c.execute("DROP TABLE IF EXISTS fresh")
+        c.execute("CREATE TABLE fresh (id serial PRIMARY KEY, exp_text text, embedding real[], embedding_model text)")
+        c.execute("CREATE TRIGGER e BEFORE INSERT OR UPDATE ON fresh FOR EACH ROW "
+                  "EXECUTE FUNCTION embed_queue_trigger('exp_text', 'embedding', 'embedding_model')")
+        c.execute("""CREATE FUNCTION fresh_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN IF NEW.embedding IS NOT NULL THEN PERFORM pg_notify('fresh', NEW.id::text); END IF;
+                     RETURN NEW; END $$""")
+        c.execute("CREATE TRIGGER n AFTER UPDATE ON fresh FOR EACH ROW EXECUTE FUNCTION fresh_notify()")
+    listener = conn(dsn)
+    listener.execute("LISTEN fresh")
+    writer = conn(dsn)
+
+    def sample():
+        writer.execute("INSERT INTO fresh (exp_text) VALUES (%s)", (SHORT,))
+        t0 = time.monotonic()
+        while True:
+            select.select([listener.fileno()], [], [], 5)
+            got = list(listener.notifies(timeout=0))
+            if got:
+                return (time.monotonic() - t0) * 1000
+
+    # warm: a worker waits on its latch
+    sample()
+    warm = []
+    for _ in range(args.fresh):
+        time.sleep(0.2)
+        warm.append(sample())
+    # cold: no worker; the commit launches one, which loads the model
+    setting(dsn, "clinembed.queue_idle_exit", "1")
+    cold = []
+    for _ in range(max(5, args.fresh // 5)):
+        with conn(dsn) as c:
+            while workers(c):
+                time.sleep(0.1)
+        cold.append(sample())
+    setting(dsn, "clinembed.queue_idle_exit", None)
+    for label, xs in (("warm worker", warm), ("cold (worker launched)", cold)):
+        xs = sorted(xs)
+        p99 = xs[min(len(xs) - 1, int(round(0.99 * (len(xs) - 1))))]
+        print(f"fresh  {label:<30} n={len(xs):3d}  p50 {statistics.median(xs):7.1f} ms  p99 {p99:7.1f} ms  "
+              f"max {xs[-1]:7.1f} ms", flush=True)
+    listener.close()
+    writer.close()
+
+
+def drain(dsn, args, model):
+    setting(dsn, "clinembed.model", model)
+    with conn(dsn) as c:
+        c.execute("DROP TABLE IF EXISTS drained")
+        c.execute("CREATE TABLE drained (note_id int PRIMARY KEY, exp_text text, embedding real[], "
+                  "embedding_model text)")
+        c.execute("CREATE TRIGGER e BEFORE INSERT OR UPDATE ON drained FOR EACH ROW "
+                  "EXECUTE FUNCTION embed_queue_trigger('exp_text', 'embedding', 'embedding_model')")
+    pause(dsn)
+    with conn(dsn) as c:
+        c.execute("INSERT INTO drained (note_id, exp_text) SELECT note_id, exp_text FROM source "
+                  "ORDER BY note_id LIMIT %s", (args.notes,))
+        n = one(c, "SELECT count(*) FROM embed_queue WHERE relid = 'drained'::regclass")
+    # one embed_texts call over the same notes, the model loaded first
+    with conn(dsn) as c:
+        c.execute("SELECT embed_model_id()")
+        t0 = time.monotonic()
+        c.execute("SELECT count(*) FROM embed_texts((SELECT array_agg(exp_text ORDER BY note_id) FROM drained))")
+        direct = time.monotonic() - t0
+    with conn(dsn) as c:
+        t0 = time.monotonic()
+        resume(dsn)
+        wait_drained(c, "drained")
+        queued = time.monotonic() - t0
+        pid = (workers(c) or [None])[0]
+        done = one(c, "SELECT count(embedding) FROM drained")
+    print(f"drain  {model:<18} {n} notes: embed_texts {n / direct:7.1f} notes/s ({direct:6.1f} s), queue "
+          f"{n / queued:7.1f} notes/s ({queued:6.1f} s, worker start and model load included) = "
+          f"{direct / queued:6.1%}; {done} written", flush=True)
+    if pid:
+        rss, private = memory_of(pid)
+        print(f"memory {model:<18} worker after the drain: {rss} MB resident, {private} MB private", flush=True)
+    # idle: a fresh worker after one short note
+    pause(dsn)
+    resume(dsn)
+    with conn(dsn) as c:
+        c.execute("INSERT INTO drained (note_id, exp_text) VALUES (-1, %s)", (SHORT,))
+        wait_drained(c, "drained")
+        time.sleep(0.5)
+        pid = (workers(c) or [None])[0]
+    if pid:
+        rss, private = memory_of(pid)
+        print(f"memory {model:<18} worker idle after one short note: {rss} MB resident, {private} MB private",
+              flush=True)
+    setting(dsn, "clinembed.model", None)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dbname", default="bench")
+    ap.add_argument("--pgbench", required=True)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--fresh", type=int, default=50)
+    ap.add_argument("--notes", type=int, default=2000)
+    ap.add_argument("--models", default="")
+    ap.add_argument("--parts", default="write,fresh,drain")
+    args = ap.parse_args()
+    dsn = f"dbname={args.dbname}"
+    parts = args.parts.split(",")
+    if "write" in parts:
+        write(dsn, args)
+    if "fresh" in parts:
+        fresh(dsn, args)
+    if "drain" in parts:
+        for model in args.models.split():
+            drain(dsn, args, model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The embedding queue, measured: write path (pgbench), freshness, drain
+# throughput against embed_texts, memory per worker (bench/queue.py says
+# what each figure is).
+#   bash bench/queue.sh                          # default model; BERT-base too if installed
+#   NOTES=500 PARTS=drain bash bench/queue.sh    # a part, fewer notes
+# Run as root on Debian 12 after scripts/setup.sh; bench/run.sh installs the
+# BERT-base-shaped model "bert-base-bench".  Prints one line per figure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+NOTES=${NOTES:-2000}
+PARTS=${PARTS:-write,fresh,drain}
+MODELS=${MODELS:-$DEFAULT_MODEL}
+if [ -z "${MODELS_SET:-}" ] && [ -d "$("$PG_CONFIG" --sharedir)/clinembed/models/bert-base-bench" ]; then
+    MODELS="$MODELS bert-base-bench"
+fi
+if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import psycopg' 2>/dev/null; then
+    python3 -m venv bench/.venv
+    bench/.venv/bin/pip install --quiet -r bench/requirements.txt
+fi
+install_release /tmp/clinembed-bench-build.log
+cluster_start bench-queue 28819 shared_buffers=256MB
+trap cluster_stop EXIT
+python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
+chmod 0644 /tmp/clinembed-bench-notes.tsv
+pg -c 'CREATE DATABASE bench'
+pg -d bench <<'SQL'
+CREATE EXTENSION clinembed;
+CREATE TABLE source (note_id int PRIMARY KEY, patient_id int, note_type text, topic text, exp_text text NOT NULL);
+\copy source FROM '/tmp/clinembed-bench-notes.tsv'
+VACUUM ANALYZE source;
+SQL
+echo "clinembed $(pg -d bench -At -c "SELECT extversion FROM pg_extension WHERE extname = 'clinembed'"), PostgreSQL $PG, $(nproc) CPUs, $(date -u +%F), notes: $NOTES ($(pg -d bench -At -c "SELECT round(avg(length(exp_text))) FROM source") characters on average)"
+PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres bench/.venv/bin/python bench/queue.py --dbname bench \
+    --pgbench "$PG_BIN/pgbench" --notes "$NOTES" --models "$MODELS" --parts "$PARTS"
