@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The embedding queue, measured: write path (pgbench), freshness, drain
-# throughput against embed_texts, memory per worker (bench/queue.py says
+# throughput against embed_texts, memory per worker (bench/queue_bench.py says
 # what each figure is).
 #   bash bench/queue.sh                          # default model; BERT-base too if installed
 #   NOTES=500 PARTS=drain bash bench/queue.sh    # a part, fewer notes
+#   PARTS=drain BATCH_ROWS="64 256" MODELS=all-minilm-l6-v2 MODELS_SET=1 bash bench/queue.sh
 # Run as root on Debian 12 after scripts/setup.sh; bench/run.sh installs the
 # BERT-base-shaped model "bert-base-bench".  Prints one line per figure.
 set -euo pipefail
@@ -33,5 +34,6 @@ CREATE TABLE source (note_id int PRIMARY KEY, patient_id int, note_type text, to
 VACUUM ANALYZE source;
 SQL
 echo "clinembed $(pg -d bench -At -c "SELECT extversion FROM pg_extension WHERE extname = 'clinembed'"), PostgreSQL $PG, $(nproc) CPUs, $(date -u +%F), notes: $NOTES ($(pg -d bench -At -c "SELECT round(avg(length(exp_text))) FROM source") characters on average)"
-PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres bench/.venv/bin/python bench/queue.py --dbname bench \
-    --pgbench "$PG_BIN/pgbench" --notes "$NOTES" --models "$MODELS" --parts "$PARTS"
+PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres bench/.venv/bin/python bench/queue_bench.py --dbname bench \
+    --pgbench "$PG_BIN/pgbench" --notes "$NOTES" --models "$MODELS" --parts "$PARTS" \
+    --batch-rows "${BATCH_ROWS:-}"

@@ -186,6 +186,13 @@ pub static QUEUE_IDLE_EXIT: GucSetting<i32> =
 pub static QUEUE_BATCH_ROWS: GucSetting<i32> =
     GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_BATCH_ROWS);
 
+/// `clinembed.queue_worker_nice`: the queue workers' scheduling priority
+/// (nice value, 0-19), set when a worker starts: above 0, the backends that
+/// write and read notes win the CPUs over the embedding when both want
+/// them (bench/RESULTS.md has the figures).
+pub static QUEUE_WORKER_NICE: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_WORKER_NICE);
+
 /// `clinembed.queue_max_attempts`: failed tries before a queued row is
 /// parked in `embed_queue_failures`.
 pub static QUEUE_MAX_ATTEMPTS: GucSetting<i32> =
@@ -374,6 +381,13 @@ pub fn init() {
             clinembed_core::columns::ROWS_PER_CALL as i32,
         ),
         (
+            c"clinembed.queue_worker_nice",
+            c"Scheduling priority (nice value) of embedding queue workers.",
+            &QUEUE_WORKER_NICE,
+            0,
+            19,
+        ),
+        (
             c"clinembed.queue_max_attempts",
             c"Failed tries before a queued row is parked.",
             &QUEUE_MAX_ATTEMPTS,
@@ -519,4 +533,8 @@ pub fn queue_batch_rows() -> usize {
 
 pub fn queue_max_attempts() -> i32 {
     QUEUE_MAX_ATTEMPTS.get()
+}
+
+pub fn queue_worker_nice() -> i32 {
+    QUEUE_WORKER_NICE.get()
 }

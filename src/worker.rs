@@ -145,6 +145,10 @@ pub extern "C-unwind" fn clinembed_queue_worker(arg: pg_sys::Datum) {
         registry::launch_wanted();
         exit_unregistered();
     };
+    // Before any ONNX Runtime thread exists, so they all inherit it.
+    if let Err(e) = clinembed_core::queue::lower_priority(gucs::queue_worker_nice()) {
+        pgrx::log!("clinembed queue worker: could not lower its priority: {e}");
+    }
     // SAFETY: frees the slot however the process ends.
     unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(slot)) };
     let installed = transaction(|| {
@@ -469,13 +473,23 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             ) else {
                 return Step::Idle(next_due());
             };
-            let entries = entries_of(
-                &format!(
-                    "SELECT ctid, key FROM {schema}.embed_queue WHERE relid = $1 AND {due} \
-                     ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+            let entries = match choose(&schema, relid, due, limit) {
+                Some(ctids) => entries_of(
+                    &format!(
+                        "SELECT ctid, key FROM {schema}.embed_queue WHERE relid = $1 AND {due} \
+                         AND ctid = ANY ($2::pg_catalog.text[]::pg_catalog.tid[]) \
+                         ORDER BY queued_at FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[relid.into(), ctids.into()],
                 ),
-                &[relid.into(), (limit as i64).into()],
-            );
+                None => entries_of(
+                    &format!(
+                        "SELECT ctid, key FROM {schema}.embed_queue WHERE relid = $1 AND {due} \
+                         ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[relid.into(), (limit as i64).into()],
+                ),
+            };
             (relid, entries)
         }
     };
@@ -657,6 +671,68 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         return Step::Idle(Some(Duration::from_millis(q::LOCKED_RETRY_MS as u64)));
     }
     Step::Worked { full }
+}
+
+/// The queue entries (as ctid text) of the next batch of table `relid`,
+/// when more rows wait than a batch takes: the oldest and the rows whose
+/// texts are nearest its length (`clinembed_core::queue::choose_batch`).
+/// None: take the oldest rows as they come (few waiting, or the table cannot
+/// be read now; the batch itself then reports why).
+fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<Vec<String>> {
+    let candidates: Vec<(String, Vec<String>)> = Spi::connect(|c| {
+        c.select(
+            format!(
+                "SELECT ctid::pg_catalog.text, key FROM {schema}.embed_queue WHERE relid = $1 AND {due} \
+                 ORDER BY queued_at LIMIT $2"
+            )
+            .as_str(),
+            None,
+            &[relid.into(), ((limit * q::CANDIDATES_PER_ROW) as i64).into()],
+        )?
+        .map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<Vec<String>>(2)?.unwrap_or_default())))
+        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .ok()?;
+    if candidates.len() <= limit {
+        return None;
+    }
+    let owner = select_one::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1 AND relkind = 'r'",
+        &[relid.into()],
+    )?;
+    let cols = queue_trigger(relid)?;
+    let keys = columns::primary_key(relid)?;
+    let arrays: Vec<Vec<String>> = (0..keys.len())
+        .map(|i| {
+            candidates
+                .iter()
+                .map(|(_, k)| k.get(i).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let args: Vec<pgrx::datum::DatumWithOid<'_>> =
+        arrays.iter().map(|a| a.clone().into()).collect();
+    let sql = q::lengths_statement(&columns::qualified(relid), &keys, &cols.source);
+    let found: Vec<(i32, i32)> = as_role(owner, || {
+        Spi::connect(|c| {
+            c.select(sql.as_str(), None, &args)?
+                .map(|r| Ok((r.get::<i32>(1)?.unwrap_or(0), r.get::<i32>(3)?.unwrap_or(0))))
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+    })
+    .ok()?;
+    let mut lengths = vec![None; candidates.len()];
+    for (ord, len) in found {
+        if let Some(l) = lengths.get_mut((ord - 1) as usize) {
+            *l = Some(len.max(0) as usize);
+        }
+    }
+    Some(
+        q::choose_batch(&lengths, limit)
+            .into_iter()
+            .map(|i| candidates[i].0.clone())
+            .collect(),
+    )
 }
 
 fn entries_of(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Vec<Entry> {

@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_WORKERS_PER_DATABASE: i32 = 1;
 /// Seconds before the postmaster starts again a worker that ended with an
 /// error (terminated, or failed outside a batch).
 pub const RESTART_SECONDS: u64 = 5;
+/// The scheduling priority (nice value) of queue workers, by default: below
+/// the backends that write and read notes, which win the CPUs when both
+/// want them; alone, a worker runs as fast as at 0.
+pub const DEFAULT_WORKER_NICE: i32 = 10;
 /// Milliseconds a worker waits before it looks again at keys whose rows
 /// were locked by another transaction when it tried them.
 pub const LOCKED_RETRY_MS: i64 = 200;
@@ -137,6 +141,35 @@ pub fn claim_statement(table: &str, keys: &[(String, String)], source: &str, loc
     )
 }
 
+/// The statement a worker reads the text lengths of queued rows with (same
+/// arguments as [`claim_statement`]): each found row's position and its
+/// text's length in bytes (the third column, after the ctid), without locking.
+pub fn lengths_statement(table: &str, keys: &[(String, String)], source: &str) -> String {
+    claim_statement(table, keys, source, false).replacen(
+        &format!("t.{}::pg_catalog.text", quote_ident(source)),
+        &format!("pg_catalog.octet_length(t.{})", quote_ident(source)),
+        1,
+    )
+}
+
+/// Queued keys a worker looks over to choose a batch, per row of a batch.
+pub const CANDIDATES_PER_ROW: usize = 16;
+
+/// Which of the candidate rows (oldest first, with their text lengths; None
+/// for a row that is gone) make the next batch of at most `limit`: the
+/// oldest, and those whose texts are nearest its length.  Texts of like
+/// length run in micro-batches with little padding, so a worker's batches
+/// come near one `embed_texts` call over all queued texts sorted by length;
+/// the oldest row is always taken, so every row's wait stays bounded.
+pub fn choose_batch(lengths: &[Option<usize>], limit: usize) -> Vec<usize> {
+    let target = lengths.first().copied().flatten().unwrap_or(0);
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| (i != 0, lengths[i].unwrap_or(0).abs_diff(target), i));
+    order.truncate(limit);
+    order.sort_unstable();
+    order
+}
+
 /// The statement a worker writes one row with: vector `$2` (a `real[]`, or
 /// NULL to clear) cast to `target_type`, model identity `$3`, at ctid `$1`
 /// of a row it has locked.
@@ -186,6 +219,19 @@ pub fn enqueue_stored_statement(
          ON CONFLICT (relid, key) DO NOTHING",
         columns::needs_work(Event::Stored, columns, "t", Some(model_id))?
     ))
+}
+
+/// Lowers the calling thread's scheduling priority to `nice` (0-19): threads
+/// it creates afterwards (ONNX Runtime's) inherit it.  Linux's nice value is
+/// per thread.
+pub fn lower_priority(nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority on the calling thread (who 0).
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.clamp(0, 19)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +302,35 @@ mod tests {
         assert!(s.ends_with("FOR UPDATE OF t SKIP LOCKED"), "{s}");
         let peek = claim_statement("\"public\".\"notes\"", &keys, "exp text", false);
         assert_eq!(peek, s.replace(" FOR UPDATE OF t SKIP LOCKED", ""));
+    }
+
+    #[test]
+    fn lengths_read_the_same_rows_without_the_text() {
+        let keys = vec![("id".to_string(), "int4".to_string())];
+        let s = lengths_statement("x.t", &keys, "note");
+        assert_eq!(
+            s,
+            claim_statement("x.t", &keys, "note", false).replace(
+                "t.\"note\"::pg_catalog.text",
+                "pg_catalog.octet_length(t.\"note\")"
+            )
+        );
+        assert!(!s.contains("FOR UPDATE"));
+    }
+
+    #[test]
+    fn a_batch_is_the_oldest_row_and_its_nearest_lengths() {
+        let lengths = [Some(100), Some(900), Some(120), None, Some(95), Some(400)];
+        assert_eq!(choose_batch(&lengths, 3), vec![0, 2, 4]);
+        // the oldest is taken even when it is gone or longest
+        assert_eq!(choose_batch(&[None, Some(5), Some(0)], 1), vec![0]);
+        assert_eq!(
+            choose_batch(&[Some(900), Some(5), Some(800)], 2),
+            vec![0, 2]
+        );
+        // fewer candidates than the limit: all of them
+        assert_eq!(choose_batch(&lengths, 10), vec![0, 1, 2, 3, 4, 5]);
+        assert!(choose_batch(&[], 4).is_empty());
     }
 
     #[test]

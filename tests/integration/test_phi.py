@@ -10,12 +10,16 @@ note) cannot hide a leak or cause a false one.
     ONLY=phi bash scripts/test.sh              # the tier, on the scratch cluster
     .venv/bin/python -m pytest -v tests/integration/test_phi.py -k backfill
                                                # one path, with PGHOST/PGPORT set
+
+The queue's workers are covered too: their failures, parked and logged.
 """
+
+import time
 
 import psycopg
 import pytest
 
-from conftest import ServerLog, alter_system, connect, drop_database, fresh_database
+from conftest import ServerLog, alter_system, connect, drop_database, fresh_database, one
 
 DB = "clinembed_phi"
 SENTINEL = "PHISENTINEL7F3A"
@@ -141,3 +145,36 @@ def test_backfill_progress_notices_leak_no_note_text():
     assert "clinembed backfill of public.ok: 3 of 3 rows" in text
     assert SENTINEL not in text
     assert SENTINEL not in log.text()
+
+
+@pytest.mark.parametrize("name,table", [
+    ("dimension mismatch", "CREATE TABLE {t} (id int PRIMARY KEY, t text, e vector(768))"),
+    ("constraint violation", "CREATE TABLE {t} (id int PRIMARY KEY, t text, e real[] CHECK (array_length(e, 1) = 768))"),
+    ("unique violation on the model column", "CREATE TABLE {t} (id int PRIMARY KEY, t text, e real[], m text UNIQUE)"),
+])
+def test_queue_worker_failures_leak_no_note_text(name, table):
+    """The queue workers' failures: parked with the key, SQLSTATE and message,
+    and logged (at debug1, verbose) without the note."""
+    t = "q_" + name.split()[0]
+    log = ServerLog()
+    alter_system({"clinembed.queue_max_attempts": "1"})
+    try:
+        with connect(DB) as c:
+            c.execute(table.format(t=t))
+            model = ", 'm'" if "model" in name else ""
+            c.execute(f"CREATE TRIGGER q BEFORE INSERT ON {t} FOR EACH ROW "
+                      f"EXECUTE FUNCTION embed_queue_trigger('t', 'e'{model})")
+            c.execute(f"INSERT INTO {t} SELECT id, t FROM src")
+            for _ in range(600):
+                if one(c, f"SELECT count(*) FROM embed_queue_failures WHERE relation = '{t}'::regclass "
+                          "AND state = 'parked'") >= 1:
+                    break
+                time.sleep(0.1)
+            failures = c.execute(f"SELECT * FROM embed_queue_failures WHERE relation = '{t}'::regclass").fetchall()
+    finally:
+        alter_system({"clinembed.queue_max_attempts": None})
+    assert failures, "no row was parked"
+    assert SENTINEL not in repr(failures)
+    server = log.text()
+    assert "clinembed queue worker: a queued row" in server
+    assert SENTINEL not in server, "note text reached the server log"

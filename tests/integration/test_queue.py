@@ -347,6 +347,9 @@ def test_status_from_another_session():
         assert row[0] > 0 and row[1] > 0 and row[2]
         assert one(c, "SELECT state FROM embed_queue_workers() WHERE pid = %s", pid) == "running"
         assert one(c, "SELECT backend_type FROM pg_stat_activity WHERE pid = %s", pid) == "clinembed queue worker"
+    # below the backends that write notes: clinembed.queue_worker_nice, 10 by default
+    with open(f"/proc/{pid}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[16]) == 10
     assert wait_until(lambda: drained("t_status")) is not None
     assert q("SELECT rows_per_second > 0 FROM embed_queue_status WHERE relation = 't_status'::regclass")
 

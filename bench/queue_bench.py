@@ -9,8 +9,8 @@
              none (cold: the commit launches one, which loads the model)
   drain      NOTES queued notes of the bench corpus drained by one worker,
              against one embed_texts call over the same notes, per model
-  memory     a worker's resident and private memory, idle after one short
-             note and after a drain
+  memory     a worker's resident and anonymous (its own) memory, idle after
+             one short note and after a drain
 
 Prints one line per figure.  Timing lines, not assertions.
 """
@@ -74,12 +74,15 @@ def resume(dsn):
         c.execute("SELECT embed_queue_start()")
 
 
-def wait_drained(c, table, limit=3600):
+def wait_drained(c, table, limit=3600, poll=0.2):
+    """Waits until no key of `table` is queued, looking every `poll` s with
+    a query that stops at the first key (a count over the queue, every few
+    milliseconds, took CPU from the worker it was timing)."""
     t0 = time.monotonic()
-    while one(c, "SELECT count(*) FROM embed_queue WHERE relid = %s::regclass", table):
+    while one(c, "SELECT EXISTS (SELECT FROM embed_queue WHERE relid = %s::regclass)", table):
         if time.monotonic() - t0 > limit:
             raise TimeoutError(table)
-        time.sleep(0.02)
+        time.sleep(poll)
 
 
 def memory_of(pid):
@@ -89,17 +92,19 @@ def memory_of(pid):
             parts = line.split()
             if len(parts) >= 3 and parts[2] == "kB":
                 fields[parts[0].rstrip(":")] = int(parts[1])
-    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-    return fields.get("Rss", 0) // 1024, private // 1024
+    # Anonymous: the worker's own memory (heap, arena); the rest of its RSS
+    # is mapped files (the library, the model's shared weights), page cache
+    # that every backend using the model shares.
+    return fields.get("Rss", 0) // 1024, fields.get("Anonymous", 0) // 1024
 
 
+QUEUE = ("CREATE TRIGGER e BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW "
+         "EXECUTE FUNCTION embed_queue_trigger('exp_text', 'embedding', 'embedding_model')")
 WRITE_TABLES = {
     "no trigger": "",
-    "queue trigger, workers paused": "CREATE TRIGGER e BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW "
-                                     "EXECUTE FUNCTION embed_queue_trigger('exp_text', 'embedding', 'embedding_model')",
-    "queue trigger, a worker draining beside": "CREATE TRIGGER e BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW "
-                                               "EXECUTE FUNCTION embed_queue_trigger('exp_text', 'embedding', "
-                                               "'embedding_model')",
+    "queue trigger, workers paused": QUEUE,
+    "queue trigger, a worker draining beside, nice 10": QUEUE,
+    "queue trigger, a worker draining beside, nice 0": QUEUE,
     "row trigger (embeds in the transaction)": "CREATE TRIGGER e BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW "
                                                "EXECUTE FUNCTION embed_trigger('exp_text', 'embedding', "
                                                "'embedding_model')",
@@ -127,18 +132,27 @@ def write(dsn, args):
         os.chmod(script, 0o644)
         if "paused" in label:
             pause(dsn)
+        if "nice" in label:
+            # a worker started afresh with this priority
+            pause(dsn)
+            setting(dsn, "clinembed.queue_worker_nice", label.split()[-1])
+            resume(dsn)
         out = subprocess.run([args.pgbench, "-n", "-f", script, "-c", str(args.clients), "-j", str(args.clients),
                               "-T", str(args.seconds), "-d", args.dbname],
                              check=True, capture_output=True, text=True).stdout
-        if "paused" in label:
-            resume(dsn)
         tps = float([line for line in out.splitlines() if line.startswith("tps")][0].split()[2])
         base = base or tps
-        print(f"write  {label:<46} {tps:9.1f} tps  {tps / base:6.1%} of no trigger", flush=True)
+        print(f"write  {label:<50} {tps:9.1f} tps  {tps / base:6.1%} of no trigger", flush=True)
+        if "nice" in label:
+            setting(dsn, "clinembed.queue_worker_nice", None)
+        if "paused" in label:
+            with conn(dsn) as c:
+                c.execute(f"DELETE FROM embed_queue WHERE relid = '{t}'::regclass")
+            resume(dsn)
         with conn(dsn) as c:
-            if "queue" in label:
-                wait_drained(c, t)
-            c.execute(f"TRUNCATE {t}")
+            # the next run starts from an empty queue (the drain is measured apart)
+            c.execute(f"DROP TABLE {t}")
+            c.execute("DELETE FROM embed_queue")
 
 
 def fresh(dsn, args):
@@ -188,8 +202,9 @@ def fresh(dsn, args):
     writer.close()
 
 
-def drain(dsn, args, model):
+def drain(dsn, args, model, batch_rows):
     setting(dsn, "clinembed.model", model)
+    setting(dsn, "clinembed.queue_batch_rows", batch_rows)
     with conn(dsn) as c:
         c.execute("DROP TABLE IF EXISTS drained")
         c.execute("CREATE TABLE drained (note_id int PRIMARY KEY, exp_text text, embedding real[], "
@@ -214,12 +229,12 @@ def drain(dsn, args, model):
         queued = time.monotonic() - t0
         pid = (workers(c) or [None])[0]
         done = one(c, "SELECT count(embedding) FROM drained")
-    print(f"drain  {model:<18} {n} notes: embed_texts {n / direct:7.1f} notes/s ({direct:6.1f} s), queue "
+    print(f"drain  {model:<18} batch {batch_rows or 'default'}: {n} notes: embed_texts {n / direct:7.1f} notes/s ({direct:6.1f} s), queue "
           f"{n / queued:7.1f} notes/s ({queued:6.1f} s, worker start and model load included) = "
           f"{direct / queued:6.1%}; {done} written", flush=True)
     if pid:
         rss, private = memory_of(pid)
-        print(f"memory {model:<18} worker after the drain: {rss} MB resident, {private} MB private", flush=True)
+        print(f"memory {model:<18} worker after the drain: {rss} MB resident, {private} MB anonymous (its own)", flush=True)
     # idle: a fresh worker after one short note
     pause(dsn)
     resume(dsn)
@@ -230,9 +245,10 @@ def drain(dsn, args, model):
         pid = (workers(c) or [None])[0]
     if pid:
         rss, private = memory_of(pid)
-        print(f"memory {model:<18} worker idle after one short note: {rss} MB resident, {private} MB private",
+        print(f"memory {model:<18} worker idle after one short note: {rss} MB resident, {private} MB anonymous (its own)",
               flush=True)
     setting(dsn, "clinembed.model", None)
+    setting(dsn, "clinembed.queue_batch_rows", None)
 
 
 def main():
@@ -244,6 +260,7 @@ def main():
     ap.add_argument("--fresh", type=int, default=50)
     ap.add_argument("--notes", type=int, default=2000)
     ap.add_argument("--models", default="")
+    ap.add_argument("--batch-rows", default="", help="clinembed.queue_batch_rows values to drain with")
     ap.add_argument("--parts", default="write,fresh,drain")
     args = ap.parse_args()
     dsn = f"dbname={args.dbname}"
@@ -254,7 +271,8 @@ def main():
         fresh(dsn, args)
     if "drain" in parts:
         for model in args.models.split():
-            drain(dsn, args, model)
+            for rows in args.batch_rows.split() or [None]:
+                drain(dsn, args, model, rows)
 
 
 if __name__ == "__main__":
