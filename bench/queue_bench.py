@@ -114,45 +114,62 @@ WRITE_TABLES = {
 }
 
 
-def write(dsn, args):
+def pgbench(dsn, args, label, trigger, t):
+    """Transactions per second of single-row INSERTs into a fresh table `t`."""
     script = "/tmp/clinembed-bench-queue.pgbench"
-    base = None
-    for i, (label, trigger) in enumerate(WRITE_TABLES.items()):
-        t = f"w{i}"
-        with conn(dsn) as c:
-            c.execute(f"DROP TABLE IF EXISTS {t}")
-            c.execute(f"CREATE TABLE {t} (id bigserial PRIMARY KEY, exp_text text, embedding real[], "
-                      "embedding_model text)")
-            if trigger:
-                c.execute(trigger.format(t=t))
-            notes = one(c, "SELECT count(*) FROM source")
-        with open(script, "w") as f:
-            f.write(f"\\set n random(1, {notes})\n"
-                    f"INSERT INTO {t} (exp_text) SELECT exp_text FROM source WHERE note_id = :n;\n")
-        os.chmod(script, 0o644)
-        if "paused" in label:
-            pause(dsn)
-        if "nice" in label:
-            # a worker started afresh with this priority
-            pause(dsn)
-            setting(dsn, "clinembed.queue_worker_nice", label.split()[-1])
-            resume(dsn)
-        out = subprocess.run([args.pgbench, "-n", "-f", script, "-c", str(args.clients), "-j", str(args.clients),
-                              "-T", str(args.seconds), "-d", args.dbname],
-                             check=True, capture_output=True, text=True).stdout
-        tps = float([line for line in out.splitlines() if line.startswith("tps")][0].split()[2])
-        base = base or tps
+    with conn(dsn) as c:
+        c.execute(f"DROP TABLE IF EXISTS {t}")
+        c.execute(f"CREATE TABLE {t} (id bigserial PRIMARY KEY, exp_text text, embedding real[], "
+                  "embedding_model text)")
+        if trigger:
+            c.execute(trigger.format(t=t))
+        notes = one(c, "SELECT count(*) FROM source")
+    with open(script, "w") as f:
+        f.write(f"\\set n random(1, {notes})\n"
+                f"INSERT INTO {t} (exp_text) SELECT exp_text FROM source WHERE note_id = :n;\n")
+    os.chmod(script, 0o644)
+    if "paused" in label:
+        pause(dsn)
+    if "nice" in label:
+        # a worker started afresh with this priority
+        pause(dsn)
+        setting(dsn, "clinembed.queue_worker_nice", label.split()[-1])
+        resume(dsn)
+    out = subprocess.run([args.pgbench, "-n", "-f", script, "-c", str(args.clients), "-j", str(args.clients),
+                          "-T", str(args.seconds), "-d", args.dbname],
+                         check=True, capture_output=True, text=True).stdout
+    tps = float([line for line in out.splitlines() if line.startswith("tps")][0].split()[2])
+    with conn(dsn) as c:
+        # the next run starts from an empty queue (the drain is measured apart)
+        c.execute(f"DROP TABLE {t}")
+        c.execute("DELETE FROM embed_queue")
+        c.execute("VACUUM embed_queue")
+    if "paused" in label:
+        resume(dsn)
+    if "nice" in label:
+        setting(dsn, "clinembed.queue_worker_nice", None)
+    return tps
+
+
+def write(dsn, args):
+    """No trigger and the queue trigger (workers paused) alternate for
+    ROUNDS rounds, the ratio taken per round (timings here drift by 15%
+    over minutes); the others run once."""
+    labels = list(WRITE_TABLES)
+    ratios = []
+    for r in range(args.rounds):
+        base = pgbench(dsn, args, labels[0], "", "w_base")
+        queued = pgbench(dsn, args, labels[1], WRITE_TABLES[labels[1]], "w_queue")
+        ratios.append(queued / base)
+        print(f"write  round {r + 1}: {labels[0]} {base:9.1f} tps, {labels[1]} {queued:9.1f} tps = "
+              f"{queued / base:6.1%}", flush=True)
+    print(f"write  {labels[1]}: median {statistics.median(ratios):6.1%} of no trigger over {len(ratios)} rounds",
+          flush=True)
+    base = pgbench(dsn, args, labels[0], "", "w_base")
+    print(f"write  {labels[0]:<50} {base:9.1f} tps", flush=True)
+    for label in labels[2:]:
+        tps = pgbench(dsn, args, label, WRITE_TABLES[label], "w_other")
         print(f"write  {label:<50} {tps:9.1f} tps  {tps / base:6.1%} of no trigger", flush=True)
-        if "nice" in label:
-            setting(dsn, "clinembed.queue_worker_nice", None)
-        if "paused" in label:
-            with conn(dsn) as c:
-                c.execute(f"DELETE FROM embed_queue WHERE relid = '{t}'::regclass")
-            resume(dsn)
-        with conn(dsn) as c:
-            # the next run starts from an empty queue (the drain is measured apart)
-            c.execute(f"DROP TABLE {t}")
-            c.execute("DELETE FROM embed_queue")
 
 
 def fresh(dsn, args):
@@ -256,7 +273,8 @@ def main():
     ap.add_argument("--dbname", default="bench")
     ap.add_argument("--pgbench", required=True)
     ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--fresh", type=int, default=50)
     ap.add_argument("--notes", type=int, default=2000)
     ap.add_argument("--models", default="")

@@ -154,11 +154,7 @@ pub extern "C-unwind" fn clinembed_queue_worker(arg: pg_sys::Datum) {
     let installed = transaction(|| {
         Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
             .unwrap_or_else(|e| spi_failed(e));
-        select_one::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'clinembed')",
-            &[],
-        )
-        .unwrap_or(false)
+        installed()
     });
     if !matches!(installed, Ok(true)) {
         registry::release(slot);
@@ -259,6 +255,15 @@ fn exit_unregistered() -> ! {
     unreachable!("proc_exit returns no more")
 }
 
+/// Whether clinembed is installed in this database (in a transaction).
+fn installed() -> bool {
+    select_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'clinembed')",
+        &[],
+    )
+    .unwrap_or(false)
+}
+
 /// What one look at the queue found.
 enum Step {
     /// Rows written (or dropped with their table); `full`: the batch was
@@ -266,6 +271,8 @@ enum Step {
     Worked { full: bool },
     /// Nothing due: look again after this long (None: nothing queued at all).
     Idle(Option<Duration>),
+    /// clinembed is no longer installed in this database.
+    Stop,
 }
 
 fn interrupts() {
@@ -300,6 +307,7 @@ fn drain(slot: usize, datid: u32) {
                 continue;
             }
             Step::Idle(wait) => wait,
+            Step::Stop => return,
         };
         let idle_exit = gucs::queue_idle_exit();
         if wait.is_none() && idle_since.elapsed() >= idle_exit {
@@ -360,7 +368,11 @@ fn step(slot: usize) -> Step {
         Err(f) if f.sqlstate == CANCELED => Step::Worked { full: false },
         Err(f) => {
             let Some((relid, keys)) = taken.into_inner() else {
-                // failed before it took anything: the queue itself
+                // failed before it took anything: the queue itself (the
+                // extension dropped, or being updated)
+                if !matches!(transaction(installed), Ok(true)) {
+                    return Step::Stop;
+                }
                 log_failure(pg_sys::Oid::INVALID, &f, 0);
                 return Step::Idle(Some(Duration::from_secs(q::RETRY_BASE_SECONDS as u64)));
             };

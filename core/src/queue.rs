@@ -108,8 +108,10 @@ pub fn after_failure(attempts: i32, max_attempts: i32) -> Retry {
 /// table's own rows (`ONLY`): a partition's queue entries carry its own oid.
 /// Without `lock`, the same rows without locking: which keys still exist.
 pub fn claim_statement(table: &str, keys: &[(String, String)], source: &str, lock: bool) -> String {
+    // ROWS FROM: unnest with several arguments is syntax, not a function
+    // that can be named by schema.
     let args = (1..=keys.len())
-        .map(|i| format!("${i}::pg_catalog.text[]"))
+        .map(|i| format!("pg_catalog.unnest(${i}::pg_catalog.text[])"))
         .collect::<Vec<_>>()
         .join(", ");
     let names = (1..=keys.len())
@@ -130,7 +132,7 @@ pub fn claim_statement(table: &str, keys: &[(String, String)], source: &str, loc
         .join(" AND ");
     format!(
         "SELECT q.ord::pg_catalog.int4, t.ctid, t.{}::pg_catalog.text \
-         FROM pg_catalog.unnest({args}) WITH ORDINALITY AS q({names}, ord) \
+         FROM ROWS FROM ({args}) WITH ORDINALITY AS q({names}, ord) \
          JOIN ONLY {table} t ON {join}{}",
         quote_ident(source),
         if lock {
@@ -290,7 +292,7 @@ mod tests {
         ];
         let s = claim_statement("\"public\".\"notes\"", &keys, "exp text", true);
         assert!(
-            s.contains("pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) WITH ORDINALITY AS q(k1, k2, ord)"),
+            s.contains("ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS q(k1, k2, ord)"),
             "{s}"
         );
         assert!(

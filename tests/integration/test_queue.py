@@ -78,7 +78,9 @@ def wait_until(predicate, limit_s=WAIT_S, step=0.1):
 
 
 def drained(table):
-    return q("SELECT count(*) FROM embed_queue WHERE relid = %s::regclass AND parked_at IS NULL", table) == 0
+    """Nothing of `table` queued, parked rows included (a parked row is a
+    failure, which only the tests that make one expect)."""
+    return q("SELECT count(*) FROM embed_queue WHERE relid = %s::regclass", table) == 0
 
 
 def workers():
@@ -384,6 +386,45 @@ def test_the_trigger_refuses_what_it_cannot_do():
                 c.execute(f"INSERT INTO {table} VALUES (1, '{SHORT}')")
         assert e.value.sqlstate == state and message in str(e.value)
         assert e.value.diag.message_detail and e.value.diag.message_hint
+
+
+def test_partitions_each_keep_their_own_queue():
+    run("CREATE TABLE t_parts (site int, id int, body text, other int DEFAULT 0, emb real[], model text, "
+        "PRIMARY KEY (site, id)) PARTITION BY LIST (site)",
+        "CREATE TABLE t_parts_1 PARTITION OF t_parts FOR VALUES IN (1)",
+        "CREATE TABLE t_parts_2 PARTITION OF t_parts FOR VALUES IN (2)",
+        "CREATE TRIGGER q BEFORE INSERT OR UPDATE ON t_parts FOR EACH ROW "
+        "EXECUTE FUNCTION embed_queue_trigger('body', 'emb', 'model')",
+        "CREATE TRIGGER zz_audit AFTER UPDATE ON t_parts FOR EACH ROW EXECUTE FUNCTION audit_write()",
+        # the same ids (and ctids) in both partitions, different texts
+        f"INSERT INTO t_parts (site, id, body) SELECT s, g, 'Site ' || s || ', note ' || g || '. {SHORT}' "
+        "FROM generate_series(1, 2) s, generate_series(1, 30) g")
+    assert q("SELECT count(DISTINCT relid) FROM embed_queue WHERE relid IN "
+             "('t_parts_1'::regclass, 't_parts_2'::regclass)") == 2
+    assert wait_until(lambda: drained("t_parts_1") and drained("t_parts_2")) is not None
+    assert q("SELECT bool_and(emb = embed_text(body)) AND count(*) = 60 FROM t_parts")
+    assert q("SELECT count(*) FROM audit WHERE tbl IN ('t_parts_1', 't_parts_2')") == 60
+
+
+def test_a_dropped_extension_ends_its_workers():
+    db = DB + "_drop"
+    fresh_database(db, [
+        "CREATE TABLE t (id int PRIMARY KEY, body text, emb real[])",
+        "CREATE TRIGGER q BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION embed_queue_trigger('body', 'emb')",
+        f"INSERT INTO t VALUES (1, '{SHORT}')"])
+    try:
+        with connect(db) as c:
+            assert wait_until(lambda: one(c, "SELECT emb IS NOT NULL FROM t")) is not None
+            c.execute("DROP EXTENSION clinembed CASCADE")
+
+        def gone():
+            with connect("postgres") as c:
+                return one(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                              "AND backend_type = 'clinembed queue worker'", db) == 0
+
+        assert wait_until(gone, 30) is not None
+    finally:
+        drop_database(db)
 
 
 def test_an_idle_worker_exits():
