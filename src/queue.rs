@@ -43,7 +43,7 @@ thread_local! {
     static PENDING: Cell<bool> = const { Cell::new(false) };
     static CALLBACK: Cell<bool> = const { Cell::new(false) };
     /// The enqueue statement, prepared once per extension install.
-    static ENQUEUE: RefCell<Option<(pg_sys::Oid, Queue, OwnedPreparedStatement)>> =
+    static ENQUEUE: RefCell<Option<(Queue, OwnedPreparedStatement)>> =
         const { RefCell::new(None) };
     /// Per trigger: the column numbers it was checked with.
     static CHECKED: RefCell<Vec<Checked>> = const { RefCell::new(Vec::new()) };
@@ -55,8 +55,11 @@ thread_local! {
 pub(crate) struct Queue {
     pub schema: String,
     pub owner: pg_sys::Oid,
+    /// The queue table's oid.
+    pub relid: pg_sys::Oid,
 }
 
+/// The installed extension's oid (InvalidOid when it is not).
 fn extension_oid() -> pg_sys::Oid {
     // SAFETY: a catalog lookup by name; missing_ok, so it raises nothing.
     unsafe { pg_sys::get_extension_oid(c"clinembed".as_ptr(), true) }
@@ -65,15 +68,34 @@ fn extension_oid() -> pg_sys::Oid {
 /// The queue of the installed extension.
 pub(crate) fn queue() -> Queue {
     let ext = extension_oid();
-    let (schema, owner) = crate::columns::select_two::<String, pg_sys::Oid>(
-        "SELECT pg_catalog.quote_ident(n.nspname), c.relowner FROM pg_catalog.pg_extension e \
-           JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
-           JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = 'embed_queue' \
-          WHERE e.oid = $1",
-        &[ext.into()],
-    );
-    match (schema, owner) {
-        (Some(schema), Some(owner)) => Queue { schema, owner },
+    let row = Spi::connect(|c| {
+        let r = c
+            .select(
+                "SELECT pg_catalog.quote_ident(n.nspname), c.relowner, c.oid FROM pg_catalog.pg_extension e \
+                   JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+                   JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = 'embed_queue' \
+                  WHERE e.oid = $1",
+                Some(1),
+                &[ext.into()],
+            )?
+            .first();
+        if r.is_empty() {
+            return Ok(None);
+        }
+        Ok::<_, pgrx::spi::SpiError>(Some((
+            r.get::<String>(1)?,
+            r.get::<pg_sys::Oid>(2)?,
+            r.get::<pg_sys::Oid>(3)?,
+        )))
+    })
+    .ok()
+    .flatten();
+    match row {
+        Some((Some(schema), Some(owner), Some(relid))) => Queue {
+            schema,
+            owner,
+            relid,
+        },
         _ => report(
             Error::new(ErrorKind::NotFound, "the embedding queue does not exist")
                 .detail("Extension clinembed has no embed_queue table in this database.")
@@ -108,7 +130,7 @@ pub(crate) fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 pub(crate) fn wake_at_commit() {
     // The registry is attached now, while an error is still an ordinary
     // error; after commit none may be raised.
-    registry::workers();
+    registry::attach();
     PENDING.with(|p| p.set(true));
     if !CALLBACK.with(|c| c.replace(true)) {
         // SAFETY: registers a function of this library for the life of the
@@ -139,8 +161,23 @@ unsafe extern "C-unwind" fn at_transaction_end(
 
 /// Queues `key` of table `rel` (a new text version).
 fn enqueue(rel: pg_sys::Oid, key: Vec<String>) {
-    let ext = extension_oid();
-    let stale = ENQUEUE.with(|e| e.borrow().as_ref().map(|(oid, _, _)| *oid) != Some(ext));
+    // The statement is prepared once per backend and kept while its queue
+    // table exists (a syscache probe per row, not a catalog scan): the
+    // extension dropped and created again has a new one.
+    let stale = ENQUEUE.with(|e| {
+        e.borrow().as_ref().is_none_or(|(queue, _)| {
+            // SAFETY: a syscache probe by oid.
+            !unsafe {
+                pg_sys::SearchSysCacheExists(
+                    pg_sys::SysCacheIdentifier::RELOID as i32,
+                    queue.relid.into(),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                )
+            }
+        })
+    });
     if stale {
         let queue = queue();
         let sql = q::enqueue_statement(&queue.schema);
@@ -155,11 +192,11 @@ fn enqueue(rel: pg_sys::Oid, key: Vec<String>) {
             .map(|s| s.keep())
         })
         .unwrap_or_else(|e| spi_failed(e));
-        ENQUEUE.with(|e| *e.borrow_mut() = Some((ext, queue, stmt)));
+        ENQUEUE.with(|e| *e.borrow_mut() = Some((queue, stmt)));
     }
     ENQUEUE.with(|e| {
         let cached = e.borrow();
-        let (_, queue, stmt) = cached.as_ref().expect("prepared above");
+        let (queue, stmt) = cached.as_ref().expect("prepared above");
         as_role(queue.owner, || {
             Spi::connect_mut(|c| c.update(stmt, None, &[rel.into(), key.into()]).map(|_| ()))
         })
@@ -323,19 +360,27 @@ fn embed_queue_trigger<'a>(
     let model_att = model.as_ref().map(|_| shape[2]);
     // SAFETY: the trigger's tuples of this relation's descriptor.
     let (text, old_text, has_vector, label) = unsafe {
+        let text = value(new, raw_desc, source_att);
+        let old_text = value(old, raw_desc, source_att);
         (
-            value(new, raw_desc, source_att).map(|d| output(source_type, d)),
-            value(old, raw_desc, source_att).map(|d| output(source_type, d)),
+            text,
+            old_text,
             value(new, raw_desc, target_att).is_some(),
             model_att.and_then(|(a, t)| value(new, raw_desc, a).map(|d| output(t, d))),
         )
     };
+    // Texts are compared (as printed) only on UPDATE.
+    let changed = !insert
+        && match (text, old_text) {
+            (Some(n), Some(o)) => output(source_type, n) != output(source_type, o),
+            (n, o) => n.is_some() != o.is_some(),
+        };
     let action = columns::row_action(
         if insert { "INSERT" } else { "UPDATE" },
         text.is_some(),
         has_vector,
         label.as_deref(),
-        text != old_text,
+        changed,
         model.is_some(),
     );
     let todo = q::queued(action);

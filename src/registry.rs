@@ -124,6 +124,12 @@ fn registry() -> &'static Registry {
     })
 }
 
+/// Attaches this process to the registry (taking its memory if no process
+/// has yet), so that later calls raise no error.
+pub fn attach() {
+    registry();
+}
+
 /// Serialises the decisions that count slots (launch, claim): they are rare,
 /// and only atomics run while it is held.
 struct Guard<'a>(&'a AtomicBool);
