@@ -310,9 +310,15 @@ pub fn claim(hint: usize, datid: u32, launch: u64) -> Option<usize> {
     Some(i)
 }
 
-/// Frees slot `i` (the worker is leaving).
+/// Frees slot `i` if this process holds it (the worker is leaving).  Called
+/// again at process exit, by when the slot may already be reserved for
+/// another launch, which must stay.
 pub fn release(i: usize) {
     let s = &registry().slots[i];
+    // SAFETY: this process's pid.
+    if s.pid.load(SeqCst) != unsafe { pg_sys::MyProcPid } {
+        return;
+    }
     s.latch.store(0, SeqCst);
     s.pid.store(0, SeqCst);
     s.relid.store(0, SeqCst);
