@@ -9,27 +9,27 @@
 #      weights    shared weights (pytest): the same vectors as private
 #                 weights, built once by racing backends, damaged files
 #                 rebuilt, parallel workers, memory per extra backend
-#   6. integration several sessions, on pytest with psycopg: backfill
-#                 progress, pg_terminate_backend and crash recovery
+#   6. integration several sessions, on pytest with psycopg (tests/integration/):
+#                 backfill progress, pg_terminate_backend and crash recovery
 #                 mid-backfill, resume (integration); statement_timeout,
 #                 pg_cancel_backend, pg_terminate_backend (cancel); model
 #                 directory replaced, kill -9 mid-COPY (faults); no note text
 #                 in any message or log line (phi); the embedding queue and
 #                 its background workers: exactly once through cancel,
 #                 terminate, kill -9, two workers, restarts with and without
-#                 shared_preload_libraries; no superuser rights (queue); and
-#                 in shell:
+#                 shared_preload_libraries; no superuser rights (queue);
 #                 memory and time bounds, concurrent backfills, cancelled
 #                 runs, no backtraces in errors (hardening); a coordinator
 #                 and two shards (postgres_fdw, dblink) and a hot standby
 #                 (sharded)
-#   7. upgrade    ALTER EXTENSION UPDATE from every frozen earlier release
-#                 equals a fresh install
+#   7. upgrade    (pytest) released scripts unchanged; ALTER EXTENSION UPDATE
+#                 from every frozen earlier release equals a fresh install
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
-# (default 18, the newest), the pg_test, regress, parity, weights and queue tiers, and
-# pg_upgrade of a database with clinembed from $PG to it.
+# (default 18, the newest), the pg_test, regress, parity, weights and queue
+# tiers, and pg_upgrade (pytest) of a database with clinembed from $PG to it.
 #   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
 #   ONLY="regress hardening" bash ...     just those tiers, on $PG
+#   ONLY=pg_upgrade bash ...              just pg_upgrade from 15 to 18
 #   REGRESS=embed_rule ONLY=regress ...   just that regress file
 #   bash scripts/test-matrix.sh          every tier on every major here
 # Ends with one line "total: N passed, M failed".
@@ -37,7 +37,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-if [ -z "${ONLY:-}" ] && [ "$PG" = 15 ]; then ALSO=${ALSO-18}; else ALSO=${ALSO:-}; fi
+# The other majors: 18 after 15 unless ONLY names tiers (ONLY=pg_upgrade
+# still upgrades to 18).
+if [ "$PG" = 15 ] && { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" pg_upgrade "* ]]; }; then
+    ALSO=${ALSO-18}
+else
+    ALSO=${ALSO:-}
+fi
 # pg_upgrade to the other majors starts from a 15.18 built from source (see
 # scripts/setup.sh on why not Debian's 15.20).
 UPGRADE_FROM=; [ -n "$ALSO" ] && [ "$PG" = 15 ] && UPGRADE_FROM=15src
@@ -194,30 +200,25 @@ grep -hs '^parity' "$LOGS/parity.log" || true
 p=$(grep -soE '^parity: [0-9]+ passed, [0-9]+ failed' "$LOGS/parity.log" | awk '{print $2, $4}' || true)
 [ -n "$p" ] && { PASSED=$((PASSED + ${p% *})); FAILED=$((FAILED + ${p#* })); }
 
-# Multi-session and server-restart tests, and the upgrade path from every
-# earlier release; each prints "NAME: N passed, M failed".
-tap_stage() { # name script [VAR=value...]
-    stage "$1" env "${@:3}" bash "$2"
-    grep -hsE "^(ok|not ok) - " "$LOGS/$1.log" | sed 's/^/    /' || true
-    local c
-    c=$(grep -soE "^$1: [0-9]+ passed, [0-9]+ failed" "$LOGS/$1.log" | awk '{print $2, $4}' || true)
-    if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi
-}
-# Tests on pytest with psycopg (several sessions, real threads): each test
-# is one check; NAME: N passed, M failed from pytest's verbose lines.
-pytest_tier() { # file
+# Tests on pytest with psycopg (several sessions on real threads, server
+# restarts, clusters of their own, the upgrade paths): each test is one check,
+# counted from pytest's verbose lines ("NAME: N passed, M failed").
+pytest_tier() { # file [VAR=value...]: that file's tests, with those variables
     python_env
-    PG_BIN="$PG_BIN" CLINEMBED_MODEL_DIR="$(default_model_dir)" .venv/bin/python -m pytest -v -p no:cacheprovider "$1"
+    env PG_BIN="$PG_BIN" CLINEMBED_MODEL_DIR="$(default_model_dir)" "${@:2}" \
+        .venv/bin/python -m pytest -v -p no:cacheprovider "$1"
 }
-pytest_stage() { # name file
-    stage "$1" pytest_tier "$2"
-    local lines=' (PASSED|FAILED|ERROR) +\[ *[0-9]+%\]$'
+count_pytest() { # name
+    local lines=' (PASSED|FAILED|ERROR) +\[ *[0-9]+%\]$' p f
     grep -hsE "$lines" "$LOGS/$1.log" | sed 's/^/    /' || true
-    local p f
     p=$(grep -hsE "$lines" "$LOGS/$1.log" | grep -c ' PASSED' || true)
     f=$(grep -hsE "$lines" "$LOGS/$1.log" | grep -cE ' (FAILED|ERROR)' || true)
     [ -f "$LOGS/$1.log" ] && echo "$1: $p passed, $f failed" >> "$LOGS/$1.log"
     PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
+}
+pytest_stage() { # name file
+    stage "$1" pytest_tier "$2"
+    count_pytest "$1"
 }
 pytest_stage weights tests/integration/test_shared_weights.py
 pytest_stage cancel tests/integration/test_cancel.py
@@ -225,9 +226,9 @@ pytest_stage faults tests/integration/test_faults.py
 pytest_stage integration tests/integration/test_backfill_resume.py
 pytest_stage phi tests/integration/test_phi.py
 pytest_stage queue tests/integration/test_queue.py
-tap_stage hardening tests/integration/hardening.sh
-tap_stage sharded tests/integration/sharded.sh
-tap_stage upgrade tests/upgrade/upgrade.sh
+pytest_stage hardening tests/integration/test_hardening.py
+pytest_stage sharded tests/integration/test_sharded.py
+pytest_stage upgrade tests/integration/test_upgrade.py
 
 # Nothing of the tests' own is left among the installed models.
 left=$(find "$("$PG_CONFIG" --sharedir)/clinembed/models" -mindepth 1 -maxdepth 1 -name 'clinembed-regress-*' | wc -l)
@@ -238,13 +239,21 @@ trap - EXIT
 
 # The other majors: the tiers that touch PostgreSQL's APIs, then pg_upgrade
 # from this major to each.
+pg_upgrade_tier() { # old new: this build of clinembed in both, then the test
+    local v
+    for v in "$1" "$2"; do
+        PG_CONFIG=$(pg_prefix "$v")/bin/pg_config install_release "$LOGS/pg_upgrade-install-$v.log" || return 1
+    done
+    pytest_tier tests/integration/test_pg_upgrade.py OLD_PG_BIN="$(pg_prefix "$1")/bin" NEW_PG_BIN="$(pg_prefix "$2")/bin"
+}
 for m in $ALSO; do
     stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity weights queue" bash scripts/test.sh
     grep -sE '^(==> |    (ok|FAILED)|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
     c=$(grep -soE '^total: [0-9]+ passed, [0-9]+ failed' "$LOGS/pg$m.log" | awk '{print $2, $4}' || true)
     if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi
     if [ -n "$UPGRADE_FROM" ]; then
-        tap_stage pg_upgrade tests/upgrade/pg_upgrade.sh OLD_PG="$UPGRADE_FROM" NEW_PG="$m"
+        stage pg_upgrade pg_upgrade_tier "$UPGRADE_FROM" "$m"
+        count_pytest pg_upgrade
     fi
 done
 

@@ -1,5 +1,6 @@
 """What the pytest tiers share: connections to the scratch cluster of
-scripts/test.sh, a database per test module, and its server log.
+scripts/test.sh, a database per test module, its server log, waiting and
+running statements on threads, and clusters of a test's own.
 
 Environment: PGHOST, PGPORT, PGUSER of a running cluster with clinembed
 installed, CLUSTER_DIR (its server.log is read; its data directory for a
@@ -9,7 +10,11 @@ directory).
 
 import os
 import re
+import shutil
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -60,13 +65,121 @@ def alter_system(settings):
         c.execute("SELECT pg_reload_conf()")
 
 
-def restart(mode="fast"):
-    """Restarts the scratch cluster with `pg_ctl -m MODE`, logging where it did."""
-    pg_ctl = [os.path.join(os.environ["PG_BIN"], "pg_ctl"), "-D", os.path.join(os.environ["CLUSTER_DIR"], "data"),
-              "-l", str(SERVER_LOG), "-m", mode, "-w", "restart"]
+def as_postgres(cmd, env=None, **kw):
+    """Runs `cmd` as the postgres OS user (as ourselves unless root), with a
+    clean environment for the server: no RUST_BACKTRACE or RUST_LOG from the
+    caller, plus `env` (a dict)."""
+    cmd = ["env", "-u", "RUST_BACKTRACE", "-u", "RUST_LIB_BACKTRACE", "-u", "RUST_LOG",
+           *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
     if os.geteuid() == 0:
-        pg_ctl = ["runuser", "-u", "postgres", "--", "env", "-u", "RUST_BACKTRACE", *pg_ctl]
-    subprocess.run(pg_ctl, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def restart(mode="fast", env=None):
+    """Restarts the scratch cluster with `pg_ctl -m MODE` (and `env`, a dict,
+    in the server's environment), logging where it did."""
+    as_postgres([os.path.join(os.environ["PG_BIN"], "pg_ctl"), "-D", os.path.join(os.environ["CLUSTER_DIR"], "data"),
+                 "-l", str(SERVER_LOG), "-m", mode, "-w", "restart"], env)
+
+
+def wait_until(predicate, limit_s=60, step=0.05):
+    """Seconds until `predicate()` holds, or None after `limit_s`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(step)
+    return None
+
+
+def in_background(conn, sql, params=None):
+    """Runs `sql` on `conn` on its own thread; returns the thread and a dict
+    where its outcome lands: "error" (None, or the psycopg.Error raised) and
+    "rows" (what it returned, if anything)."""
+    outcome = {}
+
+    def run():
+        try:
+            cur = conn.execute(sql, params)
+            outcome["rows"] = cur.fetchall() if cur.description else []
+            outcome["error"] = None
+        except psycopg.Error as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def free_port():
+    """A TCP port no one listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scratch_dir(path):
+    """An empty directory at `path` (removed first if there) that the postgres
+    OS user owns and may use for sockets, data directories and logs."""
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700, parents=True)
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+    return path
+
+
+class Cluster:
+    """A PostgreSQL cluster of a test's own: data directory ROOT/NAME, its
+    Unix socket in ROOT (listening on no TCP address), log ROOT/NAME.log, a
+    port picked free, binaries from `bin_dir` (default $PG_BIN)."""
+
+    def __init__(self, root, name, bin_dir=None):
+        self.root = Path(root)
+        self.name = name
+        self.data = self.root / name
+        self.log = self.root / f"{name}.log"
+        self.bin = Path(bin_dir or os.environ["PG_BIN"])
+        self.port = free_port()
+
+    def initdb(self, *args):
+        as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                     "-E", "UTF8", "--locale=C.UTF-8", *args])
+        return self
+
+    def configure(self, settings):
+        """Appends `settings` (a dict) to postgresql.conf, where ALTER SYSTEM
+        can still override them (a command-line option would win)."""
+        with open(self.data / "postgresql.conf", "a") as conf:
+            for name, value in settings.items():
+                conf.write(f"{name} = '{value}'\n")
+        return self
+
+    def ctl(self, action, *args, env=None):
+        as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                     "-o", f"-p {self.port} -k {self.root} -c listen_addresses=''", "-w", action, *args], env)
+        return self
+
+    def start(self):
+        return self.ctl("start")
+
+    def stop(self, mode="fast"):
+        if (self.data / "postmaster.pid").exists():
+            self.ctl("stop", "-m", mode)
+
+    def connect(self, dbname="postgres", **kw):
+        return psycopg.connect(host=str(self.root), port=self.port, user="postgres", dbname=dbname,
+                               autocommit=True, **kw)
+
+    def run(self, sql, dbname="postgres"):
+        """Runs a statement that returns no rows."""
+        with self.connect(dbname) as c:
+            c.execute(sql)
+
+    def one(self, sql, *args, dbname="postgres"):
+        with self.connect(dbname) as c:
+            return one(c, sql, *args)
 
 
 class ServerLog:

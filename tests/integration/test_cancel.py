@@ -13,13 +13,12 @@ no crash.  Real sessions on real threads:
 """
 
 import os
-import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import connect, drop_database, fresh_database, one
+from conftest import connect, drop_database, fresh_database, in_background, one, wait_until
 
 DB = "clinembed_cancel"
 LIMIT_S = float(os.environ.get("CANCEL_LIMIT_S", "2.0"))
@@ -56,32 +55,6 @@ def active(name):
     with connect(DB) as c:
         return one(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
                    f"cancel-{name}")
-
-
-def wait_until(predicate, limit_s):
-    """Seconds until `predicate()` holds, or None after `limit_s`."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.05)
-    return None
-
-
-def in_background(conn, sql):
-    """Runs `sql` on its own thread; returns the thread and where its outcome lands."""
-    outcome = {}
-
-    def run():
-        try:
-            conn.execute(sql)
-            outcome["error"] = None
-        except psycopg.Error as e:
-            outcome["error"] = e
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
 
 
 def still_works(conn):

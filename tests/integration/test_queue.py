@@ -19,6 +19,7 @@ import time
 import pytest
 
 from conftest import ServerLog, alter_system, connect, drop_database, fresh_database, one, restart
+from conftest import wait_until as wait_for
 
 DB = "clinembed_queue"
 WAIT_S = float(os.environ.get("QUEUE_WAIT_S", "90"))
@@ -69,12 +70,8 @@ def run(*sqls):
 
 
 def wait_until(predicate, limit_s=WAIT_S, step=0.1):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(step)
-    return None
+    """conftest.wait_until with this tier's patience (QUEUE_WAIT_S)."""
+    return wait_for(predicate, limit_s, step)
 
 
 def drained(table):

@@ -1,0 +1,135 @@
+"""The upgrade path, against the scratch cluster of scripts/test.sh: every
+earlier release is installed from its frozen script
+(tests/upgrade/clinembed--X.sql), updated with ALTER EXTENSION clinembed
+UPDATE, and compared with a fresh install of the current version, object by
+object; and no released script has changed since its release
+(tests/upgrade/released.sha256).
+
+    ONLY=upgrade bash scripts/test.sh
+    .venv/bin/python -m pytest -v tests/integration/test_upgrade.py -k 0.5.0
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import connect, drop_database, one
+
+REPO = Path(__file__).resolve().parents[2]
+FROZEN = REPO / "tests" / "upgrade"
+RELEASED = FROZEN / "released.sha256"
+CURRENT = re.search(r'^version = "(.*)"', (REPO / "Cargo.toml").read_text(), re.M).group(1)
+EARLIER = sorted((p.name[len("clinembed--"):-len(".sql")] for p in FROZEN.glob("clinembed--*.sql")),
+                 key=lambda v: tuple(int(x) for x in v.split(".")))
+EARLIER = [v for v in EARLIER if v != CURRENT]
+
+# Every member object of the extension, with what defines it.
+SCHEMA = """
+SELECT kind || ' ' || ident || ' ' || definition FROM (
+    SELECT 'function' AS kind, p.oid::regprocedure::text AS ident,
+           concat_ws(' | ', pg_get_function_result(p.oid), p.prokind, p.provolatile, p.proparallel, p.procost, p.prorows,
+                     p.proisstrict, p.prosecdef, p.proconfig::text, p.probin, md5(p.prosrc), p.proacl::text) AS definition
+      FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+     WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'clinembed')
+    UNION ALL
+    SELECT 'relation', c.oid::regclass::text,
+           concat_ws(' | ', c.relkind, c.relacl::text,
+                     (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+                                        || ' ' || a.attidentity::text, ', ' ORDER BY a.attnum)
+                        FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+                     CASE WHEN c.relkind = 'v' THEN md5(pg_get_viewdef(c.oid)) END)
+      FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+     WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'clinembed')
+    UNION ALL
+    SELECT 'index', i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+      FROM pg_index i WHERE i.indrelid IN (
+          SELECT d.objid FROM pg_depend d
+           WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+             AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'clinembed'))
+) o ORDER BY 1
+"""
+
+
+def released():
+    """(path, sha256) of every released script, as released.sha256 lists them."""
+    lines = [line.split() for line in RELEASED.read_text().splitlines() if line.strip()]
+    return [(REPO / name, digest) for digest, name in lines]
+
+
+def test_released_scripts_are_unchanged():
+    changed = [str(path.relative_to(REPO)) for path, digest in released()
+               if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != digest]
+    assert not changed, f"released scripts changed (add a new upgrade script instead): {changed}"
+
+
+def test_every_release_is_frozen_and_every_upgrade_script_released_or_next():
+    # Every frozen install script is listed; an upgrade script not yet
+    # listed can only lead to the current version.
+    listed = {path for path, _ in released()}
+    frozen = set(FROZEN.glob("clinembed--*.sql"))
+    assert frozen - listed <= {FROZEN / f"clinembed--{CURRENT}.sql"}, sorted(frozen - listed)
+    unreleased = [p.name for p in (REPO / "sql").glob("clinembed--*--*.sql") if p not in listed]
+    assert all(name.endswith(f"--{CURRENT}.sql") for name in unreleased), unreleased
+
+
+def extension_dir():
+    pg_config = os.path.join(os.environ["PG_BIN"], "pg_config")
+    return Path(subprocess.run([pg_config, "--sharedir"], check=True, capture_output=True, text=True).stdout.strip(),
+                "extension")
+
+
+def schema(db):
+    with connect(db) as c:
+        return [r[0] for r in c.execute(SCHEMA)]
+
+
+@pytest.fixture
+def databases():
+    names = ("clinembed_upgrade_from", "clinembed_fresh")
+    for name in names:
+        drop_database(name)
+        with connect("postgres") as c:
+            c.execute(f"CREATE DATABASE {name}")
+    yield names
+    for name in names:
+        drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def releases():
+    """Every earlier release's frozen install script in the extension
+    directory, where CREATE EXTENSION ... VERSION reads it (only the current
+    one is installed); those this module added are removed after it."""
+    added = []
+    for version in EARLIER:
+        target = extension_dir() / f"clinembed--{version}.sql"
+        if not target.exists():
+            added.append(target)
+        shutil.copy(FROZEN / target.name, target)
+    yield
+    for target in added:
+        target.unlink()
+
+
+@pytest.mark.parametrize("version", EARLIER)
+def test_an_update_from_each_release_equals_a_fresh_install(version, releases, databases):
+    upgraded, fresh = databases
+    with connect(upgraded) as c:
+        c.execute(f"CREATE EXTENSION clinembed VERSION '{version}'")
+        c.execute("ALTER EXTENSION clinembed UPDATE")
+        assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'clinembed'") == CURRENT
+    with connect(fresh) as c:
+        c.execute("CREATE EXTENSION clinembed")
+    want = schema(fresh)
+    assert len(want) > 10, "the fresh install has the extension's objects"
+    assert schema(upgraded) == want
+    with connect(upgraded) as c:
+        # the updated extension works
+        assert one(c, "SELECT array_length(embed_text('upgraded'), 1) = (SELECT dimensions FROM embed_model_info())")
