@@ -18,7 +18,7 @@ DEST=$SHARE/clinembed/models/bert-base-bench-int8
 rm -rf "$DEST" && install -d -m 0755 "$DEST"
 for f in model.onnx tokenizer.json config.json clinembed.json; do install -m 0644 "$WORK/model-int8/$f" "$DEST/$f"; done
 install_release /tmp/clinembed-bench-build.log
-cluster_start bench-int8 28822
+cluster_start bench-int8 "$(free_port)"
 trap cluster_stop EXIT
 python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
 chmod 0644 /tmp/clinembed-bench-notes.tsv
@@ -28,4 +28,4 @@ CREATE EXTENSION clinembed;
 CREATE TABLE notes (note_id int PRIMARY KEY, patient_id int, note_type text, topic text, exp_text text NOT NULL);
 \copy notes FROM '/tmp/clinembed-bench-notes.tsv'
 SQL
-bench/.venv/bin/python bench/int8.py --notes "$NOTES" --model "$WORK/model" --agreement "$WORK/model-int8/agreement.json"
+"$(bash scripts/python-env.sh)" bench/int8.py --notes "$NOTES" --model "$WORK/model" --agreement "$WORK/model-int8/agreement.json"

@@ -20,6 +20,19 @@ import torch
 from transformers import BertConfig, BertModel
 
 
+class LastHiddenState(torch.nn.Module):
+    """The model with its inputs by name and only last_hidden_state out, as
+    the exporter traces it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tokenizer", required=True, help="tokenizer.json to pair with the model")
@@ -29,7 +42,8 @@ def main():
 
     torch.manual_seed(args.seed)
     config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
+                        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
+                        attn_implementation="eager")
     model = BertModel(config, add_pooling_layer=False).eval()
 
     hf = os.path.join(args.out, "hf")
@@ -42,10 +56,11 @@ def main():
     ids = torch.ones((2, 16), dtype=torch.long)
     with torch.no_grad():
         torch.onnx.export(
-            model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), os.path.join(onnx_dir, "model.onnx"),
+            LastHiddenState(model), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            os.path.join(onnx_dir, "model.onnx"),
             input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
             dynamic_axes={n: {0: "batch", 1: "sequence"} for n in ["input_ids", "attention_mask", "token_type_ids", "last_hidden_state"]},
-            opset_version=17, do_constant_folding=True)
+            opset_version=17, do_constant_folding=True, dynamo=False)
     shutil.copy(args.tokenizer, os.path.join(onnx_dir, "tokenizer.json"))
     shutil.copy(os.path.join(hf, "config.json"), os.path.join(onnx_dir, "config.json"))
     with open(os.path.join(onnx_dir, "clinembed.json"), "w") as f:

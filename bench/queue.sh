@@ -17,12 +17,9 @@ MODELS=${MODELS:-$DEFAULT_MODEL}
 if [ -z "${MODELS_SET:-}" ] && [ -d "$("$PG_CONFIG" --sharedir)/clinembed/models/bert-base-bench" ]; then
     MODELS="$MODELS bert-base-bench"
 fi
-if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import psycopg' 2>/dev/null; then
-    python3 -m venv bench/.venv
-    bench/.venv/bin/pip install --quiet -r bench/requirements.txt
-fi
+PY=$(bash scripts/python-env.sh)
 install_release /tmp/clinembed-bench-build.log
-cluster_start bench-queue 28819 shared_buffers=256MB
+cluster_start bench-queue "$(free_port)" shared_buffers=256MB
 trap cluster_stop EXIT
 python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
 chmod 0644 /tmp/clinembed-bench-notes.tsv
@@ -34,6 +31,6 @@ CREATE TABLE source (note_id int PRIMARY KEY, patient_id int, note_type text, to
 VACUUM ANALYZE source;
 SQL
 echo "clinembed $(pg -d bench -At -c "SELECT extversion FROM pg_extension WHERE extname = 'clinembed'"), PostgreSQL $PG, $(nproc) CPUs, $(date -u +%F), notes: $NOTES ($(pg -d bench -At -c "SELECT round(avg(length(exp_text))) FROM source") characters on average)"
-PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres bench/.venv/bin/python bench/queue_bench.py --dbname bench \
+PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres "$PY" bench/queue_bench.py --dbname bench \
     --pgbench "$PG_BIN/pgbench" --notes "$NOTES" --models "$MODELS" --parts "$PARTS" \
     --batch-rows "${BATCH_ROWS:-}"

@@ -12,22 +12,18 @@ cd "$(dirname "$0")/.."
 NOTES=${NOTES:-300}
 WORK=bench/.work
 bash scripts/setup.sh >/dev/null
-if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import torch, transformers, onnx, onnxruntime, psycopg, matplotlib' 2>/dev/null; then
-    echo "==> installing the benchmark's Python packages (torch, transformers, ...)"
-    python3 -m venv bench/.venv
-    bench/.venv/bin/pip install --quiet -r bench/requirements.txt
-fi
+PY=$(bash scripts/python-env.sh)
 SHARE=$("$PG_CONFIG" --sharedir)
 if [ ! -f "$WORK/model/onnx/model.onnx" ]; then
     echo "==> generating the BERT-base-shaped model"
-    bench/.venv/bin/python bench/make_model.py --tokenizer "$(default_model_dir)/tokenizer.json" --out "$WORK/model"
+    "$PY" bench/make_model.py --tokenizer "$(default_model_dir)/tokenizer.json" --out "$WORK/model"
 fi
 DEST=$SHARE/clinembed/models/bert-base-bench
 install -d -m 0755 "$DEST"
 for f in model.onnx tokenizer.json config.json clinembed.json; do install -m 0644 "$WORK/model/onnx/$f" "$DEST/$f"; done
 echo "==> building and installing clinembed (release)"
 install_release /tmp/clinembed-bench-build.log
-cluster_start bench 28817 shared_buffers=256MB
+cluster_start bench "$(free_port)" shared_buffers=256MB
 trap cluster_stop EXIT
 pg -c 'CREATE DATABASE bench'
 python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
@@ -47,13 +43,13 @@ if [ "${1:-}" = memory ]; then
     for model in ${MEMORY_MODELS:-bert-base-bench $DEFAULT_MODEL}; do
         parts=${MEMORY_PARTS:-memory,first,throughput}
         [ "$model" = "$DEFAULT_MODEL" ] && [ "$NOTES" -ge 2000 ] && parts=${MEMORY_PARTS:-threads,$parts}
-        PGDATABASE=bench bench/.venv/bin/python bench/memory.py --dsn "dbname=bench" --model "$model" \
+        PGDATABASE=bench "$PY" bench/memory.py --dsn "dbname=bench" --model "$model" \
             --parts "$parts" --rounds "${ROUNDS:-2}" --json "$WORK/memory-$model.json"
     done
     exit
 fi
 if [ "${1:-}" = sweep ]; then
-    PGDATABASE=bench bench/.venv/bin/python bench/sweep.py "$NOTES"
+    PGDATABASE=bench "$PY" bench/sweep.py "$NOTES"
     exit
 fi
-PGDATABASE=bench bench/.venv/bin/python bench/run.py --notes "$NOTES" --model "$WORK/model" --out "$WORK/results"
+PGDATABASE=bench "$PY" bench/run.py --notes "$NOTES" --model "$WORK/model" --out "$WORK/results"

@@ -9,21 +9,23 @@
 # largest difference from PyTorch accepted; default 1e-4).
 # Run it where the checkpoint is reachable; copy OUTDIR to the database server
 # and install it as $(pg_config --sharedir)/clinembed/models/NAME (see the
-# README, "Bio_ClinicalBERT from pip install to SELECT").  Installs PyTorch,
-# transformers and optimum (scripts/model_tools/requirements-export.txt, every
-# wheel pinned by sha256 in requirements-export.lock) into
-# scripts/model_tools/.venv-export unless PYTHON names an interpreter that
-# has them.  A local checkpoint's own tokenizer.json and config.json are kept
-# byte for byte.  scripts/setup.sh builds the default model this way.
+# README, "Bio_ClinicalBERT from pip install to SELECT").  Two pinned Python
+# environments (scripts/python-env.sh): optimum's exporter runs in the
+# exporter's own (scripts/model_tools/requirements-export.txt; EXPORTER_PYTHON
+# names another interpreter with optimum), and the check, with the one
+# reference, in the project's (requirements.txt; PYTHON names another).  A
+# local checkpoint's own tokenizer.json and config.json are kept byte for
+# byte.  scripts/setup.sh builds the default model this way.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,17p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
 SOURCE=$1 OUT=$2
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${PYTHON:-}" ]; then PYTHON=$(bash "$HERE/model_tools/export-env.sh"); fi
+EXPORTER_PYTHON=${EXPORTER_PYTHON:-$(bash "$HERE/python-env.sh" export)}
+PYTHON=${PYTHON:-$(bash "$HERE/python-env.sh")}
 EXPORT=$(mktemp -d)
 trap 'rm -rf "$EXPORT"' EXIT
-"$PYTHON" -m optimum.exporters.onnx --model "$SOURCE" --task feature-extraction \
+"$EXPORTER_PYTHON" -m optimum.exporters.onnx --model "$SOURCE" --task feature-extraction \
     --library-name transformers --opset 17 "$EXPORT"
 "$PYTHON" "$HERE/model_tools/finish_export.py" "$SOURCE" "$EXPORT" "$OUT" "$@"
 echo "install on the database server (as root):"

@@ -9,23 +9,15 @@
 # nearest-neighbour overlap at 10) runs on FILE (one text per line), or on
 # the synthetic notes of scripts/gen_notes.py, and is also written to
 # DST_DIR/agreement.json.  Weights get one scale per output channel
-# (--per-tensor: one per matrix); --fuse fuses attention first.  Needs python3
-# with venv; installs onnx and onnxruntime from PyPI into
-# scripts/model_tools/.venv.
+# (--per-tensor: one per matrix); --fuse fuses attention first.  Runs in the
+# project's Python environment (scripts/python-env.sh; tokenizers as the
+# extension's).
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
 SRC=$1 DST=$2
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
-VENV=$HERE/model_tools/.venv
-# (Re)installed when the pinned requirements change.
-WANT=$(sha256sum "$HERE/model_tools/requirements.txt" | cut -d' ' -f1)
-if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$WANT" ] ||
-   ! "$VENV/bin/python" -c 'import onnx, onnxruntime.quantization, tokenizers, numpy' 2>/dev/null; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet -r "$HERE/model_tools/requirements.txt"
-    echo "$WANT" > "$VENV/.requirements"
-fi
+PY=$(bash "$HERE/python-env.sh")
 # Quantizer options go to quantize.py, the rest to the agreement report.
 QUANTIZE=() REPORT=()
 for a in "$@"; do
@@ -34,5 +26,5 @@ for a in "$@"; do
         *) REPORT+=("$a") ;;
     esac
 done
-"$VENV/bin/python" "$HERE/model_tools/quantize.py" "$SRC" "$DST" "${QUANTIZE[@]}"
-"$VENV/bin/python" "$HERE/model_tools/agreement.py" "$SRC" "$DST" --json "$DST/agreement.json" "${REPORT[@]}"
+"$PY" "$HERE/model_tools/quantize.py" "$SRC" "$DST" "${QUANTIZE[@]}"
+"$PY" "$HERE/model_tools/agreement.py" "$SRC" "$DST" --json "$DST/agreement.json" "${REPORT[@]}"

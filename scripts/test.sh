@@ -177,23 +177,19 @@ stage regress regress
 c=$(grep -soE '^regress: [0-9]+ passed, [0-9]+ failed' "$LOGS/regress.log" | awk '{print $2, $4}' || true)
 [ -n "$c" ] && { PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); }
 
-# The tests' Python environment (.venv): the parity reference and pytest.
-python_env() {
-    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import onnxruntime, tokenizers, psycopg, pytest' 2>/dev/null; then
-        python3 -m venv .venv
-        .venv/bin/pip install --quiet -r tests/parity/requirements.txt
-    fi
-}
+# The project's Python environment (.venv, scripts/python-env.sh): the
+# parity reference, PyTorch for the check against the original framework,
+# and pytest.
+python_env() { PY=$(bash scripts/python-env.sh) || return 1; }
 # The default model is also checked against its checkpoint run in PyTorch
-# (the original framework, not ONNX), with the export tools' environment.
+# (the original framework, not ONNX).  (Under `stage`, every step must fail
+# the tier explicitly.)
 parity() {
-    python_env
-    local torch_python ckpt
-    torch_python=$(bash scripts/model_tools/export-env.sh)
-    ckpt=$(default_checkpoint /tmp/clinembed-parity-checkpoint)
-    "$torch_python" tests/parity/framework.py "$ckpt" /tmp/clinembed-parity-framework.json
-    .venv/bin/python tests/parity/parity.py --model-dir "$(default_model_dir)" \
-        --framework /tmp/clinembed-parity-framework.json
+    python_env || return 1
+    local ckpt
+    ckpt=$(default_checkpoint /tmp/clinembed-parity-checkpoint) || return 1
+    "$PY" tests/parity/framework.py "$ckpt" /tmp/clinembed-parity-framework.json || return 1
+    "$PY" tests/parity/parity.py --model-dir "$(default_model_dir)" --framework /tmp/clinembed-parity-framework.json
 }
 stage parity parity
 grep -hs '^parity' "$LOGS/parity.log" || true
@@ -204,9 +200,9 @@ p=$(grep -soE '^parity: [0-9]+ passed, [0-9]+ failed' "$LOGS/parity.log" | awk '
 # restarts, clusters of their own, the upgrade paths): each test is one check,
 # counted from pytest's verbose lines ("NAME: N passed, M failed").
 pytest_tier() { # file [VAR=value...]: that file's tests, with those variables
-    python_env
+    python_env || return 1
     env PG_BIN="$PG_BIN" CLINEMBED_MODEL_DIR="$(default_model_dir)" "${@:2}" \
-        .venv/bin/python -m pytest -v -p no:cacheprovider "$1"
+        "$PY" -m pytest -v -p no:cacheprovider "$1"
 }
 count_pytest() { # name
     local lines=' (PASSED|FAILED|ERROR) +\[ *[0-9]+%\]$' p f

@@ -11,6 +11,7 @@ checkpoint itself in PyTorch (the original framework, not ONNX), mean
 pooling; it imports torch only when called.
 """
 
+import inspect
 import json
 import os
 
@@ -45,22 +46,30 @@ def max_length(model_dir):
     return min(wanted, limit) if limit else wanted
 
 
+def tokenizer(model_dir, max_length):
+    """The model's tokenizer.json as clinembed uses it: truncation at
+    `max_length`, no padding (one text at a time)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok
+
+
 class Reference:
     """The notebook's method, one text at a time.  `pooling` and `normalize`
     override the model's clinembed.json."""
 
     def __init__(self, model_dir, threads=1, pooling=None, normalize=None):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         s = settings(model_dir)
         self.pooling = pooling or s.get("pooling", "mean")
         self.normalize = s.get("normalize", False) if normalize is None else normalize
         assert self.pooling in ("mean", "cls", "max"), "the reference implements mean, cls and max pooling"
         self.max_length = max_length(model_dir)
-        self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-        self.tok.no_padding()
-        self.tok.enable_truncation(max_length=self.max_length)
+        self.tok = tokenizer(model_dir, self.max_length)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts,
@@ -94,19 +103,25 @@ class Reference:
 
 def framework_vectors(checkpoint, texts, max_length=DEFAULT_MAX_LENGTH, tokenizer_dir=None):
     """Mean-pooled vectors of `texts` from the checkpoint run in PyTorch
-    through HF transformers, one text at a time, tokenized by the tokenizer in
-    `tokenizer_dir` (default: the checkpoint's own)."""
+    through HF transformers, one text at a time, tokenized as the reference
+    tokenizes (`tokenizer`) with the tokenizer.json in `tokenizer_dir`
+    (default: the checkpoint's own)."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     torch.set_num_threads(1)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir or checkpoint, use_fast=True)
+    tok = tokenizer(tokenizer_dir or checkpoint, max_length)
     model = AutoModel.from_pretrained(checkpoint).eval()
+    # token type ids only for models that take them (not DistilBERT)
+    types = "token_type_ids" in inspect.signature(model.forward).parameters
     out = []
     for text in texts:
-        enc = tok(text, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = tok.encode(text, add_special_tokens=True)
+        feed = {"input_ids": torch.tensor([enc.ids]), "attention_mask": torch.tensor([enc.attention_mask])}
+        if types:
+            feed["token_type_ids"] = torch.tensor([enc.type_ids])
         with torch.no_grad():
-            hidden = model(**enc).last_hidden_state
-        m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            hidden = model(**feed).last_hidden_state
+        m = feed["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         out.append(((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9))[0].numpy())
     return out

@@ -10,9 +10,9 @@
 # 3. installs the result as model "clinembed-export-test";
 # 4. embeds texts in PostgreSQL with it, per call, and compares them with the
 #    checkpoint run in PyTorch (the notebook's method).
-# PYTHON names an interpreter with torch, transformers and optimum (default
-# scripts/model_tools/.venv-export, which scripts/export-model.sh makes on
-# first use; bench/.venv after `pip install optimum==1.23.3` works too).
+# Runs in the project's Python environment (scripts/python-env.sh; PYTHON
+# names another with torch and transformers); scripts/export-model.sh runs
+# optimum in the exporter's own.
 # Prints "ok - ..." / "not ok - ..." and "export: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,12 +22,7 @@ WORK=/tmp/clinembed-export-test
 rm -rf "$WORK" && mkdir -p "$WORK"
 PASS=0 FAIL=0
 check() { if [ "$2" = "$3" ]; then echo "ok - $1"; PASS=$((PASS + 1)); else echo "not ok - $1 (got '$2', want '$3')"; FAIL=$((FAIL + 1)); fi; }
-PY=${PYTHON:-scripts/model_tools/.venv-export/bin/python}
-if ! "$PY" -c 'import torch, transformers, optimum.exporters.onnx' 2>/dev/null; then
-    echo "not ok - no Python with torch, transformers and optimum: set PYTHON, or make one with"
-    echo "  python3 -m venv scripts/model_tools/.venv-export && scripts/model_tools/.venv-export/bin/pip install -r scripts/model_tools/requirements-export.txt"
-    exit 1
-fi
+PY=${PYTHON:-$(bash scripts/python-env.sh)}
 TOKENIZER=$(default_model_dir)/tokenizer.json
 
 # 1. the checkpoint
@@ -56,11 +51,11 @@ check "the model directory has what clinembed loads" \
 DEST=$("$PG_CONFIG" --sharedir)/clinembed/models/clinembed-export-test
 rm -rf "$DEST" && cp -r "$WORK/model" "$DEST" && chmod -R a+rX "$DEST"
 install_release "$WORK/build.log"
-cluster_start export 28821
+cluster_start export "$(free_port)"
 trap 'cluster_stop; rm -rf "$DEST"' EXIT
 
 # 4. PostgreSQL against PyTorch
-"$PY" - "$WORK/checkpoint" <<'PY' > "$WORK/compare.txt" 2>&1
+PG_BIN=$PG_BIN "$PY" - "$WORK/checkpoint" <<'PY' > "$WORK/compare.txt" 2>&1
 import os, sys, subprocess, json
 import numpy as np, torch
 from transformers import AutoModel, AutoTokenizer
@@ -69,7 +64,7 @@ texts = ["Patient denies chest pain.", "Pt c/o SOB x3d; h/o CHF, EF 30%.", "Caf√
          "Admitted with pneumonia, treated with ceftriaxone. " * 80, ""]
 tok = AutoTokenizer.from_pretrained(ckpt)
 model = AutoModel.from_pretrained(ckpt).eval()
-psql = ["/usr/lib/postgresql/15/bin/psql", "-X", "-At", "-h", os.environ["PGHOST"], "-p", os.environ["PGPORT"], "-U", "postgres"]
+psql = [os.path.join(os.environ["PG_BIN"], "psql"), "-X", "-At", "-h", os.environ["PGHOST"], "-p", os.environ["PGPORT"], "-U", "postgres"]
 subprocess.run(psql + ["-c", "CREATE EXTENSION IF NOT EXISTS clinembed"], check=True, capture_output=True)
 worst = 0.0
 for t in texts:

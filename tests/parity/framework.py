@@ -4,7 +4,8 @@ PyTorch through HF transformers (not through ONNX), tokenized by its own
 tokenizer with truncation at --max-length, attention-masked mean pooling of
 last_hidden_state, one text at a time.  Writes {"framework", "vectors":
 {label: [floats]}} to OUT for `parity.py --framework OUT`.  Runs in the
-export environment (scripts/model_tools/.venv-export), which has PyTorch.
+project's environment (requirements.txt), whose tokenizers is the
+extension's.
 """
 
 import argparse
