@@ -22,7 +22,7 @@ WORK=/tmp/clinembed-load-work
 rm -rf "$WORK" && mkdir -p "$WORK" && chmod 0777 "$WORK"
 install_release "$WORK/build.log"
 # One intra-op thread per backend: 12 busy backends share 2 cores.
-cluster_start load 28819 clinembed.intra_op_threads=1 max_connections=50
+cluster_start load "$(free_port)" clinembed.intra_op_threads=1 max_connections=50
 trap cluster_stop EXIT
 python3 scripts/gen_notes.py --count 1000 > "$WORK/notes.tsv"
 chmod 0644 "$WORK/notes.tsv"

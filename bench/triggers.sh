@@ -14,7 +14,7 @@ NOTES=${NOTES:-1000}
 MODEL=${MODEL:-$DEFAULT_MODEL}
 MAX_CHARS=${MAX_CHARS:-0}
 install_release /tmp/clinembed-bench-build.log
-cluster_start bench-triggers 28818
+cluster_start bench-triggers "$(free_port)"
 trap cluster_stop EXIT
 python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
 chmod 0644 /tmp/clinembed-bench-notes.tsv

@@ -12,7 +12,7 @@ bash scripts/setup.sh
 echo "==> building and installing clinembed (release)"
 install_release /tmp/clinembed-demo-build.log
 echo "==> starting a scratch PostgreSQL $PG cluster"
-cluster_start demo 28815
+cluster_start demo "$(free_port)"
 trap cluster_stop EXIT
 
 python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-demo-notes.tsv
