@@ -36,7 +36,8 @@ extension_sql_file!(
         _embed_trigger_args,
         _embed_target,
         _embed_batch_statements,
-        _backfill_statements
+        _backfill_statements,
+        _backfill_tables
     ]
 );
 
@@ -462,11 +463,7 @@ fn _embed_batch_statements(
         .collect();
     if !missing.is_empty() {
         let missing = missing.join(", ");
-        let role = select_one::<String>(
-            "SELECT pg_catalog.quote_ident(current_user::pg_catalog.text)",
-            &[],
-        )
-        .unwrap_or_default();
+        let role = current_role();
         fail(
             clinembed_core::ErrorKind::Forbidden,
             &format!("embed_batch_trigger needs {missing}"),
@@ -509,6 +506,70 @@ fn _backfill_statements(
     )
     .or_report();
     TableIterator::once((statements.count, statements.batch))
+}
+
+/// The tables a backfill of `rel` reads and writes (see
+/// `clinembed_core::columns::backfill_tables`): itself, its partitions and
+/// its inheritance children, those with storage, by oid; raises for a
+/// foreign table or one the role may not use.
+#[pg_extern(stable, parallel_safe)]
+fn _backfill_tables(
+    rel: pg_sys::Oid,
+    source_column: &str,
+    target_column: &str,
+    model_column: Option<&str>,
+) -> Vec<pg_sys::Oid> {
+    let members: Vec<rule::Member> = Spi::connect(|c| {
+        c.select(
+            "WITH RECURSIVE tree(relid) AS (SELECT $1 UNION \
+                 SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid) \
+             SELECT c.oid, c.oid::pg_catalog.regclass::pg_catalog.text, c.relkind::pg_catalog.text \
+               FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid ORDER BY c.oid",
+            None,
+            &[rel.into()],
+        )?
+        .map(|row| {
+            Ok(rule::Member {
+                oid: row.get::<pg_sys::Oid>(1)?.unwrap_or_default().to_u32(),
+                name: row.get::<String>(2)?.unwrap_or_default(),
+                relkind: row.get::<String>(3)?.unwrap_or_default().chars().next().unwrap_or(' '),
+            })
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .unwrap_or_default();
+    let columns = columns(source_column, target_column, model_column);
+    let missing = |m: &rule::Member| {
+        rule::backfill_privileges(&columns)
+            .into_iter()
+            .filter(|(privilege, column)| {
+                !select_one::<bool>(
+                    "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
+                    &[
+                        pg_sys::Oid::from(m.oid).into(),
+                        (*column).into(),
+                        (*privilege).into(),
+                    ],
+                )
+                .unwrap_or(false)
+            })
+            .map(|(privilege, column)| format!("{privilege} ({})", shown(column)))
+            .collect()
+    };
+    rule::backfill_tables(&relation_name(rel), &members, missing, current_role)
+        .or_report()
+        .into_iter()
+        .map(pg_sys::Oid::from)
+        .collect()
+}
+
+/// The current role's name, quoted as `%I` would.
+pub(crate) fn current_role() -> String {
+    select_one::<String>(
+        "SELECT pg_catalog.quote_ident(current_user::pg_catalog.text)",
+        &[],
+    )
+    .unwrap_or_default()
 }
 
 /// Rows of a statement per `embed_texts` call in the statement trigger.

@@ -555,6 +555,83 @@ pub fn backfill_statements(
     })
 }
 
+/// One relation of a backfill's tree (the relation itself, its partitions
+/// and its inheritance children), as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub oid: u32,
+    /// As PostgreSQL shows it (`regclass` output).
+    pub name: String,
+    /// `pg_class.relkind`: `r` a table with storage, `p` a partitioned
+    /// table, `f` a foreign table, ...
+    pub relkind: char,
+}
+
+/// The column privileges a backfill uses on each table it writes, in the
+/// order they are reported: SELECT on the source, UPDATE on the target and
+/// the model column.
+pub fn backfill_privileges(columns: &Columns) -> Vec<(&'static str, &str)> {
+    let mut wanted = vec![
+        ("SELECT", columns.source.as_str()),
+        ("UPDATE", columns.target.as_str()),
+    ];
+    if let Some(m) = columns.model.as_deref() {
+        wanted.push(("UPDATE", m));
+    }
+    wanted
+}
+
+/// The tables a backfill of `relation` reads and writes, in the members'
+/// order (the caller's, by oid): those with storage.  A row is its table and
+/// ctid together, as a ctid alone repeats across partitions.  A foreign
+/// table is refused (its rows are on another server), and so is a table for
+/// which `missing` names privileges (as `SELECT (col)`) the role lacks;
+/// `role` is the role's name, quoted, for the hint.
+pub fn backfill_tables(
+    relation: &str,
+    members: &[Member],
+    mut missing: impl FnMut(&Member) -> Vec<String>,
+    role: impl Fn() -> String,
+) -> Result<Vec<u32>> {
+    let mut tables = Vec::new();
+    for m in members {
+        match m.relkind {
+            'f' => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("embed_backfill cannot write foreign table {}", m.name),
+                )
+                .detail(format!(
+                    "{} holds rows of {relation} on another server.",
+                    m.name
+                ))
+                .hint("Run embed_backfill on the server that holds that table."))
+            }
+            'r' => {}
+            _ => continue,
+        }
+        let lacking = missing(m);
+        if !lacking.is_empty() {
+            let lacking = lacking.join(", ");
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                format!("permission denied to backfill {}", m.name),
+            )
+            .detail(format!(
+                "The backfill of {relation} reads and writes {} directly and needs {lacking} on it.",
+                m.name
+            ))
+            .hint(format!(
+                "GRANT {lacking} ON {} TO {}, or run the backfill as the table's owner.",
+                m.name,
+                role()
+            )));
+        }
+        tables.push(m.oid);
+    }
+    Ok(tables)
+}
+
 /// Checks that vectors of `dimensions` fit the target column, whose type is
 /// `target_type` (as `format_type` prints it) with `target_dims` dimensions
 /// (None: any, as for `real[]` or `vector` without a length).  `table` and
@@ -614,6 +691,85 @@ mod tests {
     use Action::*;
     use Event::*;
     use Label::*;
+
+    fn member(oid: u32, relkind: char) -> Member {
+        Member {
+            oid,
+            name: format!("t{oid}"),
+            relkind,
+        }
+    }
+
+    #[test]
+    fn backfill_tables_keep_the_tables_with_storage_in_order() {
+        let members = [
+            member(10, 'p'),
+            member(11, 'r'),
+            member(12, 'r'),
+            member(13, 'v'),
+        ];
+        let tables = backfill_tables("t10", &members, |_| vec![], || "alice".into()).unwrap();
+        assert_eq!(tables, vec![11, 12]);
+        assert!(
+            backfill_tables("t10", &[member(10, 'p')], |_| vec![], String::new)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn backfill_tables_refuse_foreign_tables_and_missing_privileges() {
+        let e = backfill_tables(
+            "t10",
+            &[member(10, 'p'), member(11, 'f')],
+            |_| vec![],
+            String::new,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert_eq!(e.message, "embed_backfill cannot write foreign table t11");
+        assert_eq!(
+            e.detail.as_deref(),
+            Some("t11 holds rows of t10 on another server.")
+        );
+        let e = backfill_tables(
+            "t10",
+            &[member(11, 'r'), member(12, 'r')],
+            |m| {
+                if m.oid == 12 {
+                    vec!["SELECT (a)".into(), "UPDATE (b)".into()]
+                } else {
+                    vec![]
+                }
+            },
+            || "alice".into(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden);
+        assert_eq!(e.message, "permission denied to backfill t12");
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("GRANT SELECT (a), UPDATE (b) ON t12 TO alice, or run the backfill as the table's owner.")
+        );
+    }
+
+    #[test]
+    fn backfill_privileges_name_the_columns_it_reads_and_writes() {
+        let c = Columns {
+            source: "s".into(),
+            target: "t".into(),
+            model: Some("m".into()),
+        };
+        assert_eq!(
+            backfill_privileges(&c),
+            vec![("SELECT", "s"), ("UPDATE", "t"), ("UPDATE", "m")]
+        );
+        let c = Columns { model: None, ..c };
+        assert_eq!(
+            backfill_privileges(&c),
+            vec![("SELECT", "s"), ("UPDATE", "t")]
+        );
+    }
 
     fn row(text: bool, vector: bool, label: Label) -> Row {
         Row {

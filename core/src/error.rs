@@ -35,6 +35,9 @@ pub enum ErrorKind {
     TriggerProtocol,
     /// A table lacks what a feature needs (a primary key).
     InvalidTable,
+    /// What was asked is not something clinembed does (writing a foreign
+    /// table).
+    Unsupported,
 }
 
 #[derive(Debug, Clone)]
