@@ -1,6 +1,6 @@
 //! The per-backend model cache.
 //!
-//! Each backend keeps up to `clinembed.max_sessions` loaded models, created
+//! Each backend keeps up to `clinembed.max_loaded_models` loaded models, created
 //! lazily on first use and reused; the least recently used one is dropped to
 //! make room.  A model is reloaded when the settings that shaped it change or
 //! when its directory holds other files (checked once per statement, so one
@@ -96,7 +96,7 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
                 if let Some(i) = found {
                     cache.remove(i);
                 }
-                let cap = gucs::max_sessions();
+                let cap = gucs::max_loaded_models();
                 while cache.len() >= cap {
                     cache.remove(0);
                 }
@@ -118,7 +118,7 @@ fn with_model<R>(name: String, dir: PathBuf, f: impl FnOnce(&mut Embedder) -> R)
         // error (a cancel, a limit), the model stays cached.
         cache.push(loaded);
         // A lowered cap takes effect now, not only at the next load.
-        let cap = gucs::max_sessions();
+        let cap = gucs::max_loaded_models();
         while cache.len() > cap {
             cache.remove(0);
         }

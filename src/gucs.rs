@@ -131,11 +131,11 @@ pub static CHUNK_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(128);
 /// Default 32, a quarter of the default window.
 pub static CHUNK_OVERLAP: GucSetting<i32> = GucSetting::<i32>::new(32);
 
-/// `clinembed.max_sessions`: models one backend keeps loaded at once; the
+/// `clinembed.max_loaded_models`: models one backend keeps loaded at once; the
 /// least recently used is dropped to load another.  Default 2: a model and
 /// its replacement during a migration, or two models compared side by side,
 /// without a reload per call.  Each costs its own memory (see the README).
-pub static MAX_SESSIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static MAX_LOADED_MODELS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 /// `clinembed.allow_model_links`: let an installed model name resolve to a
 /// directory outside `$sharedir/clinembed/models` through a symbolic link.
@@ -318,10 +318,10 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
-        c"clinembed.max_sessions",
+        c"clinembed.max_loaded_models",
         c"Models one backend keeps loaded at once.",
         c"The least recently used is dropped to load another.",
-        &MAX_SESSIONS,
+        &MAX_LOADED_MODELS,
         1,
         16,
         GucContext::Userset,
@@ -511,8 +511,8 @@ pub fn long_text() -> Option<clinembed_core::chunk::ChunkOptions> {
     (LONG_TEXT.get() == LongText::Chunk).then(chunk_options)
 }
 
-pub fn max_sessions() -> usize {
-    MAX_SESSIONS.get().clamp(1, 16) as usize
+pub fn max_loaded_models() -> usize {
+    MAX_LOADED_MODELS.get().clamp(1, 16) as usize
 }
 
 pub fn queue_max_workers() -> usize {

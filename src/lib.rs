@@ -511,7 +511,7 @@ fn embed_models() -> TableIterator<
 /// `embed_text` with an installed model chosen for this call
 /// (`embed_text(exp_text, model => 'bio_clinicalbert')`).  Only installed
 /// names: pointing at files is what the superuser-only `clinembed.model`
-/// setting is for.  Up to `clinembed.max_sessions` models stay loaded.
+/// setting is for.  Up to `clinembed.max_loaded_models` models stay loaded.
 #[pg_extern(stable, parallel_safe, strict, cost = 10000, name = "embed_text")]
 fn embed_text_model(text: &str, model: &str) -> Vec<f32> {
     one_vector(text, Some(model), gucs::long_text())

@@ -47,13 +47,13 @@ SELECT embed_token_count('x', model => 'no-such-model');
 \set VERBOSITY default
 DROP TABLE long_note, by_setting;
 
--- at most clinembed.max_sessions models stay loaded; the least recently used goes
-SET clinembed.max_sessions = 1;
+-- at most clinembed.max_loaded_models models stay loaded; the least recently used goes
+SET clinembed.max_loaded_models = 1;
 SELECT array_length(embed_text('x', model => 'clinembed-regress-cls'), 1) AS dims;
 SELECT model FROM embed_stats();
 SELECT array_length(embed_text('x'), 1) AS dims;
 SELECT model FROM embed_stats();
-RESET clinembed.max_sessions;
+RESET clinembed.max_loaded_models;
 
 -- Error details that name install paths, which differ between majors, are
 -- shown with $sharedir and $pkglibdir in place of the paths.
