@@ -11,6 +11,7 @@ directory).
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -121,8 +122,17 @@ def free_port():
 
 def scratch_dir(path):
     """An empty directory at `path` (removed first if there) that the postgres
-    OS user owns and may use for sockets, data directories and logs."""
+    OS user owns and may use for sockets, data directories and logs.  A
+    cluster an interrupted run left running in it is shut down first
+    (immediate shutdown, whatever its major)."""
     path = Path(path)
+    for pidfile in path.glob("*/postmaster.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGQUIT)
+            wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 30)
+        except (OSError, ValueError, IndexError):
+            pass  # not running
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(mode=0o700, parents=True)
     if os.geteuid() == 0:

@@ -65,24 +65,27 @@ def upgraded():
     old = Cluster(ROOT, "old", OLD_BIN).initdb()
     # 18 turns data checksums on by default; pg_upgrade needs the old cluster's setting.
     new = Cluster(ROOT, "new", NEW_BIN).initdb(*(["--no-data-checksums"] if major(NEW_BIN) >= 18 else []))
-    old.start()
-    old.run("CREATE DATABASE notes_db")
-    with old.connect("notes_db") as c:
-        c.execute("SET client_min_messages = warning")
-        for sql in SETUP:
-            c.execute(sql)
-        before = {"rows": one(c, ROWS), "runs": one(c, RUNS)}
-    old.stop()
-    # pg_upgrade writes its reports in the new data directory and the cwd.
     try:
-        as_postgres([os.path.join(NEW_BIN, "pg_upgrade"), "-b", OLD_BIN, "-B", NEW_BIN, "-d", str(old.data),
-                     "-D", str(new.data), "-p", str(old.port), "-P", str(new.port), "-s", str(ROOT), "-U", "postgres"],
-                    cwd=ROOT)
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"pg_upgrade failed: {e.stdout[-2000:]}")
-    new.start()
-    yield new, before
-    new.stop()
+        old.start()
+        old.run("CREATE DATABASE notes_db")
+        with old.connect("notes_db") as c:
+            c.execute("SET client_min_messages = warning")
+            for sql in SETUP:
+                c.execute(sql)
+            before = {"rows": one(c, ROWS), "runs": one(c, RUNS)}
+        old.stop()
+        # pg_upgrade writes its reports in the new data directory and the cwd.
+        try:
+            as_postgres([os.path.join(NEW_BIN, "pg_upgrade"), "-b", OLD_BIN, "-B", NEW_BIN, "-d", str(old.data),
+                         "-D", str(new.data), "-p", str(old.port), "-P", str(new.port), "-s", str(ROOT), "-U", "postgres"],
+                        cwd=ROOT)
+        except subprocess.CalledProcessError as e:
+            pytest.fail(f"pg_upgrade failed: {e.stdout[-2000:]}")
+        new.start()
+        yield new, before
+    finally:
+        old.stop()
+        new.stop()
 
 
 def test_the_server_is_the_new_major(upgraded):

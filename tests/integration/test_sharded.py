@@ -77,52 +77,54 @@ def nodes():
     assert not missing, f"not installed in this PostgreSQL: {missing}"
     scratch_dir(ROOT)
     nodes = {}
-    for name in ("coord", *SHARDS):
-        node = Cluster(ROOT, name).initdb()
-        node.configure({"clinembed.models_root": models_root(name)})
-        node.start()
-        node.run("CREATE DATABASE notes_db")
-        nodes[name] = node
-    # The shards: the notes table, embedded by a row trigger as rows arrive.
-    for s in SHARDS:
-        run(nodes[s], "CREATE EXTENSION vector", "CREATE EXTENSION clinembed",
-            "CREATE TABLE notes (id bigint PRIMARY KEY, patient int, exp_text text, embedding vector(384), "
-            "embedding_model text)",
-            "CREATE TRIGGER notes_embed BEFORE INSERT OR UPDATE OF exp_text ON notes FOR EACH ROW "
-            "EXECUTE FUNCTION embed_trigger('exp_text', 'embedding', 'embedding_model')")
-    # The coordinator: notes partitioned by hash of id over foreign tables on
-    # the shards; postgres_fdw may ship clinembed's and pgvector's immutable
-    # functions and operators to them.
-    coord = nodes["coord"]
-    run(coord, "CREATE EXTENSION vector", "CREATE EXTENSION clinembed", "CREATE EXTENSION postgres_fdw",
-        "CREATE EXTENSION dblink",
-        "CREATE TABLE notes (id bigint, patient int, exp_text text, embedding vector(384), embedding_model text) "
-        "PARTITION BY HASH (id)")
-    for r, s in enumerate(SHARDS):
-        run(coord, f"CREATE SERVER {s} FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '{ROOT}', "
-                   f"port '{nodes[s].port}', dbname 'notes_db', extensions 'clinembed, vector')",
-            f"CREATE USER MAPPING FOR postgres SERVER {s} OPTIONS (user 'postgres')",
-            f"CREATE FOREIGN TABLE notes_{s} PARTITION OF notes FOR VALUES WITH (MODULUS 2, REMAINDER {r}) "
-            f"SERVER {s} OPTIONS (table_name 'notes')")
-    # Notes written through the coordinator, embedded by the shards' triggers.
-    run(coord, f"""INSERT INTO notes (id, patient, exp_text)
-        SELECT g, g % 17, format('Progress note %s. %s', g, (ARRAY['Chest pain radiating to the left arm, troponin pending.',
-               'Afebrile overnight, tolerating diet.', 'Shortness of breath on exertion, crackles at both bases.',
-               'Fall at home, right hip pain, unable to bear weight.'])[1 + g % 4])
-          FROM generate_series(1, {LIVE_NOTES}) g""")
-    # An archive loaded before clinembed: rows without vectors, for the backfill.
-    for s in SHARDS:
-        run(nodes[s], "ALTER TABLE notes DISABLE TRIGGER notes_embed")
-    run(coord, f"""INSERT INTO notes (id, patient, exp_text)
-        SELECT g, g % 17, format('Archived note %s. %s', g,
-                                 repeat('Vital signs stable, afebrile, ambulating with assistance. ', 1 + g % 3))
-          FROM generate_series({ARCHIVED.start}, {ARCHIVED.stop - 1}) g""")
-    for s in SHARDS:
-        run(nodes[s], "ALTER TABLE notes ENABLE TRIGGER notes_embed")
-    yield nodes
-    if not os.environ.get("KEEP"):  # KEEP=1 leaves the clusters running, to look around
-        for node in nodes.values():
-            node.stop()
+    try:
+        for name in ("coord", *SHARDS):
+            node = Cluster(ROOT, name).initdb()
+            node.configure({"clinembed.models_root": models_root(name)})
+            node.start()
+            node.run("CREATE DATABASE notes_db")
+            nodes[name] = node
+        # The shards: the notes table, embedded by a row trigger as rows arrive.
+        for s in SHARDS:
+            run(nodes[s], "CREATE EXTENSION vector", "CREATE EXTENSION clinembed",
+                "CREATE TABLE notes (id bigint PRIMARY KEY, patient int, exp_text text, embedding vector(384), "
+                "embedding_model text)",
+                "CREATE TRIGGER notes_embed BEFORE INSERT OR UPDATE OF exp_text ON notes FOR EACH ROW "
+                "EXECUTE FUNCTION embed_trigger('exp_text', 'embedding', 'embedding_model')")
+        # The coordinator: notes partitioned by hash of id over foreign tables on
+        # the shards; postgres_fdw may ship clinembed's and pgvector's immutable
+        # functions and operators to them.
+        coord = nodes["coord"]
+        run(coord, "CREATE EXTENSION vector", "CREATE EXTENSION clinembed", "CREATE EXTENSION postgres_fdw",
+            "CREATE EXTENSION dblink",
+            "CREATE TABLE notes (id bigint, patient int, exp_text text, embedding vector(384), embedding_model text) "
+            "PARTITION BY HASH (id)")
+        for r, s in enumerate(SHARDS):
+            run(coord, f"CREATE SERVER {s} FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '{ROOT}', "
+                       f"port '{nodes[s].port}', dbname 'notes_db', extensions 'clinembed, vector')",
+                f"CREATE USER MAPPING FOR postgres SERVER {s} OPTIONS (user 'postgres')",
+                f"CREATE FOREIGN TABLE notes_{s} PARTITION OF notes FOR VALUES WITH (MODULUS 2, REMAINDER {r}) "
+                f"SERVER {s} OPTIONS (table_name 'notes')")
+        # Notes written through the coordinator, embedded by the shards' triggers.
+        run(coord, f"""INSERT INTO notes (id, patient, exp_text)
+            SELECT g, g % 17, format('Progress note %s. %s', g, (ARRAY['Chest pain radiating to the left arm, troponin pending.',
+                   'Afebrile overnight, tolerating diet.', 'Shortness of breath on exertion, crackles at both bases.',
+                   'Fall at home, right hip pain, unable to bear weight.'])[1 + g % 4])
+              FROM generate_series(1, {LIVE_NOTES}) g""")
+        # An archive loaded before clinembed: rows without vectors, for the backfill.
+        for s in SHARDS:
+            run(nodes[s], "ALTER TABLE notes DISABLE TRIGGER notes_embed")
+        run(coord, f"""INSERT INTO notes (id, patient, exp_text)
+            SELECT g, g % 17, format('Archived note %s. %s', g,
+                                     repeat('Vital signs stable, afebrile, ambulating with assistance. ', 1 + g % 3))
+              FROM generate_series({ARCHIVED.start}, {ARCHIVED.stop - 1}) g""")
+        for s in SHARDS:
+            run(nodes[s], "ALTER TABLE notes ENABLE TRIGGER notes_embed")
+        yield nodes
+    finally:
+        if not os.environ.get("KEEP"):  # KEEP=1 leaves the clusters running, to look around
+            for node in nodes.values():
+                node.stop()
 
 
 @pytest.fixture(scope="module")
