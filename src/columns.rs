@@ -440,27 +440,12 @@ fn _embed_batch_statements(
     });
     // The write-back is an UPDATE by the role whose statement fired the
     // trigger: it reads the key columns and sets the vector columns.
-    let mut wanted: Vec<(String, String)> =
-        keys.iter().map(|k| ("SELECT".into(), k.clone())).collect();
-    wanted.push(("UPDATE".into(), target_column.into()));
+    let mut wanted: Vec<(&str, &str)> = keys.iter().map(|k| ("SELECT", k.as_str())).collect();
+    wanted.push(("UPDATE", target_column));
     if let Some(m) = model_column {
-        wanted.push(("UPDATE".into(), m.into()));
+        wanted.push(("UPDATE", m));
     }
-    let missing: Vec<String> = wanted
-        .into_iter()
-        .filter(|(privilege, column)| {
-            !select_one::<bool>(
-                "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
-                &[
-                    rel.into(),
-                    column.as_str().into(),
-                    privilege.as_str().into(),
-                ],
-            )
-            .unwrap_or(false)
-        })
-        .map(|(privilege, column)| format!("{privilege} ({})", shown(&column)))
-        .collect();
+    let missing = missing_privileges(rel, &wanted);
     if !missing.is_empty() {
         let missing = missing.join(", ");
         let role = current_role();
@@ -519,7 +504,21 @@ fn _backfill_tables(
     target_column: &str,
     model_column: Option<&str>,
 ) -> Vec<pg_sys::Oid> {
-    let members: Vec<rule::Member> = Spi::connect(|c| {
+    let members = relation_tree(rel);
+    let columns = columns(source_column, target_column, model_column);
+    let wanted = rule::backfill_privileges(&columns);
+    let missing = |m: &rule::Member| missing_privileges(pg_sys::Oid::from(m.oid), &wanted);
+    rule::backfill_tables(&relation_name(rel), &members, missing, current_role)
+        .or_report()
+        .into_iter()
+        .map(pg_sys::Oid::from)
+        .collect()
+}
+
+/// `rel` itself, its partitions and its inheritance children, by oid, as
+/// the catalog describes them.
+pub(crate) fn relation_tree(rel: pg_sys::Oid) -> Vec<rule::Member> {
+    Spi::connect(|c| {
         c.select(
             "WITH RECURSIVE tree(relid) AS (SELECT $1 UNION \
                  SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid) \
@@ -537,29 +536,31 @@ fn _backfill_tables(
         })
         .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
-    .unwrap_or_default();
-    let columns = columns(source_column, target_column, model_column);
-    let missing = |m: &rule::Member| {
-        rule::backfill_privileges(&columns)
-            .into_iter()
-            .filter(|(privilege, column)| {
-                !select_one::<bool>(
-                    "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
-                    &[
-                        pg_sys::Oid::from(m.oid).into(),
-                        (*column).into(),
-                        (*privilege).into(),
-                    ],
-                )
-                .unwrap_or(false)
-            })
-            .map(|(privilege, column)| format!("{privilege} ({})", shown(column)))
-            .collect()
-    };
-    rule::backfill_tables(&relation_name(rel), &members, missing, current_role)
-        .or_report()
-        .into_iter()
-        .map(pg_sys::Oid::from)
+    .unwrap_or_else(|e| {
+        crate::errors::report(
+            clinembed_core::Error::new(
+                clinembed_core::ErrorKind::Runtime,
+                "the tables of a relation could not be read",
+            )
+            .detail(format!("SPI: {e}"))
+            .hint("This is a bug in clinembed; please report it."),
+        )
+    })
+}
+
+/// Which of the column privileges `wanted` ((privilege, column) pairs) the
+/// current role lacks on `rel`, as `SELECT (col)`, in the order given.
+pub(crate) fn missing_privileges(rel: pg_sys::Oid, wanted: &[(&str, &str)]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|(privilege, column)| {
+            !select_one::<bool>(
+                "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
+                &[rel.into(), (*column).into(), (*privilege).into()],
+            )
+            .unwrap_or(false)
+        })
+        .map(|(privilege, column)| format!("{privilege} ({})", shown(column)))
         .collect()
 }
 

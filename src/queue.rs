@@ -20,7 +20,7 @@ use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{PgBuiltInOids, PgOid, PgTupleDesc};
 
-use crate::columns::{self, select_one, shown};
+use crate::columns::{self, shown};
 use crate::errors::report;
 use crate::registry;
 
@@ -508,26 +508,18 @@ fn embed_queue_start() -> bool {
     true
 }
 
-/// The tables that hold `rel`'s rows and have a queue trigger: itself, its
-/// partitions and inheritance children with storage.
+/// The tables that hold `rel`'s rows: itself, its partitions and
+/// inheritance children with storage.
 fn leaf_tables(rel: pg_sys::Oid) -> Vec<pg_sys::Oid> {
-    select_one::<Vec<pg_sys::Oid>>(
-        "WITH RECURSIVE tree(relid) AS (SELECT $1 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i \
-           JOIN tree ON i.inhparent = tree.relid) \
-         SELECT pg_catalog.array_agg(c.oid ORDER BY c.oid) FROM tree \
-           JOIN pg_catalog.pg_class c ON c.oid = tree.relid WHERE c.relkind = 'r'",
-        &[rel.into()],
-    )
-    .unwrap_or_default()
+    columns::relation_tree(rel)
+        .into_iter()
+        .filter(|m| m.relkind == 'r')
+        .map(|m| pg_sys::Oid::from(m.oid))
+        .collect()
 }
 
 fn require(rel: pg_sys::Oid, privilege: &str, column: &str) {
-    let ok = select_one::<bool>(
-        "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
-        &[rel.into(), column.into(), privilege.into()],
-    )
-    .unwrap_or(false);
-    if !ok {
+    if !columns::missing_privileges(rel, &[(privilege, column)]).is_empty() {
         report(
             Error::new(
                 ErrorKind::Forbidden,
