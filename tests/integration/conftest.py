@@ -113,6 +113,13 @@ def in_background(conn, sql, params=None):
     return thread, outcome
 
 
+def pg_config(option, bin_dir=None):
+    """What `pg_config OPTION` prints, for the binaries in `bin_dir`
+    (default $PG_BIN)."""
+    cmd = [os.path.join(bin_dir or os.environ["PG_BIN"], "pg_config"), option]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
 def free_port():
     """A TCP port no one listens on now."""
     with socket.socket() as s:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cluster, as_postgres, one, scratch_dir
+from conftest import Cluster, as_postgres, one, pg_config, scratch_dir
 
 ROOT = Path("/tmp/clinembed-pg_upgrade")
 OLD_BIN = os.environ.get("OLD_PG_BIN", "")
@@ -44,9 +44,7 @@ SETUP = [
 
 
 def major(bin_dir):
-    version = subprocess.run([os.path.join(bin_dir, "pg_config"), "--version"],
-                             check=True, capture_output=True, text=True).stdout
-    return int(re.search(r"PostgreSQL (\d+)", version).group(1))
+    return int(re.search(r"PostgreSQL (\d+)", pg_config("--version", bin_dir)).group(1))
 
 
 def at(node, sql):

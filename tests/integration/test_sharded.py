@@ -20,13 +20,12 @@ and the standby, every shard backfilled.
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from conftest import Cluster, as_postgres, one, scratch_dir, wait_until
+from conftest import Cluster, as_postgres, one, pg_config, scratch_dir, wait_until
 
 ROOT = Path("/tmp/clinembed-sharded")
 MODEL = os.path.basename(os.environ.get("CLINEMBED_MODEL_DIR", "all-minilm-l6-v2"))
@@ -70,8 +69,7 @@ def plan(node, sql):
 
 @pytest.fixture(scope="module")
 def nodes():
-    sharedir = subprocess.run([os.path.join(os.environ["PG_BIN"], "pg_config"), "--sharedir"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+    sharedir = pg_config("--sharedir")
     missing = [e for e in ("postgres_fdw", "dblink", "vector", "clinembed")
                if not os.path.exists(f"{sharedir}/extension/{e}.control")]
     assert not missing, f"not installed in this PostgreSQL: {missing}"

@@ -10,15 +10,13 @@ object; and no released script has changed since its release
 """
 
 import hashlib
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import connect, drop_database, one
+from conftest import connect, drop_database, one, pg_config
 
 REPO = Path(__file__).resolve().parents[2]
 FROZEN = REPO / "tests" / "upgrade"
@@ -80,9 +78,7 @@ def test_every_release_is_frozen_and_every_upgrade_script_released_or_next():
 
 
 def extension_dir():
-    pg_config = os.path.join(os.environ["PG_BIN"], "pg_config")
-    return Path(subprocess.run([pg_config, "--sharedir"], check=True, capture_output=True, text=True).stdout.strip(),
-                "extension")
+    return Path(pg_config("--sharedir"), "extension")
 
 
 def schema(db):
