@@ -12,7 +12,7 @@ SELECT embed_model_id('clinembed-regress-cls') AS cls_id \gset
 SELECT p.oid::regprocedure AS function, provolatile, proparallel, procost
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE nspname = 'public' AND proname IN ('embed_text_pinned', 'embed_texts_pinned', 'embed_text')
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 CREATE TABLE pin_notes (id int PRIMARY KEY, t text);
 INSERT INTO pin_notes VALUES
