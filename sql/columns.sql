@@ -5,9 +5,11 @@
 --
 -- What to do with a row, the column checks, and every statement that reads
 -- or writes a table's rows are built in the library (src/columns.rs over
--- clinembed_core::columns).  What stays here is what must be PL/pgSQL: the
--- trigger entry points (a trigger's transition tables are visible only to
--- its own queries), the backfill's COMMIT loop and its progress table.
+-- clinembed_core::columns), and so are the backfill's steps (src/backfill.rs
+-- over clinembed_core::backfill).  What stays here is what must be PL/pgSQL:
+-- the trigger entry points (a trigger's transition tables are visible only
+-- to its own queries) and the backfill's COMMIT loop; and the backfill's
+-- progress table and view.
 --
 -- Conventions: every object is schema-qualified with @extschema@ or pg_catalog;
 -- identifiers go through format('%I') and relations through regclass; no note
@@ -115,21 +117,6 @@ BEGIN
 END;
 $$;
 
--- Raises again a constraint violation met while writing vectors, without
--- PostgreSQL's "Failing row contains (...)" detail, which would carry the
--- row's note text to the client and the server log.
-CREATE FUNCTION @extschema@._embed_constraint_error(rel pg_catalog.regclass, state text, message text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message,
-        DETAIL = format('clinembed was writing vectors into %s; the failing row is not shown, as it may hold note text.', rel),
-        HINT = 'Check the table''s constraints on the embedding and model columns.';
-END;
-$$;
-
 -- One row per backfill run: what it embeds, where its scan has got to, and
 -- its progress; names and counts, never note text.  Everyone may read it.  A
 -- role may add a run only for its own backend and only for a table it may
@@ -208,152 +195,6 @@ SELECT r.run_id, r.relid::regclass::text AS relation, r.source_column, r.target_
   FROM @extschema@.backfill_runs r;
 GRANT SELECT ON @extschema@.backfill_status TO PUBLIC;
 
--- Starts a backfill run: checks the arguments, the model against the column,
--- and that no backfill with another model runs on the table; counts the rows
--- to embed and records the run.
-CREATE FUNCTION @extschema@._backfill_start(
-    rel pg_catalog.regclass, source_column text, target_column text, batch_size integer, model_column text)
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    target record;
-    new_model text;
-    other record;
-    total bigint := 0;
-    n bigint;
-    t oid;
-    run bigint;
-BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
-        RAISE EXCEPTION 'batch_size must be positive'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('batch_size is %s.', coalesce(batch_size::text, 'NULL')),
-                  HINT = 'Use a few hundred rows per batch.';
-    END IF;
-    SELECT * INTO target FROM @extschema@._embed_target(rel, source_column, target_column, model_column);
-    new_model := @extschema@.embed_model_id();
-    PERFORM @extschema@._embed_check_dims(rel, target_column, target.target_type, target.target_dims);
-    -- Two models on one table would re-embed each other's rows: starts on a
-    -- table are serialised, and a second model is refused while one runs.
-    PERFORM pg_advisory_xact_lock(hashtext('clinembed backfill'), rel::oid::integer);
-    SELECT r.pid, r.model_id INTO other FROM @extschema@.backfill_runs r
-     WHERE r.relid = rel AND r.finished_at IS NULL AND r.model_id <> new_model
-       AND @extschema@._backfill_active(r.run_id)
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'another backfill of % is running with another model', rel
-            USING ERRCODE = 'object_in_use',
-                  DETAIL = format('Backend %s embeds with %s; this one would embed with %s.', other.pid, other.model_id, new_model),
-                  HINT = 'Wait until it finishes, or stop it (pg_cancel_backend), then start this one.';
-    END IF;
-    FOREACH t IN ARRAY @extschema@._backfill_tables(rel, source_column, target_column, model_column) LOOP
-        EXECUTE (SELECT s.count_sql FROM @extschema@._backfill_statements(t, source_column, target_column, model_column,
-                                                                          target.target_type, new_model) s)
-           INTO n;
-        total := total + n;
-    END LOOP;
-    INSERT INTO @extschema@.backfill_runs
-        (relid, source_column, target_column, model_column, model_id, batch_size, rows_total)
-    VALUES (rel, source_column, target_column, model_column, new_model, batch_size, total)
-    RETURNING run_id INTO run;
-    RAISE NOTICE 'clinembed backfill of %: % rows to embed with %', rel, total, new_model;
-    RETURN run;
-END;
-$$;
-
--- One batch of a run, in the caller's transaction: takes up to batch_size
--- rows that need work from where the scan stands (SKIP LOCKED), embeds them
--- through embed_texts, writes vector and model identity, and records the
--- progress.  Returns false when a whole pass over the tables found nothing
--- more to do, and marks the run finished.  The statement that reads and
--- writes the table names every function, operator and type by schema, and
--- runs under the caller's search_path, so the table's own triggers see the
--- search_path they would see for the caller's own UPDATE.
-CREATE FUNCTION @extschema@._backfill_batch(run bigint, caller_search_path text)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    target record;
-    tables oid[];
-    t oid;
-    pos tid;
-    found_rows boolean;
-    i integer;
-    n bigint;
-    last_tid tid;
-    done bigint;
-    rate double precision;
-    batch_sql text;
-BEGIN
-    SELECT * INTO r FROM @extschema@.backfill_runs b WHERE b.run_id = run AND b.pid = pg_backend_pid() AND b.finished_at IS NULL;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no backfill run of this session has that id'
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Run %s is not an unfinished run of backend %s.', run, pg_backend_pid()),
-                  HINT = 'Start a backfill with CALL embed_backfill(...).';
-    END IF;
-    SELECT * INTO target FROM @extschema@._embed_target(r.relid::regclass, r.source_column, r.target_column, r.model_column);
-    tables := @extschema@._backfill_tables(r.relid::regclass, r.source_column, r.target_column, r.model_column);
-    t := coalesce(r.scan_relid, tables[1]);
-    pos := coalesce(r.scan_tid, '(0,0)');
-    found_rows := r.scan_found;
-    LOOP
-        i := array_position(tables, t);
-        IF i IS NULL THEN
-            -- no tables, or the one the scan was in was detached or dropped
-            EXIT WHEN cardinality(tables) = 0;
-            t := tables[1];
-            pos := '(0,0)';
-            found_rows := true;
-            CONTINUE;
-        END IF;
-        batch_sql := (SELECT s.batch_sql FROM @extschema@._backfill_statements(t, r.source_column, r.target_column,
-                                                                               r.model_column, target.target_type, r.model_id) s);
-        BEGIN
-            PERFORM set_config('search_path', caller_search_path, true);
-            EXECUTE batch_sql INTO n, last_tid USING pos, r.batch_size, r.model_id;
-            PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
-        EXCEPTION WHEN integrity_constraint_violation THEN
-            PERFORM @extschema@._embed_constraint_error(t::regclass, SQLSTATE, SQLERRM);
-        END;
-        IF n > 0 THEN
-            done := r.rows_done + n;
-            UPDATE @extschema@.backfill_runs b
-               SET rows_done = done, batches = b.batches + 1, updated_at = clock_timestamp(),
-                   scan_relid = t, scan_tid = last_tid, scan_found = true
-             WHERE b.run_id = run;
-            rate := done / greatest(extract(epoch FROM clock_timestamp() - r.started_at), 0.001);
-            RAISE NOTICE 'clinembed backfill of %: % of % rows, % rows/s, eta %', r.relid::regclass, done, r.rows_total,
-                round(rate::numeric, 1), make_interval(secs => round((greatest(r.rows_total - done, 0) / rate)::numeric));
-            RETURN true;
-        END IF;
-        -- Nothing more in this table after pos: the next table; after the
-        -- last, a new pass if this one found rows (rows written behind the
-        -- scan, or skipped while locked), else the run is done.
-        IF i < cardinality(tables) THEN
-            t := tables[i + 1];
-        ELSIF found_rows THEN
-            t := tables[1];
-            found_rows := false;
-        ELSE
-            EXIT;
-        END IF;
-        pos := '(0,0)';
-    END LOOP;
-    UPDATE @extschema@.backfill_runs b
-       SET finished_at = clock_timestamp(), updated_at = clock_timestamp(), scan_relid = NULL, scan_tid = NULL
-     WHERE b.run_id = run;
-    RAISE NOTICE 'clinembed backfill of %: finished, % rows embedded in %', r.relid::regclass, r.rows_done,
-        date_trunc('second', clock_timestamp() - r.started_at);
-    RETURN false;
-END;
-$$;
-
 -- CALL embed_backfill('notes', 'exp_text', 'embedding', batch_size => 256
 --                     [, model_column => 'embedding_model']);
 -- Embeds every row whose source is not NULL and whose target is NULL or, with
@@ -365,9 +206,9 @@ $$;
 -- second CALL continues where the first stopped.  Call it outside a
 -- transaction block.
 -- A procedure that COMMITs cannot pin search_path, so this body calls only
--- schema-qualified functions and uses no operator: the helpers, which pin
--- it, do the work, and are told the caller's search_path for the table's
--- own triggers.
+-- schema-qualified functions and uses no operator: _backfill_start and
+-- _backfill_batch, which pin it, do the work, and are told the caller's
+-- search_path for the table's own triggers.
 CREATE PROCEDURE @extschema@.embed_backfill(
     relation pg_catalog.regclass, source_column text, target_column text,
     batch_size integer DEFAULT 256, model_column text DEFAULT NULL)

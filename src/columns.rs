@@ -37,7 +37,9 @@ extension_sql_file!(
         _embed_target,
         _embed_batch_statements,
         _backfill_statements,
-        _backfill_tables
+        _embed_constraint_error,
+        _backfill_start,
+        _backfill_batch
     ]
 );
 
@@ -355,6 +357,16 @@ fn _embed_check_dims(
     target_type: &str,
     target_dims: Option<i32>,
 ) {
+    check_dims(rel, target_column, target_type, target_dims);
+}
+
+/// See `_embed_check_dims`.
+pub(crate) fn check_dims(
+    rel: pg_sys::Oid,
+    target_column: &str,
+    target_type: &str,
+    target_dims: Option<i32>,
+) {
     if target_dims.is_none() {
         return;
     }
@@ -493,20 +505,27 @@ fn _backfill_statements(
     TableIterator::once((statements.count, statements.batch))
 }
 
-/// The tables a backfill of `rel` reads and writes (see
-/// `clinembed_core::columns::backfill_tables`): itself, its partitions and
-/// its inheritance children, those with storage, by oid; raises for a
-/// foreign table or one the role may not use.
-#[pg_extern(stable, parallel_safe)]
+/// `_backfill_tables` of 0.9.0, which its install script and a 0.9.0
+/// database not yet updated (`ALTER EXTENSION clinembed UPDATE`) call; from
+/// 0.10.0 the backfill calls [`backfill_tables`] directly, and no SQL
+/// function is created for it.
+#[pg_extern(stable, parallel_safe, sql = false)]
 fn _backfill_tables(
     rel: pg_sys::Oid,
     source_column: &str,
     target_column: &str,
     model_column: Option<&str>,
 ) -> Vec<pg_sys::Oid> {
+    backfill_tables(rel, &columns(source_column, target_column, model_column))
+}
+
+/// The tables a backfill of `rel` reads and writes (see
+/// `clinembed_core::columns::backfill_tables`): itself, its partitions and
+/// its inheritance children, those with storage, by oid; raises for a
+/// foreign table or one the role may not use.
+pub(crate) fn backfill_tables(rel: pg_sys::Oid, columns: &Columns) -> Vec<pg_sys::Oid> {
     let members = relation_tree(rel);
-    let columns = columns(source_column, target_column, model_column);
-    let wanted = rule::backfill_privileges(&columns);
+    let wanted = rule::backfill_privileges(columns);
     let missing = |m: &rule::Member| missing_privileges(pg_sys::Oid::from(m.oid), &wanted);
     rule::backfill_tables(&relation_name(rel), &members, missing, current_role)
         .or_report()
@@ -571,6 +590,56 @@ pub(crate) fn current_role() -> String {
         &[],
     )
     .unwrap_or_default()
+}
+
+/// Whether `code` is of class 23, integrity constraint violation.
+pub(crate) fn is_integrity_violation(code: pg_sys::errcodes::PgSqlErrorCode) -> bool {
+    const CLASS_BITS: isize = (1 << 12) - 1;
+    let class = pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION as isize;
+    (code as isize) & CLASS_BITS == class
+}
+
+/// Raises a constraint violation met while writing vectors into `table`
+/// again, with its SQLSTATE and message but without PostgreSQL's detail
+/// ("Failing row contains (...)"), which would carry the row's note text to
+/// the client and the server log.
+pub(crate) fn raise_constraint_violation(
+    code: pg_sys::errcodes::PgSqlErrorCode,
+    message: &str,
+    table: &str,
+) -> ! {
+    let (detail, hint) = clinembed_core::backfill::constraint_violation_parts(table);
+    pgrx::pg_sys::panic::ErrorReport::new(code, message.to_string(), "clinembed")
+        .set_detail(detail)
+        .set_hint(hint)
+        .report(PgLogLevel::ERROR);
+    unreachable!("ERROR-level reports do not return")
+}
+
+/// Raises the error a trigger met writing vectors into `rel` again, without
+/// its failing row (see [`raise_constraint_violation`]); `state` is the
+/// SQLSTATE as PL/pgSQL's `SQLSTATE` gives it.
+/// Not STRICT: it raises whatever it is given, so that no error is lost.
+#[pg_extern(volatile, parallel_safe)]
+fn _embed_constraint_error(rel: Option<pg_sys::Oid>, state: Option<&str>, message: Option<&str>) {
+    let table = rel.map_or_else(|| "a table".into(), relation_name);
+    raise_constraint_violation(
+        sqlstate_code(state.unwrap_or("23000")),
+        message.unwrap_or("integrity constraint violation"),
+        &table,
+    )
+}
+
+/// A five-character SQLSTATE as PostgreSQL packs it (`MAKE_SQLSTATE`).
+fn sqlstate_code(state: &str) -> pg_sys::errcodes::PgSqlErrorCode {
+    let packed = state
+        .bytes()
+        .take(5)
+        .enumerate()
+        .fold(0i32, |acc, (i, ch)| {
+            acc | ((ch.wrapping_sub(b'0') as i32 & 0x3F) << (6 * i))
+        });
+    pg_sys::errcodes::PgSqlErrorCode::from(packed)
 }
 
 /// Rows of a statement per `embed_texts` call in the statement trigger.

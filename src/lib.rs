@@ -6,6 +6,7 @@
 use pgrx::prelude::*;
 
 mod backend;
+mod backfill;
 mod columns;
 mod errors;
 mod gucs;

@@ -38,6 +38,12 @@ pub enum ErrorKind {
     /// What was asked is not something clinembed does (writing a foreign
     /// table).
     Unsupported,
+    /// An object is busy with work that conflicts with what was asked (a
+    /// backfill with another model).
+    InUse,
+    /// What was asked needs a state that does not hold (a backfill run that
+    /// is not this backend's, or is finished).
+    WrongState,
 }
 
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! batch, run and pool.  The extension crate is a thin layer over this one, so
 //! plain `cargo test` and benchmarks cover everything that computes.
 
+pub mod backfill;
 pub mod batch;
 pub mod chunk;
 pub mod columns;

@@ -119,6 +119,13 @@ SELECT array_length("Vec; drop", 1) AS odd_dims FROM "Odd Table";
 -- the backfill rejects a bad batch size
 CALL embed_backfill('notes', 'exp_text', 'embedding', batch_size => 0);
 \echo :LAST_ERROR_SQLSTATE
+CALL embed_backfill('notes', 'exp_text', 'embedding', batch_size => NULL);
+\echo :LAST_ERROR_SQLSTATE
+-- ... and NULL arguments, rather than doing nothing
+CALL embed_backfill(NULL, 'exp_text', 'embedding');
+\echo :LAST_ERROR_SQLSTATE
+CALL embed_backfill('notes', NULL, 'embedding');
+\echo :LAST_ERROR_SQLSTATE
 
 ---------------------------------------------------------------- bulk: COPY through the statement trigger
 CREATE TABLE bulk (

@@ -1,0 +1,361 @@
+//! The resumable backfill's steps: `_backfill_start` and `_backfill_batch`,
+//! which the procedure `embed_backfill` (sql/columns.sql) calls around its
+//! COMMITs, one transaction per batch.
+//!
+//! What they decide is in the core: the arguments, the scan's walk and the
+//! notices in `clinembed_core::backfill`, the tables and statements in
+//! `clinembed_core::columns`.  Here they read the run's row and the catalog,
+//! run the statements and record progress.  Both are declared with
+//! `SET search_path = pg_catalog, pg_temp`: what they run names the
+//! extension's objects by schema and finds everything else in pg_catalog,
+//! and relation names print schema-qualified.  Only the statement that
+//! embeds a batch runs under the caller's search_path, so the table's own
+//! triggers see what they would for the caller's own UPDATE.
+
+use std::panic::AssertUnwindSafe;
+
+use clinembed_core::backfill::{self as step, Resume};
+use clinembed_core::columns as rule;
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+
+use crate::columns::{
+    columns, extension_schema, qualified, raise_constraint_violation, relation_name,
+};
+use crate::errors::{report, OrReport};
+
+/// The search_path both functions are declared with, restored after the
+/// batch statement.
+const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// Starts a backfill run: checks the arguments, the columns and the model
+/// against the target column; refuses to start while a backfill of the
+/// relation with another model runs (starts on one relation are serialised
+/// by a transaction advisory lock); counts the rows to embed and records
+/// the run.  Returns its id.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn _backfill_start(
+    rel: Option<pg_sys::Oid>,
+    source_column: Option<&str>,
+    target_column: Option<&str>,
+    batch_size: Option<i32>,
+    model_column: Option<&str>,
+) -> i64 {
+    let batch_size = step::check_batch_size(batch_size).or_report();
+    let rel = rel.unwrap_or_else(|| report(step::no_relation()));
+    let target = crate::columns::target(rel, source_column, target_column, model_column);
+    // the column checks refuse a NULL source or target
+    let cols = columns(
+        source_column.unwrap_or_default(),
+        target_column.unwrap_or_default(),
+        model_column,
+    );
+    let model_id = crate::embed_model_id();
+    crate::columns::check_dims(rel, &cols.target, &target.type_name, target.dims);
+    let relation = relation_name(rel);
+    let schema = extension_schema();
+
+    execute(
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('clinembed backfill'), $1)",
+        &[(rel.to_u32() as i32).into()],
+    );
+    // after the lock, with a snapshot of its own: a run another start
+    // committed while this one waited is seen
+    let (pid, running_model) = write_two::<i32, String>(
+        &format!(
+            "SELECT r.pid, r.model_id FROM {schema}.backfill_runs r \
+              WHERE r.relid = $1 AND r.finished_at IS NULL AND r.model_id <> $2 \
+                AND {schema}._backfill_active(r.run_id) LIMIT 1"
+        ),
+        &[rel.into(), model_id.as_str().into()],
+    );
+    if let (Some(pid), Some(running_model)) = (pid, running_model) {
+        report(step::other_model_running(
+            &relation,
+            pid,
+            &running_model,
+            &model_id,
+        ));
+    }
+
+    let mut total = 0i64;
+    for table in crate::columns::backfill_tables(rel, &cols) {
+        let statements = rule::backfill_statements(
+            &qualified(table),
+            &schema,
+            &cols,
+            &target.type_name,
+            &model_id,
+        )
+        .or_report();
+        total += write_one::<i64>(&statements.count, &[]).unwrap_or(0);
+    }
+    let run = write_one::<i64>(
+        &format!(
+            "INSERT INTO {schema}.backfill_runs \
+                 (relid, source_column, target_column, model_column, model_id, batch_size, rows_total) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING run_id"
+        ),
+        &[
+            rel.into(),
+            cols.source.as_str().into(),
+            cols.target.as_str().into(),
+            model_column.into(),
+            model_id.as_str().into(),
+            batch_size.into(),
+            total.into(),
+        ],
+    )
+    .unwrap_or_else(|| spi_failed("recording the run"));
+    notice(&step::started_notice(&relation, total, &model_id));
+    run
+}
+
+/// One batch of run `run` of this backend, in the caller's transaction:
+/// takes up to the run's batch size of rows that need work from where its
+/// scan stands (SKIP LOCKED), embeds them through `embed_texts`, writes
+/// vector and model identity, and records the progress.  Returns false, and
+/// marks the run finished, when a whole pass over the tables found nothing
+/// more to do.  `caller_search_path` is the search_path the batch statement
+/// runs under.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
+    let schema = extension_schema();
+    let r = Run::read(&schema, run).unwrap_or_else(|| {
+        // SAFETY: MyProcPid is set at backend start and never changes.
+        report(step::not_a_run(run, unsafe { pg_sys::MyProcPid }))
+    });
+    let model_column = r.model_column.as_deref();
+    let target = crate::columns::target(
+        r.relid,
+        Some(&r.source_column),
+        Some(&r.target_column),
+        model_column,
+    );
+    let cols = columns(&r.source_column, &r.target_column, model_column);
+    let relation = relation_name(r.relid);
+    let tables = crate::columns::backfill_tables(r.relid, &cols);
+    let at = match r.scan_relid {
+        None => Resume::Fresh,
+        Some(t) => tables
+            .iter()
+            .position(|x| *x == t)
+            .map_or(Resume::Lost, Resume::At),
+    };
+    let mut scan = step::resume(at, tables.len(), r.scan_found);
+    while let Some(s) = scan {
+        let table = tables[s.table];
+        let from = match (s.from_start, r.scan_tid) {
+            (false, Some(tid)) => tid,
+            _ => pg_sys::ItemPointerData::default(),
+        };
+        let statements = rule::backfill_statements(
+            &qualified(table),
+            &schema,
+            &cols,
+            &target.type_name,
+            &r.model_id,
+        )
+        .or_report();
+        let (written, last) = embed_batch(
+            table,
+            &statements.batch,
+            from,
+            r.batch_size,
+            &r.model_id,
+            caller_search_path,
+        );
+        if written > 0 {
+            let done = r.rows_done + written;
+            let elapsed = write_one::<f64>(
+                &format!(
+                    "UPDATE {schema}.backfill_runs b \
+                        SET rows_done = $2, batches = b.batches + 1, updated_at = pg_catalog.clock_timestamp(), \
+                            scan_relid = $3, scan_tid = $4, scan_found = true \
+                      WHERE b.run_id = $1 \
+                  RETURNING pg_catalog.date_part('epoch', b.updated_at - b.started_at)"
+                ),
+                &[r.id.into(), done.into(), table.into(), last.into()],
+            )
+            .unwrap_or_else(|| spi_failed("recording the batch"));
+            notice(&step::progress_notice(
+                &relation,
+                done,
+                r.rows_total,
+                elapsed,
+            ));
+            return true;
+        }
+        scan = step::after_empty(s, tables.len());
+    }
+    let elapsed = write_one::<f64>(
+        &format!(
+            "UPDATE {schema}.backfill_runs b \
+                SET finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp(), \
+                    scan_relid = NULL, scan_tid = NULL \
+              WHERE b.run_id = $1 \
+          RETURNING pg_catalog.date_part('epoch', b.finished_at - b.started_at)"
+        ),
+        &[r.id.into()],
+    )
+    .unwrap_or_else(|| spi_failed("finishing the run"));
+    notice(&step::finished_notice(&relation, r.rows_done, elapsed));
+    false
+}
+
+/// An unfinished run of this backend, as its row records it.
+struct Run {
+    id: i64,
+    relid: pg_sys::Oid,
+    source_column: String,
+    target_column: String,
+    model_column: Option<String>,
+    model_id: String,
+    batch_size: i32,
+    rows_total: i64,
+    rows_done: i64,
+    scan_relid: Option<pg_sys::Oid>,
+    scan_tid: Option<pg_sys::ItemPointerData>,
+    scan_found: bool,
+}
+
+impl Run {
+    fn read(schema: &str, run: Option<i64>) -> Option<Run> {
+        let id = run?;
+        let sql = format!(
+            "SELECT b.relid, b.source_column, b.target_column, b.model_column, b.model_id, b.batch_size, \
+                    b.rows_total, b.rows_done, b.scan_relid, b.scan_tid, b.scan_found \
+               FROM {schema}.backfill_runs b \
+              WHERE b.run_id = $1 AND b.pid = pg_catalog.pg_backend_pid() AND b.finished_at IS NULL"
+        );
+        Spi::connect_mut(|c| {
+            let table = c.update(sql.as_str(), Some(1), &[id.into()])?;
+            if table.is_empty() {
+                return Ok(None);
+            }
+            let row = table.first();
+            Ok::<_, pgrx::spi::Error>(Some(Run {
+                id,
+                relid: row.get(1)?.unwrap_or_default(),
+                source_column: row.get(2)?.unwrap_or_default(),
+                target_column: row.get(3)?.unwrap_or_default(),
+                model_column: row.get(4)?,
+                model_id: row.get(5)?.unwrap_or_default(),
+                batch_size: row.get(6)?.unwrap_or(1),
+                rows_total: row.get(7)?.unwrap_or(0),
+                rows_done: row.get(8)?.unwrap_or(0),
+                scan_relid: row.get(9)?,
+                scan_tid: row.get(10)?,
+                scan_found: row.get(11)?.unwrap_or(false),
+            }))
+        })
+        .unwrap_or_else(|e| spi_error("reading the run", e))
+    }
+}
+
+/// Runs the batch statement of `table` under the caller's search_path:
+/// the rows it wrote and the last ctid it took.  A constraint violation is
+/// raised again without the failing row (see [`raise_constraint_violation`]).
+fn embed_batch(
+    table: pg_sys::Oid,
+    sql: &str,
+    from: pg_sys::ItemPointerData,
+    batch_size: i32,
+    model_id: &str,
+    caller_search_path: Option<&str>,
+) -> (i64, Option<pg_sys::ItemPointerData>) {
+    let table_name = relation_name(table);
+    if let Some(path) = caller_search_path {
+        set_search_path(path);
+    }
+    let result = PgTryBuilder::new(AssertUnwindSafe(|| {
+        Spi::connect_mut(|c| {
+            c.update(
+                sql,
+                None,
+                &[from.into(), batch_size.into(), model_id.into()],
+            )?
+            .first()
+            .get_two::<i64, pg_sys::ItemPointerData>()
+        })
+    }))
+    .catch_others(|caught| match &caught {
+        CaughtError::PostgresError(e) | CaughtError::ErrorReport(e)
+            if crate::columns::is_integrity_violation(e.sql_error_code()) =>
+        {
+            raise_constraint_violation(e.sql_error_code(), e.message(), &table_name)
+        }
+        _ => caught.rethrow(),
+    })
+    .execute();
+    set_search_path(PINNED_SEARCH_PATH);
+    match result {
+        Ok((written, last)) => (written.unwrap_or(0), last),
+        Err(e) => spi_error("embedding a batch", e),
+    }
+}
+
+fn set_search_path(path: &str) {
+    execute(
+        "SELECT pg_catalog.set_config('search_path', $1, true)",
+        &[path.into()],
+    );
+}
+
+fn notice(text: &str) {
+    pgrx::notice!("{text}");
+}
+
+/// Runs a statement through SPI as one that may write (with a snapshot of
+/// its own), for its effect.
+fn execute(sql: &str, args: &[DatumWithOid<'_>]) {
+    Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ()))
+        .unwrap_or_else(|e| spi_error("a backfill statement", e))
+}
+
+/// The first column of the first row of a statement run as [`execute`].
+fn write_one<T: IntoDatum + FromDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
+    write_two::<T, bool>(sql, args).0
+}
+
+/// The first two columns of the first row, as [`write_one`].
+fn write_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> (Option<A>, Option<B>) {
+    Spi::connect_mut(|c| {
+        let table = c.update(sql, Some(1), args)?;
+        if table.is_empty() {
+            return Ok((None, None));
+        }
+        let row = table.first();
+        Ok((
+            row.get::<A>(1)?,
+            if row.columns()? > 1 {
+                row.get::<B>(2)?
+            } else {
+                None
+            },
+        ))
+    })
+    .unwrap_or_else(|e| spi_error("a backfill statement", e))
+}
+
+fn spi_error(what: &str, e: pgrx::spi::Error) -> ! {
+    report(
+        clinembed_core::Error::new(clinembed_core::ErrorKind::Runtime, "backfill step failed")
+            .detail(format!("SPI, {what}: {e}"))
+            .hint("This is a bug in clinembed; please report it."),
+    )
+}
+
+fn spi_failed(what: &str) -> ! {
+    report(
+        clinembed_core::Error::new(clinembed_core::ErrorKind::Runtime, "backfill step failed")
+            .detail(format!("SPI, {what}: no row returned"))
+            .hint("This is a bug in clinembed; please report it."),
+    )
+}
