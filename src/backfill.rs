@@ -43,6 +43,7 @@ fn _backfill_start(
     batch_size: Option<i32>,
     model_column: Option<&str>,
 ) -> i64 {
+    refuse_in_recovery();
     let batch_size = step::check_batch_size(batch_size).or_report();
     let rel = rel.unwrap_or_else(|| report(step::no_relation()));
     let target = crate::columns::target(rel, source_column, target_column, model_column);
@@ -123,6 +124,7 @@ fn _backfill_start(
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
+    refuse_in_recovery();
     let schema = extension_schema();
     let r = Run::read(&schema, run).unwrap_or_else(|| {
         // SAFETY: MyProcPid is set at backend start and never changes.
@@ -295,6 +297,16 @@ fn embed_batch(
     match result {
         Ok((written, last)) => (written.unwrap_or(0), last),
         Err(e) => spi_error("embedding a batch", e),
+    }
+}
+
+/// Raises `25006` on a server in recovery, before any statement: SPI's
+/// writes would fail there with an internal error, as they take a
+/// transaction id first.
+fn refuse_in_recovery() {
+    // SAFETY: reads shared recovery state; callable in any backend.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        report(step::in_recovery());
     }
 }
 

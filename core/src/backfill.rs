@@ -37,6 +37,14 @@ pub fn no_relation() -> Error {
         .hint("Name the table to backfill: CALL embed_backfill('notes', 'exp_text', 'embedding').")
 }
 
+/// The refusal of a backfill on a server in recovery (a hot standby): it
+/// writes vectors and records its run.
+pub fn in_recovery() -> Error {
+    Error::new(ErrorKind::ReadOnly, "cannot backfill on a server in recovery")
+        .detail("This server is a hot standby (or still recovering); a backfill writes vectors and its progress.")
+        .hint("Run embed_backfill on the primary; the standby receives its vectors by replication.")
+}
+
 /// The refusal of a backfill with `new_model` while backend `pid` runs one
 /// of the same `relation` with `running_model`: the two would re-embed each
 /// other's rows.  (A second backfill with the same model joins the first.)
@@ -316,6 +324,7 @@ mod tests {
             not_a_run(None, 99).detail.unwrap(),
             "Run NULL is not an unfinished run of backend 99."
         );
+        assert_eq!(in_recovery().kind, ErrorKind::ReadOnly);
         let (detail, _) = constraint_violation_parts("public.t");
         assert!(detail.contains("public.t") && detail.contains("not shown"));
     }

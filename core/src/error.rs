@@ -44,6 +44,8 @@ pub enum ErrorKind {
     /// What was asked needs a state that does not hold (a backfill run that
     /// is not this backend's, or is finished).
     WrongState,
+    /// A write was asked where nothing may be written (a hot standby).
+    ReadOnly,
 }
 
 #[derive(Debug, Clone)]

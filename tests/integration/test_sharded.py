@@ -334,8 +334,9 @@ def test_a_hot_standby_embeds_and_searches_and_writes_nothing(backfilled, identi
         same = "SELECT md5(embed_text(%s)::text)"
         assert at(standby, same, QUERY_TEXT) == at(s1, same, QUERY_TEXT)
         assert top_k(standby, identity) == top_k(s1, identity)
-        with standby.connect("notes_db") as c, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        with standby.connect("notes_db") as c, pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as e:
             c.execute("CALL embed_backfill('notes', 'exp_text', 'embedding')")
+        assert e.value.diag.message_primary == "cannot backfill on a server in recovery"
     finally:
         if not os.environ.get("KEEP"):
             standby.stop()
