@@ -81,6 +81,23 @@ def extension_dir():
     return Path(pg_config("--sharedir"), "extension")
 
 
+def statements(script):
+    """An install script without pgrx's source-location comments, which
+    move whenever code moves."""
+    return [line for line in script.splitlines() if not re.match(r"-- \S+\.rs:\d+$", line)]
+
+
+def test_a_released_version_installs_what_it_released():
+    # Once the current version is frozen, the library may not change what
+    # its install script creates: a change needs the next version.
+    frozen = FROZEN / f"clinembed--{CURRENT}.sql"
+    if not frozen.exists():
+        pytest.skip(f"{CURRENT} is not released yet")
+    installed = (extension_dir() / frozen.name).read_text()
+    assert statements(installed) == statements(frozen.read_text()), (
+        f"the install script of released {CURRENT} changed; bump the version and add an upgrade script")
+
+
 def schema(db):
     with connect(db) as c:
         return [r[0] for r in c.execute(SCHEMA)]
