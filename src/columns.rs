@@ -1,14 +1,14 @@
-//! Embeddings beside their rows: the row and statement triggers, the
-//! resumable backfill and its progress view.
+//! Embeddings beside their rows: the row and statement triggers, and the
+//! catalog reads and checks they share with the backfill (whose steps are
+//! in `src/backfill.rs`).
 //!
 //! What they decide lives in the core (`clinembed_core::columns`): which rows
 //! need work, the column and dimension checks, rows per call, and the
 //! statements that read and write rows.  This module reads the catalog for
 //! them (read-only SPI) and exposes them as internal functions; the
-//! PL/pgSQL in `sql/columns.sql` only runs them, because a trigger's
-//! transition tables are visible to PL/pgSQL's own SPI and the backfill
-//! COMMITs between batches.  Everything that computes vectors is still
-//! `embed_text` and `embed_texts`.
+//! trigger entry points in `sql/columns.sql` (PL/pgSQL, because a trigger's
+//! transition tables are visible to PL/pgSQL's own SPI) only run them.
+//! Everything that computes vectors is still `embed_text` and `embed_texts`.
 
 use std::ffi::{CStr, CString};
 
