@@ -317,8 +317,10 @@ fn set_search_path(path: &str) {
     );
 }
 
-fn notice(text: &str) {
-    pgrx::notice!("{text}");
+/// A progress NOTICE: names, counts and times only (built in
+/// `clinembed_core::backfill`).
+fn notice(progress: &str) {
+    pgrx::notice!("{progress}");
 }
 
 /// Runs a statement through SPI as one that may write (with a snapshot of
