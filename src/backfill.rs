@@ -358,18 +358,21 @@ fn write_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
     .unwrap_or_else(|e| spi_error("a backfill statement", e))
 }
 
+/// Raises an SPI failure of a backfill statement, `what` it was doing, as
+/// the bug it is.
 fn spi_error(what: &str, e: pgrx::spi::Error) -> ! {
-    report(
-        clinembed_core::Error::new(clinembed_core::ErrorKind::Runtime, "backfill step failed")
-            .detail(format!("SPI, {what}: {e}"))
-            .hint("This is a bug in clinembed; please report it."),
-    )
+    spi_bug(what, &e.to_string())
 }
 
+/// As [`spi_error`], for a statement that returned no row where it must.
 fn spi_failed(what: &str) -> ! {
+    spi_bug(what, "no row returned")
+}
+
+fn spi_bug(what: &str, why: &str) -> ! {
     report(
         clinembed_core::Error::new(clinembed_core::ErrorKind::Runtime, "backfill step failed")
-            .detail(format!("SPI, {what}: no row returned"))
+            .detail(format!("SPI, {what}: {why}"))
             .hint("This is a bug in clinembed; please report it."),
     )
 }
