@@ -609,11 +609,7 @@ pub(crate) fn raise_constraint_violation(
     table: &str,
 ) -> ! {
     let (detail, hint) = clinembed_core::backfill::constraint_violation_parts(table);
-    pgrx::pg_sys::panic::ErrorReport::new(code, message.to_string(), "clinembed")
-        .set_detail(detail)
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
-    unreachable!("ERROR-level reports do not return")
+    crate::errors::report_as(code, message, detail, hint.into())
 }
 
 /// Raises the error a trigger met writing vectors into `rel` again, without

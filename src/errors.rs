@@ -54,6 +54,13 @@ pub fn report(e: Error) -> ! {
     unreachable!("ERROR-level reports do not return")
 }
 
+/// Raises an error with SQLSTATE `code` as given (one PostgreSQL raised,
+/// raised again with another detail and hint); does not return.
+pub fn report_as(code: PgSqlErrorCode, message: &str, detail: String, hint: String) -> ! {
+    with_parts(code, message.into(), Some(detail), Some(hint)).report(PgLogLevel::ERROR);
+    unreachable!("ERROR-level reports do not return")
+}
+
 /// Emits a WARNING with a detail and a hint; returns.
 pub fn warn(message: &str, detail: &str, hint: &str) {
     with_parts(
