@@ -61,6 +61,8 @@ pub static ORT_LIBRARY: GucSetting<Option<CString>> =
 /// 1 and spinning is off, so a pool whose threads find no work sleeps instead
 /// of burning the CPU that other backends need (bench/RESULTS.md has the
 /// concurrent figures).  Set 1 for many concurrent embedding connections.
+/// A value above the CPUs available to the server is capped at them (any
+/// role may set it, and threads past the cores only take turns).
 /// In a parallel worker, 0 means 1: a parallel plan already spreads rows
 /// over processes, one per core at most, and each worker's pool of one per
 /// CPU would ask for workers × CPUs threads.
@@ -477,11 +479,11 @@ fn in_parallel_worker() -> bool {
 
 pub fn session_options() -> clinembed_core::SessionOptions {
     clinembed_core::SessionOptions {
-        intra_threads: match INTRA_OP_THREADS.get() {
-            n if n > 0 => n as usize,
-            _ if in_parallel_worker() => 1,
-            _ => available_cpus(),
-        },
+        intra_threads: clinembed_core::intra_op_threads(
+            INTRA_OP_THREADS.get(),
+            in_parallel_worker(),
+            available_cpus(),
+        ),
         memory_arena: MEMORY_ARENA.get(),
         spinning: INTRA_OP_SPINNING.get(),
     }

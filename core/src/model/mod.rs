@@ -49,6 +49,21 @@ impl Default for SessionOptions {
     }
 }
 
+/// Intra-op threads for a session: `requested` (0: one per CPU) from
+/// `clinembed.intra_op_threads`, never more than the `cpus` available to the
+/// server (threads past the cores only take turns on them, and each one is
+/// a thread of the backend that any role could otherwise multiply), and 1
+/// for 0 in a parallel worker (the plan already spreads rows over
+/// processes).
+pub fn intra_op_threads(requested: i32, parallel_worker: bool, cpus: usize) -> usize {
+    let cpus = cpus.max(1);
+    match requested {
+        n if n > 0 => (n as usize).min(cpus),
+        _ if parallel_worker => 1,
+        _ => cpus,
+    }
+}
+
 /// Which graph output the vectors come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Output {
@@ -171,5 +186,20 @@ impl Embedder {
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
         let enc = self.encode(text)?;
         Ok(self.embed_encoded(&[&enc])?.row(0).to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::intra_op_threads;
+
+    #[test]
+    fn intra_op_threads_never_pass_the_cpus() {
+        assert_eq!(intra_op_threads(256, false, 2), 2);
+        assert_eq!(intra_op_threads(1, false, 2), 1);
+        assert_eq!(intra_op_threads(0, false, 16), 16);
+        assert_eq!(intra_op_threads(0, true, 16), 1);
+        assert_eq!(intra_op_threads(4, true, 16), 4);
+        assert_eq!(intra_op_threads(3, false, 0), 1);
     }
 }
