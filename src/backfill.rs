@@ -24,10 +24,7 @@ use crate::columns::{
     columns, extension_schema, qualified, raise_constraint_violation, relation_name,
 };
 use crate::errors::{report, OrReport};
-
-/// The search_path both functions are declared with, restored after the
-/// batch statement.
-const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+use crate::security::Settings;
 
 /// Starts a backfill run: checks the arguments, the columns and the model
 /// against the target column; refuses to start while a backfill of the
@@ -67,7 +64,7 @@ fn _backfill_start(
     let (pid, running_model) = write_two::<i32, String>(
         &format!(
             "SELECT r.pid, r.model_id FROM {schema}.backfill_runs r \
-              WHERE r.relid = $1 AND r.finished_at IS NULL AND r.model_id <> $2 \
+              WHERE r.relid OPERATOR(pg_catalog.=) $1 AND r.finished_at IS NULL AND r.model_id OPERATOR(pg_catalog.<>) $2 \
                 AND {schema}._backfill_active(r.run_id) LIMIT 1"
         ),
         &[rel.into(), model_id.as_str().into()],
@@ -175,10 +172,10 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
             let elapsed = write_one::<f64>(
                 &format!(
                     "UPDATE {schema}.backfill_runs b \
-                        SET rows_done = $2, batches = b.batches + 1, updated_at = pg_catalog.clock_timestamp(), \
+                        SET rows_done = $2, batches = b.batches OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.clock_timestamp(), \
                             scan_relid = $3, scan_tid = $4, scan_found = true \
-                      WHERE b.run_id = $1 \
-                  RETURNING pg_catalog.date_part('epoch', b.updated_at - b.started_at)"
+                      WHERE b.run_id OPERATOR(pg_catalog.=) $1 \
+                  RETURNING pg_catalog.date_part('epoch', b.updated_at OPERATOR(pg_catalog.-) b.started_at)"
                 ),
                 &[r.id.into(), done.into(), table.into(), last.into()],
             )
@@ -198,8 +195,8 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
             "UPDATE {schema}.backfill_runs b \
                 SET finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp(), \
                     scan_relid = NULL, scan_tid = NULL \
-              WHERE b.run_id = $1 \
-          RETURNING pg_catalog.date_part('epoch', b.finished_at - b.started_at)"
+              WHERE b.run_id OPERATOR(pg_catalog.=) $1 \
+          RETURNING pg_catalog.date_part('epoch', b.finished_at OPERATOR(pg_catalog.-) b.started_at)"
         ),
         &[r.id.into()],
     )
@@ -231,7 +228,7 @@ impl Run {
             "SELECT b.relid, b.source_column, b.target_column, b.model_column, b.model_id, b.batch_size, \
                     b.rows_total, b.rows_done, b.scan_relid, b.scan_tid, b.scan_found \
                FROM {schema}.backfill_runs b \
-              WHERE b.run_id = $1 AND b.pid = pg_catalog.pg_backend_pid() AND b.finished_at IS NULL"
+              WHERE b.run_id OPERATOR(pg_catalog.=) $1 AND b.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND b.finished_at IS NULL"
         );
         Spi::connect_mut(|c| {
             let table = c.update(sql.as_str(), Some(1), &[id.into()])?;
@@ -270,9 +267,10 @@ fn embed_batch(
     caller_search_path: Option<&str>,
 ) -> (i64, Option<pg_sys::ItemPointerData>) {
     let table_name = relation_name(table);
-    if let Some(path) = caller_search_path {
-        set_search_path(path);
-    }
+    // The caller's search_path for the table's own triggers, in a nest level
+    // rolled back after the statement: what they set (even at session level)
+    // does not reach the steps' own statements, nor outlive the call.
+    let caller = caller_search_path.map(|path| Settings::with(&[("search_path", path)]));
     let result = PgTryBuilder::new(AssertUnwindSafe(|| {
         Spi::connect_mut(|c| {
             c.update(
@@ -293,7 +291,7 @@ fn embed_batch(
         _ => caught.rethrow(),
     })
     .execute();
-    set_search_path(PINNED_SEARCH_PATH);
+    drop(caller);
     match result {
         Ok((written, last)) => (written.unwrap_or(0), last),
         Err(e) => spi_error("embedding a batch", e),
@@ -308,13 +306,6 @@ fn refuse_in_recovery() {
     if unsafe { pg_sys::RecoveryInProgress() } {
         report(step::in_recovery());
     }
-}
-
-fn set_search_path(path: &str) {
-    execute(
-        "SELECT pg_catalog.set_config('search_path', $1, true)",
-        &[path.into()],
-    );
 }
 
 /// A progress NOTICE: names, counts and times only (built in

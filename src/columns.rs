@@ -17,6 +17,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use crate::errors::OrReport;
+use crate::security::pinned;
 use crate::{backend, gucs};
 
 extension_sql_file!(
@@ -62,23 +63,25 @@ pub(crate) fn relation_name(rel: pg_sys::Oid) -> String {
     .unwrap_or_else(|| format!("relation {}", rel.to_u32()))
 }
 
-/// One row's first column of a read-only query.  (pgrx's `Spi::get_one*`
+/// One row's first column of a read-only query, run with `search_path`
+/// pinned (`crate::security`), whoever calls it.  (pgrx's `Spi::get_one*`
 /// run as writes and assign a transaction id, which a hot standby refuses.)
 pub(crate) fn select_one<T: IntoDatum + FromDatum>(
     sql: &str,
     args: &[DatumWithOid<'_>],
 ) -> Option<T> {
-    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_one::<T>())
+    pinned(|| Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_one::<T>()))
         .ok()
         .flatten()
 }
 
-/// One row's first two columns of a read-only query.
+/// One row's first two columns of a read-only query (pinned as
+/// [`select_one`]).
 pub(crate) fn select_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
     sql: &str,
     args: &[DatumWithOid<'_>],
 ) -> (Option<A>, Option<B>) {
-    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_two::<A, B>())
+    pinned(|| Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_two::<A, B>()))
         .unwrap_or((None, None))
 }
 
@@ -94,8 +97,8 @@ pub(crate) fn columns(source: &str, target: &str, model: Option<&str>) -> Column
 pub(crate) fn qualified(rel: pg_sys::Oid) -> String {
     select_one::<String>(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
-           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-          WHERE c.oid = $1",
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+          WHERE c.oid OPERATOR(pg_catalog.=) $1",
         &[rel.into()],
     )
     .unwrap_or_else(|| {
@@ -114,7 +117,8 @@ pub(crate) fn qualified(rel: pg_sys::Oid) -> String {
 pub(crate) fn extension_schema() -> String {
     select_one::<String>(
         "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e \
-           JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'clinembed'",
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
+          WHERE e.extname OPERATOR(pg_catalog.=) 'clinembed'",
         &[],
     )
     .unwrap_or_else(|| "public".into())
@@ -222,7 +226,7 @@ fn _embed_row_write(
         "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum), \
                 pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) \
            FROM pg_catalog.pg_attribute a \
-          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+          WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
         &[rel.into()],
     );
     let table: Vec<(String, String)> = names
@@ -317,23 +321,26 @@ pub(crate) fn target(
     model_column: Option<&str>,
 ) -> rule::Target {
     let lookup = |name: &str| {
-        Spi::connect(|client| {
-            let row = client
+        pinned(|| {
+            Spi::connect(|client| {
+                let row = client
                 .select(
                     "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod), t.typname::pg_catalog.text, \
                             t.typcategory::pg_catalog.text, a.atttypmod \
-                       FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-                      WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                       FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid \
+                      WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2 \
+                        AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
                     Some(1),
                     &[rel.into(), name.into()],
                 )
                 .ok()?
                 .first();
-            Some(rule::ColumnType {
-                name: row.get::<String>(1).ok()??,
-                typname: row.get::<String>(2).ok()??,
-                category: row.get::<String>(3).ok()??.chars().next()?,
-                typmod: row.get::<i32>(4).ok()??,
+                Some(rule::ColumnType {
+                    name: row.get::<String>(1).ok()??,
+                    typname: row.get::<String>(2).ok()??,
+                    category: row.get::<String>(3).ok()??.chars().next()?,
+                    typmod: row.get::<i32>(4).ok()??,
+                })
             })
         })
     };
@@ -389,8 +396,8 @@ pub(crate) fn primary_key(rel: pg_sys::Oid) -> Option<Vec<(String, String)>> {
                 pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.n) \
            FROM pg_catalog.pg_index i \
           CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n) \
-           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-          WHERE i.indrelid = $1 AND i.indisprimary",
+           JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum \
+          WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary",
         &[rel.into()],
     );
     let keys: Vec<(String, String)> = names?.into_iter().zip(types?).collect();
@@ -422,7 +429,7 @@ fn _embed_batch_statements(
     let table = relation_name(rel);
     let (new_rows, old_rows) = select_two::<String, String>(
         "SELECT t.tgnewtable::pg_catalog.text, t.tgoldtable::pg_catalog.text \
-           FROM pg_catalog.pg_trigger t WHERE t.tgrelid = $1 AND t.tgname = $2",
+           FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2",
         &[rel.into(), trigger_name.into()],
     );
     let update = operation == "UPDATE";
@@ -537,7 +544,7 @@ pub(crate) fn backfill_tables(rel: pg_sys::Oid, columns: &Columns) -> Vec<pg_sys
 /// `rel` itself, its partitions and its inheritance children, by oid, as
 /// the catalog describes them.
 pub(crate) fn relation_tree(rel: pg_sys::Oid) -> Vec<rule::Member> {
-    Spi::connect(|c| {
+    pinned(|| Spi::connect(|c| {
         c.select(
             "WITH RECURSIVE tree(relid) AS (SELECT $1 UNION \
                  SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid) \
@@ -554,7 +561,7 @@ pub(crate) fn relation_tree(rel: pg_sys::Oid) -> Vec<rule::Member> {
             })
         })
         .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })
+    }))
     .unwrap_or_else(|e| {
         crate::errors::report(
             clinembed_core::Error::new(
@@ -584,6 +591,15 @@ pub(crate) fn missing_privileges(rel: pg_sys::Oid, wanted: &[(&str, &str)]) -> V
 }
 
 /// The current role's name, quoted as `%I` would.
+/// A role's name, for messages.
+pub(crate) fn role_name(role: pg_sys::Oid) -> String {
+    select_one::<String>(
+        "SELECT rolname::pg_catalog.text FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) $1",
+        &[role.into()],
+    )
+    .unwrap_or_else(|| format!("role {}", role.to_u32()))
+}
+
 pub(crate) fn current_role() -> String {
     select_one::<String>(
         "SELECT pg_catalog.quote_ident(current_user::pg_catalog.text)",

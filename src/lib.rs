@@ -13,6 +13,7 @@ mod gucs;
 mod paths;
 mod queue;
 mod registry;
+mod security;
 mod worker;
 
 use clinembed_core::chunk::ChunkOptions;

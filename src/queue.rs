@@ -23,6 +23,7 @@ use pgrx::{PgBuiltInOids, PgOid, PgTupleDesc};
 use crate::columns::{self, shown};
 use crate::errors::report;
 use crate::registry;
+use crate::security::{as_role, as_role_with, pinned, Settings, KEY_TEXT_SETTINGS};
 
 const TRIGGER: &str = "embed_queue_trigger";
 
@@ -72,9 +73,10 @@ pub(crate) fn queue() -> Queue {
         let r = c
             .select(
                 "SELECT pg_catalog.quote_ident(n.nspname), c.relowner, c.oid FROM pg_catalog.pg_extension e \
-                   JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
-                   JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = 'embed_queue' \
-                  WHERE e.oid = $1",
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
+                   JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid \
+                    AND c.relname OPERATOR(pg_catalog.=) 'embed_queue' \
+                  WHERE e.oid OPERATOR(pg_catalog.=) $1",
                 Some(1),
                 &[ext.into()],
             )?
@@ -102,28 +104,6 @@ pub(crate) fn queue() -> Queue {
                 .hint("ALTER EXTENSION clinembed UPDATE installs it."),
         ),
     }
-}
-
-/// Runs `f` as `role` with a restricted security context (no SET ROLE, no
-/// session-level changes), then returns to the current role.  An error in
-/// `f` aborts the (sub)transaction, which restores the role itself.
-pub(crate) fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
-    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
-    // SAFETY: reads and sets this backend's current user and security
-    // context, as SECURITY DEFINER functions and maintenance commands do.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            role,
-            context
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
-    }
-    let r = f();
-    // SAFETY: as above.
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    r
 }
 
 /// Wakes a worker for this database when the transaction commits.
@@ -222,6 +202,9 @@ struct Checked {
     shape: Vec<(i16, pg_sys::Oid)>,
     pk_index: pg_sys::Oid,
     keys: Vec<i16>,
+    /// Every key column prints the same under any session settings
+    /// (`clinembed_core::queue::key_text_is_stable`).
+    stable: bool,
 }
 
 /// A live column's number and type, by name.
@@ -262,8 +245,18 @@ unsafe fn value(
 /// Queue trigger: BEFORE INSERT OR UPDATE [OF source] ... FOR EACH ROW
 /// EXECUTE FUNCTION embed_queue_trigger('source', 'target' [, 'model_column']).
 /// Runs no inference; a worker embeds the row after the transaction commits.
+///
+/// Everything it runs, it runs with `search_path` pinned (see
+/// `crate::security`): the writer's own `search_path`, or one a database
+/// owner set, reaches none of its statements.
 #[pg_trigger]
 fn embed_queue_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    pinned(|| queue_row(trigger))
+}
+
+fn queue_row<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
     let rel = trigger.relid()?;
@@ -322,13 +315,13 @@ fn embed_queue_trigger<'a>(
         c.borrow()
             .iter()
             .find(|k| k.trigger == tgoid && k.shape == shape && k.pk_index == pk_index)
-            .map(|k| k.keys.clone())
+            .map(|k| (k.keys.clone(), k.stable))
     });
-    let keys = match keys {
+    let (keys, stable) = match keys {
         Some(keys) => keys,
         None => {
             columns::target(rel, source.as_deref(), target.as_deref(), model.as_deref());
-            let keys: Vec<i16> = columns::primary_key(rel)
+            let primary = columns::primary_key(rel)
                 .unwrap_or_else(|| {
                     report(
                         Error::new(ErrorKind::InvalidTable, "embed_queue_trigger needs a primary key")
@@ -338,10 +331,13 @@ fn embed_queue_trigger<'a>(
                             ))
                             .hint("Add a primary key, or use embed_trigger, which embeds in the writing transaction."),
                     )
-                })
+                });
+            let stable = primary.iter().all(|(_, t)| q::key_text_is_stable(t));
+            let keys: Vec<i16> = primary
                 .iter()
                 .map(|(k, _)| attribute(&desc, k).map(|a| a.0).unwrap_or(0))
                 .collect();
+            refuse_update_of_without_keys(trigger.trigger(), rel, name, &keys);
             CHECKED.with(|c| {
                 let mut c = c.borrow_mut();
                 c.retain(|k| k.trigger != tgoid);
@@ -350,9 +346,10 @@ fn embed_queue_trigger<'a>(
                     shape: shape.clone(),
                     pk_index,
                     keys: keys.clone(),
+                    stable,
                 });
             });
-            keys
+            (keys, stable)
         }
     };
     let (source_att, source_type) = shape[0];
@@ -384,9 +381,12 @@ fn embed_queue_trigger<'a>(
         model.is_some(),
     );
     let todo = q::queued(action);
-    if todo.enqueue {
-        let key: Vec<String> = keys
-            .iter()
+    // A row's key as text.  Printed under fixed settings where the type's
+    // text form follows them (a date under DateStyle), so a worker reads
+    // the same row back.
+    let key_of = |tuple: pg_sys::HeapTuple| -> Vec<String> {
+        let _fixed = (!stable).then(|| Settings::with(KEY_TEXT_SETTINGS));
+        keys.iter()
             .map(|&a| {
                 let t = desc
                     .iter()
@@ -394,12 +394,20 @@ fn embed_queue_trigger<'a>(
                     .map(|x| x.atttypid)
                     .unwrap_or(pg_sys::Oid::INVALID);
                 // SAFETY: as above.
-                unsafe { value(new, raw_desc, a) }
+                unsafe { value(tuple, raw_desc, a) }
                     .map(|d| output(t, d))
                     .unwrap_or_default()
             })
-            .collect();
-        enqueue(rel, key);
+            .collect()
+    };
+    if todo.enqueue {
+        enqueue(rel, key_of(new));
+    } else if !insert
+        && q::requeue_on_key_change(text.is_some(), has_vector, || key_of(new) != key_of(old))
+    {
+        // The row waits for its vector under its old key, which now finds
+        // no row: queued again under the new one.
+        enqueue(rel, key_of(new));
     }
     if !todo.clear || (!has_vector && label.is_none()) {
         return Ok(trigger.new());
@@ -426,17 +434,74 @@ fn embed_queue_trigger<'a>(
     Ok(Some(cleared))
 }
 
-/// The queue trigger of `rel` (its first by name, enabled): its arguments,
-/// checked.  None: the table has none.
-pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<Columns> {
+/// Refuses a trigger declared `UPDATE OF` columns that leave out a key
+/// column: an UPDATE of the key alone would not fire it, and a row waiting
+/// for its vector under its old key would never get one.
+fn refuse_update_of_without_keys(
+    trigger: &pg_sys::Trigger,
+    rel: pg_sys::Oid,
+    name: &str,
+    keys: &[i16],
+) {
+    if trigger.tgnattr <= 0 || trigger.tgattr.is_null() {
+        return;
+    }
+    // SAFETY: tgattr holds tgnattr column numbers.
+    let listed = unsafe { std::slice::from_raw_parts(trigger.tgattr, trigger.tgnattr as usize) };
+    if keys.iter().all(|k| listed.contains(k)) {
+        return;
+    }
+    report(
+        Error::new(
+            ErrorKind::TriggerProtocol,
+            "embed_queue_trigger's UPDATE OF list must name the primary key's columns",
+        )
+        .detail(format!(
+            "Trigger {} on {} fires on UPDATE OF some columns only; an UPDATE of the key alone would leave a row that waits for its vector queued under a key that no longer exists.",
+            shown(name),
+            columns::relation_name(rel)
+        ))
+        .hint("Add the key columns to the UPDATE OF list, or fire the trigger on every UPDATE (BEFORE INSERT OR UPDATE)."),
+    );
+}
+
+/// A table's queue trigger, as a worker uses it.
+pub(crate) struct QueueTrigger {
+    /// Its arguments, checked.
+    pub columns: Columns,
+    /// The role a worker reads and writes the table's rows as: the owner of
+    /// the table the trigger was created on.  For a partition, whose
+    /// trigger is a clone of its parent's, that is the owner of the
+    /// partitioned table at the top, not the partition's own owner: a
+    /// partition created by a superuser does not make the parent owner's
+    /// queued rows, and its triggers, run as the superuser.
+    pub setter: pg_sys::Oid,
+}
+
+/// The queue trigger of `rel` (its first by name, enabled).  None: the
+/// table has none.
+pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<QueueTrigger> {
     let row = Spi::connect(|c| {
         let t = c
             .select(
-                "SELECT t.tgname::pg_catalog.text, t.tgargs FROM pg_catalog.pg_trigger t \
-                   JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
-                   JOIN pg_catalog.pg_extension e ON e.extnamespace = p.pronamespace AND e.extname = 'clinembed' \
-                  WHERE t.tgrelid = $1 AND p.proname = 'embed_queue_trigger' AND t.tgenabled <> 'D' \
-                  ORDER BY t.tgname LIMIT 1",
+                "WITH RECURSIVE found AS ( \
+                   SELECT t.tgname::pg_catalog.text AS name, t.tgargs AS args, t.oid, t.tgparentid, t.tgrelid \
+                     FROM pg_catalog.pg_trigger t \
+                     JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid \
+                     JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) p.pronamespace \
+                      AND e.extname OPERATOR(pg_catalog.=) 'clinembed' \
+                    WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 \
+                      AND p.proname OPERATOR(pg_catalog.=) 'embed_queue_trigger' \
+                      AND t.tgenabled OPERATOR(pg_catalog.<>) 'D' \
+                    ORDER BY t.tgname LIMIT 1), \
+                 up AS ( \
+                   SELECT oid, tgparentid, tgrelid FROM found \
+                   UNION ALL \
+                   SELECT t.oid, t.tgparentid, t.tgrelid FROM pg_catalog.pg_trigger t \
+                     JOIN up ON t.oid OPERATOR(pg_catalog.=) up.tgparentid) \
+                 SELECT f.name, f.args, c.relowner FROM found f, up \
+                   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) up.tgrelid \
+                  WHERE up.tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid",
                 Some(1),
                 &[rel.into()],
             )?
@@ -444,12 +509,16 @@ pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<Columns> {
         Ok::<_, pgrx::spi::SpiError>(if t.is_empty() {
             None
         } else {
-            Some((t.get::<String>(1)?.unwrap_or_default(), t.get::<Vec<u8>>(2)?.unwrap_or_default()))
+            Some((
+                t.get::<String>(1)?.unwrap_or_default(),
+                t.get::<Vec<u8>>(2)?.unwrap_or_default(),
+                t.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::Oid::INVALID),
+            ))
         })
     })
     .ok()
     .flatten()?;
-    let (name, raw) = row;
+    let (name, raw, setter) = row;
     let mut args: Vec<Option<String>> = raw
         .split(|&b| b == 0)
         .map(|a| Some(String::from_utf8_lossy(a).into_owned()))
@@ -457,10 +526,13 @@ pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<Columns> {
     // tgargs ends each argument with a NUL
     args.pop();
     let (source, target, model) = columns::trigger_args(TRIGGER, rel, &name, args);
-    Some(Columns {
-        source: source.unwrap_or_default(),
-        target: target.unwrap_or_default(),
-        model,
+    Some(QueueTrigger {
+        columns: Columns {
+            source: source.unwrap_or_default(),
+            target: target.unwrap_or_default(),
+            model,
+        },
+        setter,
     })
 }
 
@@ -543,12 +615,16 @@ fn require(rel: pg_sys::Oid, privilege: &str, column: &str) {
 /// `embed_backfill`, for a model change.  Returns the rows queued.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
+    pinned(|| enqueue_stored(rel))
+}
+
+fn enqueue_stored(rel: pg_sys::Oid) -> i64 {
     let queue = queue();
     let model_id = crate::embed_model_id();
     let mut queued = 0i64;
     let mut with_trigger = 0;
     for t in leaf_tables(rel) {
-        let Some(cols) = queue_trigger(t) else {
+        let Some(cols) = queue_trigger(t).map(|q| q.columns) else {
             continue;
         };
         with_trigger += 1;
@@ -574,7 +650,8 @@ fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
             &model_id,
         )
         .unwrap_or_else(|e| report(e));
-        queued += as_role(queue.owner, || {
+        // keys printed as the trigger prints them, under fixed settings
+        queued += as_role_with(queue.owner, KEY_TEXT_SETTINGS, || {
             Spi::connect_mut(|c| c.update(sql.as_str(), None, &[]).map(|r| r.len() as i64))
         })
         .unwrap_or_else(|e| spi_failed(e));
@@ -600,6 +677,10 @@ fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
 /// Returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _embed_queue_retry(rel: Option<pg_sys::Oid>) -> i64 {
+    pinned(|| retry_parked(rel))
+}
+
+fn retry_parked(rel: Option<pg_sys::Oid>) -> i64 {
     let queue = queue();
     // SAFETY: the current role.
     let me = unsafe { pg_sys::GetUserId() };

@@ -35,8 +35,9 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::{PgBuiltInOids, PgOid};
 
-use crate::columns::{self, select_one};
-use crate::queue::{as_role, queue, queue_trigger, spi_failed};
+use crate::columns::{self, select_one, select_two};
+use crate::queue::{queue, queue_trigger, spi_failed};
+use crate::security::{as_role, as_role_with, pinned, KEY_TEXT_SETTINGS};
 use crate::{backend, gucs, registry};
 
 /// Why a batch failed: its SQLSTATE and message.
@@ -73,7 +74,10 @@ fn transaction<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
     }
     let f = AssertUnwindSafe(f);
     let r = PgTryBuilder::new(move || {
-        let v = f();
+        // Each transaction's statements under the pinned search_path, in a
+        // nest level of their own: nothing a table owner's code set in the
+        // last one is left for the worker's statements in this one.
+        let v = pinned(f);
         // SAFETY: ends the transaction started above.
         unsafe {
             pg_sys::PopActiveSnapshot();
@@ -135,10 +139,14 @@ pub extern "C-unwind" fn clinembed_queue_worker(arg: pg_sys::Datum) {
             pg_sys::pqsignal_be(pg_sys::SIGHUP as i32, Some(reload));
         }
         pg_sys::BackgroundWorkerUnblockSignals();
+        // Connecting to a database whose owner has set ALLOW_CONNECTIONS
+        // false would be a FATAL error, answered by the postmaster with a
+        // restart every few seconds while the slot stays taken; the worker
+        // connects past it and then leaves such a database alone (below).
         pg_sys::BackgroundWorkerInitializeConnectionByOid(
             pg_sys::Oid::from(datid),
             pg_sys::Oid::INVALID,
-            0,
+            pg_sys::BGWORKER_BYPASS_ALLOWCONN as _,
         );
     }
     let Some(slot) = registry::claim(arg.value(), datid, launch) else {
@@ -151,12 +159,18 @@ pub extern "C-unwind" fn clinembed_queue_worker(arg: pg_sys::Datum) {
     }
     // SAFETY: frees the slot however the process ends.
     unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(slot)) };
-    let installed = transaction(|| {
+    let ready = transaction(|| {
         Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
             .unwrap_or_else(|e| spi_failed(e));
-        installed()
+        (allows_connections(), installed())
     });
-    if !matches!(installed, Ok(true)) {
+    if let Ok((false, _)) = ready {
+        pgrx::log!(
+            "clinembed queue worker: database oid {datid} does not allow connections; its queue waits until it does"
+        );
+    }
+    if !matches!(ready, Ok((true, true))) {
+        // The slot goes back at once, to a database that wants one.
         registry::release(slot);
         registry::launch_wanted();
         exit_unregistered();
@@ -255,10 +269,21 @@ fn exit_unregistered() -> ! {
     unreachable!("proc_exit returns no more")
 }
 
+/// Whether this database accepts connections (in a transaction): a worker
+/// drains no queue of a database its owner has closed.
+fn allows_connections() -> bool {
+    select_one::<bool>(
+        "SELECT datallowconn FROM pg_catalog.pg_database \
+          WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()",
+        &[],
+    )
+    .unwrap_or(false)
+}
+
 /// Whether clinembed is installed in this database (in a transaction).
 fn installed() -> bool {
     select_one::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'clinembed')",
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'clinembed')",
         &[],
     )
     .unwrap_or(false)
@@ -341,7 +366,7 @@ fn next_due() -> Option<Duration> {
     let schema = queue().schema;
     let secs = select_one::<f64>(
         &format!(
-            "SELECT EXTRACT(EPOCH FROM pg_catalog.min(COALESCE(retry_at, queued_at)) - pg_catalog.clock_timestamp())::float8 \
+            "SELECT EXTRACT(EPOCH FROM pg_catalog.min(COALESCE(retry_at, queued_at)) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())::pg_catalog.float8 \
                FROM {schema}.embed_queue WHERE parked_at IS NULL"
         ),
         &[],
@@ -413,7 +438,7 @@ fn record_failure(relid: pg_sys::Oid, key: &[String], f: &Failure) {
         let attempts = Spi::connect_mut(|c| {
             c.update(
                 format!(
-                    "SELECT attempts + 1 FROM {schema}.embed_queue WHERE relid = $1 AND key = $2 FOR UPDATE"
+                    "SELECT attempts OPERATOR(pg_catalog.+) 1 FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 FOR UPDATE"
                 )
                 .as_str(),
                 Some(1),
@@ -432,9 +457,9 @@ fn record_failure(relid: pg_sys::Oid, key: &[String], f: &Failure) {
             c.update(
                 format!(
                     "UPDATE {schema}.embed_queue SET attempts = $3, sqlstate = $4, message = $5, \
-                     retry_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $6), \
+                     retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $6), \
                      parked_at = CASE WHEN $7 THEN pg_catalog.clock_timestamp() END \
-                     WHERE relid = $1 AND key = $2"
+                     WHERE relid OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
                 )
                 .as_str(),
                 None,
@@ -468,7 +493,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         Some((relid, key)) => {
             let entries = entries_of(
                 &format!(
-                    "SELECT ctid, key FROM {schema}.embed_queue WHERE relid = $1 AND key = $2 \
+                    "SELECT ctid, key FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 \
                      AND parked_at IS NULL FOR UPDATE SKIP LOCKED"
                 ),
                 &[relid.into(), key.into()],
@@ -476,7 +501,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             (relid, entries)
         }
         None => {
-            let due = "parked_at IS NULL AND COALESCE(retry_at, queued_at) <= pg_catalog.clock_timestamp()";
+            let due = "parked_at IS NULL AND COALESCE(retry_at, queued_at) OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()";
             let Some(relid) = select_one::<pg_sys::Oid>(
                 &format!(
                     "SELECT relid FROM {schema}.embed_queue WHERE {due} ORDER BY queued_at LIMIT 1"
@@ -488,15 +513,15 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             let entries = match choose(&schema, relid, due, limit) {
                 Some(ctids) => entries_of(
                     &format!(
-                        "SELECT ctid, key FROM {schema}.embed_queue WHERE relid = $1 AND {due} \
-                         AND ctid = ANY ($2::pg_catalog.text[]::pg_catalog.tid[]) \
+                        "SELECT ctid, key FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
+                         AND ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]::pg_catalog.tid[]) \
                          ORDER BY queued_at FOR UPDATE SKIP LOCKED"
                     ),
                     &[relid.into(), ctids.into()],
                 ),
                 None => entries_of(
                     &format!(
-                        "SELECT ctid, key FROM {schema}.embed_queue WHERE relid = $1 AND {due} \
+                        "SELECT ctid, key FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
                          ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED"
                     ),
                     &[relid.into(), (limit as i64).into()],
@@ -516,7 +541,10 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         Spi::connect_mut(|c| {
             for ctid in ctids {
                 c.update(
-                    format!("DELETE FROM {schema}.embed_queue WHERE ctid = $1").as_str(),
+                    format!(
+                        "DELETE FROM {schema}.embed_queue WHERE ctid OPERATOR(pg_catalog.=) $1"
+                    )
+                    .as_str(),
                     None,
                     &[(*ctid).into()],
                 )?;
@@ -525,16 +553,16 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         })
         .unwrap_or_else(|e| spi_failed(e));
     };
-    let owner = select_one::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1 AND relkind = 'r'",
+    let exists = select_one::<bool>(
+        "SELECT true FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1 AND relkind OPERATOR(pg_catalog.=) 'r'",
         &[relid.into()],
     );
-    let Some(owner) = owner else {
+    if exists.is_none() {
         // The table is gone (or is no table): its keys mean nothing now.
         delete(&entries.iter().map(|e| e.ctid).collect::<Vec<_>>());
         return Step::Worked { full };
-    };
-    let cols = queue_trigger(relid).unwrap_or_else(|| {
+    }
+    let trigger = queue_trigger(relid).unwrap_or_else(|| {
         crate::errors::report(
             Error::new(ErrorKind::InvalidTable, "the table has no queue trigger")
                 .detail(format!(
@@ -544,6 +572,12 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
                 .hint("Create or enable the trigger, then call embed_queue_retry()."),
         )
     });
+    // The rows are read and written as the role that set the trigger up
+    // (see `crate::queue::QueueTrigger::setter`), and only where no code of
+    // a role with fewer rights would run as it.
+    let owner = trigger.setter;
+    refuse_foreign_triggers(relid, owner);
+    let cols = trigger.columns;
     let target = columns::target(
         relid,
         Some(&cols.source),
@@ -573,26 +607,28 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     let args: Vec<pgrx::datum::DatumWithOid<'_>> =
         arrays.iter().map(|a| a.clone().into()).collect();
     let claim = q::claim_statement(&table, &keys, &cols.source, true);
-    let rows: Vec<(i32, pg_sys::ItemPointerData, Option<String>)> = as_role(owner, || {
-        Spi::connect_mut(|c| {
-            c.update(claim.as_str(), None, &args)?
-                .map(|r| {
-                    Ok((
-                        r.get::<i32>(1)?.unwrap_or(0),
-                        r.get::<pg_sys::ItemPointerData>(2)?.unwrap_or_default(),
-                        r.get::<String>(3)?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    // Keys are read back under the settings the trigger printed them with.
+    let rows: Vec<(i32, pg_sys::ItemPointerData, Option<String>)> =
+        as_role_with(owner, KEY_TEXT_SETTINGS, || {
+            Spi::connect_mut(|c| {
+                c.update(claim.as_str(), None, &args)?
+                    .map(|r| {
+                        Ok((
+                            r.get::<i32>(1)?.unwrap_or(0),
+                            r.get::<pg_sys::ItemPointerData>(2)?.unwrap_or_default(),
+                            r.get::<String>(3)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
         })
-    })
-    .unwrap_or_else(|e| spi_failed(e));
+        .unwrap_or_else(|e| spi_failed(e));
     // Keys whose row was not taken: locked by a writer (they stay queued)
     // or gone (deleted, or its key changed: the key is dropped).
     let found: HashSet<i32> = rows.iter().map(|r| r.0).collect();
     let exists = q::claim_statement(&table, &keys, &cols.source, false);
     let present: HashSet<i32> = if found.len() < entries.len() {
-        as_role(owner, || {
+        as_role_with(owner, KEY_TEXT_SETTINGS, || {
             Spi::connect(|c| {
                 c.select(exists.as_str(), None, &args)?
                     .map(|r| Ok(r.get::<i32>(1)?.unwrap_or(0)))
@@ -667,7 +703,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             )?;
             c.update(
                 format!(
-                    "DELETE FROM {schema}.embed_queue_done WHERE done_at < pg_catalog.clock_timestamp() - interval '10 minutes'"
+                    "DELETE FROM {schema}.embed_queue_done WHERE done_at OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) interval '10 minutes')"
                 )
                 .as_str(),
                 None,
@@ -694,7 +730,7 @@ fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<V
     let candidates: Vec<(String, Vec<String>)> = Spi::connect(|c| {
         c.select(
             format!(
-                "SELECT ctid::pg_catalog.text, key FROM {schema}.embed_queue WHERE relid = $1 AND {due} \
+                "SELECT ctid::pg_catalog.text, key FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
                  ORDER BY queued_at LIMIT $2"
             )
             .as_str(),
@@ -708,11 +744,10 @@ fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<V
     if candidates.len() <= limit {
         return None;
     }
-    let owner = select_one::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1 AND relkind = 'r'",
-        &[relid.into()],
-    )?;
-    let cols = queue_trigger(relid)?;
+    let QueueTriggerParts { owner, cols } = queue_trigger(relid).map(|t| QueueTriggerParts {
+        owner: t.setter,
+        cols: t.columns,
+    })?;
     let keys = columns::primary_key(relid)?;
     let arrays: Vec<Vec<String>> = (0..keys.len())
         .map(|i| {
@@ -725,7 +760,7 @@ fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<V
     let args: Vec<pgrx::datum::DatumWithOid<'_>> =
         arrays.iter().map(|a| a.clone().into()).collect();
     let sql = q::lengths_statement(&columns::qualified(relid), &keys, &cols.source);
-    let found: Vec<(i32, i32)> = as_role(owner, || {
+    let found: Vec<(i32, i32)> = as_role_with(owner, KEY_TEXT_SETTINGS, || {
         Spi::connect(|c| {
             c.select(sql.as_str(), None, &args)?
                 .map(|r| Ok((r.get::<i32>(1)?.unwrap_or(0), r.get::<i32>(3)?.unwrap_or(0))))
@@ -745,6 +780,54 @@ fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<V
             .map(|i| candidates[i].0.clone())
             .collect(),
     )
+}
+
+struct QueueTriggerParts {
+    owner: pg_sys::Oid,
+    cols: rule::Columns,
+}
+
+/// Refuses (42501) to write rows of `relid` as `role` while an enabled
+/// trigger on it that would fire on the worker's UPDATE runs a function
+/// whose owner does not have `role`'s rights: the worker would run that
+/// code with more rights than its author has.  (PostgreSQL's own internal
+/// triggers, such as foreign keys', are not user code.)  A trigger created
+/// by a role with the TRIGGER privilege on someone else's table is the case
+/// this catches.
+fn refuse_foreign_triggers(relid: pg_sys::Oid, role: pg_sys::Oid) {
+    let foreign = select_two::<String, String>(
+        "SELECT t.tgname::pg_catalog.text, r.rolname::pg_catalog.text \
+           FROM pg_catalog.pg_trigger t \
+           JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid \
+           JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner \
+          WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal \
+            AND (t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A') \
+            AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) 16) OPERATOR(pg_catalog.<>) 0 \
+            AND NOT pg_catalog.pg_has_role(p.proowner, $2, 'USAGE') \
+            AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+                  JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid \
+                 WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
+                   AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' \
+                   AND e.extname OPERATOR(pg_catalog.=) 'clinembed') \
+          ORDER BY t.tgname LIMIT 1",
+        &[relid.into(), role.into()],
+    );
+    if let (Some(trigger), Some(author)) = foreign {
+        crate::errors::report(
+            Error::new(
+                ErrorKind::Forbidden,
+                "the queue worker does not run a trigger function as a role with more rights than its owner",
+            )
+            .detail(format!(
+                "Trigger {} on {} runs a function owned by role {}, which does not have the rights of role {}, whose rights the worker writes with.",
+                columns::shown(&trigger),
+                columns::relation_name(relid),
+                columns::shown(&author),
+                columns::shown(&columns::role_name(role)),
+            ))
+            .hint("Have the table's owner own the trigger's function (ALTER FUNCTION ... OWNER TO), or drop the trigger; then call embed_queue_retry()."),
+        );
+    }
 }
 
 fn entries_of(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Vec<Entry> {

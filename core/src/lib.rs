@@ -45,10 +45,15 @@ pub const ORT_VERSION: &str = ort_version!();
 /// The ONNX Runtime library's file name.
 pub const ORT_LIBRARY_FILE: &str = concat!("libonnxruntime.so.", ort_version!());
 
+/// The `search_path` every statement of clinembed's own runs under, in
+/// triggers, functions and queue workers alike: the system catalog, then
+/// temporary tables (which are never searched for functions or operators).
+pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
-    micro_batch_budget, BatchLimits, Embedder, ModelInfo, SessionOptions, Usage, Weights,
-    WeightsForm, ARENA_KEEP_TOKENS, DEFAULT_MICRO_BATCH_TOKENS,
+    intra_op_threads, micro_batch_budget, BatchLimits, Embedder, ModelInfo, SessionOptions, Usage,
+    Weights, WeightsForm, ARENA_KEEP_TOKENS, DEFAULT_MICRO_BATCH_TOKENS,
 };
 pub use settings::Pooling;
 pub use tokenize::Encoded;

@@ -39,6 +39,46 @@ pub const DEFAULT_WORKER_NICE: i32 = 10;
 /// were locked by another transaction when it tried them.
 pub const LOCKED_RETRY_MS: i64 = 200;
 
+pub use crate::PINNED_SEARCH_PATH;
+
+/// The settings under which a queued key is written as text (by the
+/// trigger) and read back (by a worker): the text forms of date, time,
+/// interval, floating-point and money values follow the session's
+/// `DateStyle`, `IntervalStyle`, `TimeZone`, `extra_float_digits` and
+/// `lc_monetary`, which a writer and a worker need not share (`01/02/2024`
+/// is 1 February under `DMY` and 2 January under `MDY`).  Fixed, a key
+/// means the same row to both.
+pub const KEY_TEXT_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "3"),
+    ("lc_monetary", "C"),
+    ("bytea_output", "hex"),
+];
+
+/// Whether a key column of this type (as `format_type` prints it, array
+/// brackets included) is printed the same under every session setting, so
+/// the trigger need not fix [`KEY_TEXT_SETTINGS`] to print it: the common
+/// key types, which are most tables' keys, skip the cost on every row.
+pub fn key_text_is_stable(type_name: &str) -> bool {
+    matches!(
+        type_name.trim_end_matches("[]"),
+        "smallint"
+            | "integer"
+            | "bigint"
+            | "text"
+            | "uuid"
+            | "oid"
+            | "boolean"
+            | "numeric"
+            | "name"
+            | "\"char\""
+    ) || type_name.starts_with("character varying")
+        || type_name.starts_with("character(")
+        || type_name.starts_with("numeric(")
+}
+
 /// What the queue trigger does with a row, from the rule's [`Action`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Queued {
@@ -63,6 +103,19 @@ pub fn queued(action: Action) -> Queued {
             enqueue: true,
         },
     }
+}
+
+/// Whether an UPDATE that leaves the text alone (so the rule keeps the row)
+/// must queue the row again under its new key: the row has text and no
+/// vector (it waits for one, queued under its old key, which a worker will
+/// find gone) and `key_changed` says its key changed.  `key_changed` is
+/// asked only when the rest holds: printing keys costs.
+pub fn requeue_on_key_change(
+    has_text: bool,
+    has_vector: bool,
+    key_changed: impl FnOnce() -> bool,
+) -> bool {
+    has_text && !has_vector && key_changed()
 }
 
 /// What a worker does with a queued row it has locked: a row queued is a
@@ -241,6 +294,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_keys_printed_alike_everywhere_skip_the_fixed_settings() {
+        for t in [
+            "integer",
+            "bigint",
+            "text",
+            "uuid",
+            "character varying(20)",
+            "numeric(10,2)",
+            "integer[]",
+        ] {
+            assert!(key_text_is_stable(t), "{t}");
+        }
+        for t in [
+            "date",
+            "timestamp without time zone",
+            "timestamp with time zone",
+            "interval",
+            "double precision",
+            "real",
+            "money",
+            "time without time zone",
+            "public.mydomain",
+            "bytea",
+        ] {
+            assert!(!key_text_is_stable(t), "{t}");
+        }
+        let names: Vec<&str> = KEY_TEXT_SETTINGS.iter().map(|s| s.0).collect();
+        for n in [
+            "DateStyle",
+            "IntervalStyle",
+            "TimeZone",
+            "extra_float_digits",
+        ] {
+            assert!(names.contains(&n), "{n}");
+        }
+    }
+
+    #[test]
     fn the_trigger_clears_before_it_queues() {
         assert_eq!(
             queued(Action::Embed),
@@ -263,6 +354,15 @@ mod tests {
                 enqueue: false
             }
         );
+    }
+
+    #[test]
+    fn a_waiting_row_whose_key_changes_is_queued_again() {
+        assert!(requeue_on_key_change(true, false, || true));
+        // the key alone, or a row that has its vector or no text: nothing
+        assert!(!requeue_on_key_change(true, false, || false));
+        assert!(!requeue_on_key_change(true, true, || unreachable!()));
+        assert!(!requeue_on_key_change(false, false, || unreachable!()));
     }
 
     #[test]
