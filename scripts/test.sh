@@ -18,6 +18,9 @@
 #                 its background workers: exactly once through cancel,
 #                 terminate, kill -9, two workers, restarts with and without
 #                 shared_preload_libraries; no superuser rights (queue);
+#                 hostile search_paths, operators, functions and domains
+#                 before pg_catalog, partitions and triggers of other
+#                 roles: no ordinary role becomes superuser (security);
 #                 memory and time bounds, concurrent backfills, cancelled
 #                 runs, no backtraces in errors (hardening); a coordinator
 #                 and two shards (postgres_fdw, dblink) and a hot standby
@@ -25,8 +28,8 @@
 #   7. upgrade    (pytest) released scripts unchanged; ALTER EXTENSION UPDATE
 #                 from every frozen earlier release equals a fresh install
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
-# (default 18, the newest), the pg_test, regress, parity, weights and queue
-# tiers, and pg_upgrade (pytest) of a database with clinembed from $PG to it.
+# (default 18, the newest), the pg_test, regress, parity, weights, queue and
+# security tiers, and pg_upgrade (pytest) of a database with clinembed from $PG to it.
 #   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
 #   ONLY="regress hardening" bash ...     just those tiers, on $PG
 #   ONLY=pg_upgrade bash ...              just pg_upgrade from 15 to 18
@@ -222,6 +225,7 @@ pytest_stage faults tests/integration/test_faults.py
 pytest_stage integration tests/integration/test_backfill_resume.py
 pytest_stage phi tests/integration/test_phi.py
 pytest_stage queue tests/integration/test_queue.py
+pytest_stage security tests/integration/test_security.py
 pytest_stage hardening tests/integration/test_hardening.py
 pytest_stage sharded tests/integration/test_sharded.py
 pytest_stage upgrade tests/integration/test_upgrade.py
@@ -243,7 +247,7 @@ pg_upgrade_tier() { # old new: this build of clinembed in both, then the test
     pytest_tier tests/integration/test_pg_upgrade.py OLD_PG_BIN="$(pg_prefix "$1")/bin" NEW_PG_BIN="$(pg_prefix "$2")/bin"
 }
 for m in $ALSO; do
-    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity weights queue" bash scripts/test.sh
+    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity weights queue security" bash scripts/test.sh
     grep -sE '^(==> |    (ok|FAILED)|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
     c=$(grep -soE '^total: [0-9]+ passed, [0-9]+ failed' "$LOGS/pg$m.log" | awk '{print $2, $4}' || true)
     if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi

@@ -261,6 +261,41 @@ def test_the_worker_cannot_run_code_as_a_superuser():
     assert q("SELECT emb IS NOT NULL FROM t_owned WHERE id = 3")
 
 
+def test_a_key_changed_before_its_turn_is_queued_again():
+    pause()
+    try:
+        run(*table_sql("t_rekey"))
+        # inserted and re-keyed in one transaction
+        with connect(DB) as c:
+            with c.transaction():
+                c.execute(f"INSERT INTO t_rekey (id, body) VALUES (1, '{SHORT} one')")
+                c.execute("UPDATE t_rekey SET id = 101 WHERE id = 1")
+        # re-keyed while a backlog waits, twice
+        run(f"INSERT INTO t_rekey (id, body) VALUES (2, '{SHORT} two')",
+            "UPDATE t_rekey SET id = 102 WHERE id = 2", "UPDATE t_rekey SET id = 202 WHERE id = 102")
+    finally:
+        resume()
+    assert wait_until(lambda: drained("t_rekey")) is not None
+    assert q("SELECT string_agg(id::text, ',' ORDER BY id) FROM t_rekey WHERE emb IS NOT NULL") == "101,202"
+    assert q("SELECT bool_and(emb = embed_text(body)) FROM t_rekey")
+    exactly_once("t_rekey")
+
+
+def test_an_update_of_list_without_the_key_is_refused():
+    run("CREATE TABLE t_of (id int PRIMARY KEY, body text, emb real[])",
+        "CREATE TRIGGER q BEFORE INSERT OR UPDATE OF body ON t_of FOR EACH ROW "
+        "EXECUTE FUNCTION embed_queue_trigger('body', 'emb')")
+    with connect(DB) as c:
+        with pytest.raises(Exception) as e:
+            c.execute(f"INSERT INTO t_of VALUES (1, '{SHORT}')")
+    assert e.value.sqlstate == "39P01" and "UPDATE OF" in str(e.value)
+    assert e.value.diag.message_detail and e.value.diag.message_hint
+    run("DROP TRIGGER q ON t_of", "CREATE TRIGGER q BEFORE INSERT OR UPDATE OF body, id ON t_of FOR EACH ROW "
+        "EXECUTE FUNCTION embed_queue_trigger('body', 'emb')",
+        f"INSERT INTO t_of VALUES (1, '{SHORT}')")
+    assert wait_until(lambda: q("SELECT emb IS NOT NULL FROM t_of WHERE id = 1")) is not None
+
+
 def long_notes(table, n):
     run(*table_sql(table),
         f"INSERT INTO {table} (id, body) SELECT g, format($f${LONG}$f$, g) FROM generate_series(1, {n}) g")
