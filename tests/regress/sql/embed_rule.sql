@@ -132,6 +132,8 @@ DROP TABLE checks;
 -- the library's catalog reads write nothing: no transaction id is assigned
 -- (a hot standby refuses one; the sharded tier runs the backfill there)
 BEGIN;
+-- the type as the catalog names it, schema-qualified whatever the caller's
+-- search_path (clinembed's catalog reads run with it pinned)
 SELECT target_type FROM _embed_target('row_notes'::regclass, 'exp_text', 'embedding', 'embedding_model');
 SELECT count(*) FROM _backfill_statements('row_notes'::regclass, 'exp_text', 'embedding', 'embedding_model',
                                           'vector(384)', 'x@1');
