@@ -69,7 +69,7 @@ fn extension_oid() -> pg_sys::Oid {
 /// The queue of the installed extension.
 pub(crate) fn queue() -> Queue {
     let ext = extension_oid();
-    let row = Spi::connect(|c| {
+    let row = pinned(|| Spi::connect(|c| {
         let r = c
             .select(
                 "SELECT pg_catalog.quote_ident(n.nspname), c.relowner, c.oid FROM pg_catalog.pg_extension e \
@@ -89,7 +89,7 @@ pub(crate) fn queue() -> Queue {
             r.get::<pg_sys::Oid>(2)?,
             r.get::<pg_sys::Oid>(3)?,
         )))
-    })
+    }))
     .ok()
     .flatten();
     match row {
@@ -161,15 +161,18 @@ fn enqueue(rel: pg_sys::Oid, key: Vec<String>) {
     if stale {
         let queue = queue();
         let sql = q::enqueue_statement(&queue.schema);
-        let stmt = Spi::connect(|c| {
-            c.prepare_mut(
-                sql.as_str(),
-                &[
-                    PgOid::BuiltIn(PgBuiltInOids::OIDOID),
-                    PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID),
-                ],
-            )
-            .map(|s| s.keep())
+        // planned under the search_path it is run with (in as_role)
+        let stmt = pinned(|| {
+            Spi::connect(|c| {
+                c.prepare_mut(
+                    sql.as_str(),
+                    &[
+                        PgOid::BuiltIn(PgBuiltInOids::OIDOID),
+                        PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID),
+                    ],
+                )
+                .map(|s| s.keep())
+            })
         })
         .unwrap_or_else(|e| spi_failed(e));
         ENQUEUE.with(|e| *e.borrow_mut() = Some((queue, stmt)));
@@ -246,17 +249,12 @@ unsafe fn value(
 /// EXECUTE FUNCTION embed_queue_trigger('source', 'target' [, 'model_column']).
 /// Runs no inference; a worker embeds the row after the transaction commits.
 ///
-/// Everything it runs, it runs with `search_path` pinned (see
-/// `crate::security`): the writer's own `search_path`, or one a database
-/// owner set, reaches none of its statements.
+/// The catalog reads and the enqueue it runs go through the pinned helpers
+/// of `crate::security`: the writer's own `search_path`, or one a database
+/// owner set, reaches none of its statements.  A row that needs no work
+/// runs no statement, and pays for no pinning.
 #[pg_trigger]
 fn embed_queue_trigger<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    pinned(|| queue_row(trigger))
-}
-
-fn queue_row<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
     let rel = trigger.relid()?;
@@ -481,7 +479,7 @@ pub(crate) struct QueueTrigger {
 /// The queue trigger of `rel` (its first by name, enabled).  None: the
 /// table has none.
 pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<QueueTrigger> {
-    let row = Spi::connect(|c| {
+    let row = pinned(|| Spi::connect(|c| {
         let t = c
             .select(
                 "WITH RECURSIVE found AS ( \
@@ -515,7 +513,7 @@ pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<QueueTrigger> {
                 t.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::Oid::INVALID),
             ))
         })
-    })
+    }))
     .ok()
     .flatten()?;
     let (name, raw, setter) = row;
@@ -615,10 +613,6 @@ fn require(rel: pg_sys::Oid, privilege: &str, column: &str) {
 /// `embed_backfill`, for a model change.  Returns the rows queued.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
-    pinned(|| enqueue_stored(rel))
-}
-
-fn enqueue_stored(rel: pg_sys::Oid) -> i64 {
     let queue = queue();
     let model_id = crate::embed_model_id();
     let mut queued = 0i64;
@@ -677,10 +671,6 @@ fn enqueue_stored(rel: pg_sys::Oid) -> i64 {
 /// Returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _embed_queue_retry(rel: Option<pg_sys::Oid>) -> i64 {
-    pinned(|| retry_parked(rel))
-}
-
-fn retry_parked(rel: Option<pg_sys::Oid>) -> i64 {
     let queue = queue();
     // SAFETY: the current role.
     let me = unsafe { pg_sys::GetUserId() };

@@ -159,11 +159,8 @@ pub extern "C-unwind" fn clinembed_queue_worker(arg: pg_sys::Datum) {
     }
     // SAFETY: frees the slot however the process ends.
     unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(slot)) };
-    let ready = transaction(|| {
-        Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
-            .unwrap_or_else(|e| spi_failed(e));
-        (allows_connections(), installed())
-    });
+    // (No session-level search_path: each transaction pins its own.)
+    let ready = transaction(|| (allows_connections(), installed()));
     if let Ok((false, _)) = ready {
         pgrx::log!(
             "clinembed queue worker: database oid {datid} does not allow connections; its queue waits until it does"
@@ -744,10 +741,8 @@ fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<V
     if candidates.len() <= limit {
         return None;
     }
-    let QueueTriggerParts { owner, cols } = queue_trigger(relid).map(|t| QueueTriggerParts {
-        owner: t.setter,
-        cols: t.columns,
-    })?;
+    let trigger = queue_trigger(relid)?;
+    let (owner, cols) = (trigger.setter, trigger.columns);
     let keys = columns::primary_key(relid)?;
     let arrays: Vec<Vec<String>> = (0..keys.len())
         .map(|i| {
@@ -780,11 +775,6 @@ fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<V
             .map(|i| candidates[i].0.clone())
             .collect(),
     )
-}
-
-struct QueueTriggerParts {
-    owner: pg_sys::Oid,
-    cols: rule::Columns,
 }
 
 /// Refuses (42501) to write rows of `relid` as `role` while an enabled

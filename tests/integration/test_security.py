@@ -103,6 +103,20 @@ def hostile_schema(attacker):
 SAFE = "-c search_path=pg_catalog,public"
 
 
+def escalating_trigger_function(name, log_table, attacker):
+    """SQL for a trigger function that records the role it runs as in
+    `log_table` (column cur) and tries to make `attacker` superuser."""
+    return f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO {log_table} (cur) VALUES (current_user);
+            BEGIN
+                EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
+            EXCEPTION WHEN OTHERS THEN NULL;
+            END;
+            RETURN NEW;
+        END $$"""
+
+
 def q(sql, *args, db=DB, user=None):
     kw = {"user": user} if user else {}
     with connect(db, options=SAFE, **kw) as c:
@@ -222,15 +236,7 @@ def test_a_partition_a_superuser_created_does_not_make_the_worker_write_as_super
         f"GRANT INSERT ON who_parts TO {attacker}")
     run("CREATE TABLE t_parts (site int, id int, body text, emb real[], PRIMARY KEY (site, id)) "
         "PARTITION BY LIST (site)",
-        f"""CREATE FUNCTION escalate_parts() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            INSERT INTO public.who_parts (cur) VALUES (current_user);
-            BEGIN
-                EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
-            EXCEPTION WHEN OTHERS THEN NULL;
-            END;
-            RETURN NEW;
-        END $$""",
+        escalating_trigger_function("escalate_parts", "public.who_parts", attacker),
         "CREATE TRIGGER a BEFORE UPDATE ON t_parts FOR EACH ROW EXECUTE FUNCTION escalate_parts()",
         "CREATE TRIGGER q BEFORE INSERT OR UPDATE ON t_parts FOR EACH ROW "
         "EXECUTE FUNCTION embed_queue_trigger('body', 'emb')",
@@ -259,15 +265,7 @@ def test_a_trigger_added_with_the_trigger_privilege_does_not_run_as_the_owner():
         "EXECUTE FUNCTION embed_queue_trigger('body', 'emb')",
         f"GRANT INSERT, TRIGGER ON t_granted TO {attacker}",
         "CREATE TABLE who_granted (cur text)", f"GRANT INSERT ON who_granted TO {attacker}")
-    run(f"""CREATE FUNCTION escalate_granted() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            INSERT INTO public.who_granted VALUES (current_user);
-            BEGIN
-                EXECUTE 'ALTER ROLE {attacker} SUPERUSER';
-            EXCEPTION WHEN OTHERS THEN NULL;
-            END;
-            RETURN NEW;
-        END $$""",
+    run(escalating_trigger_function("escalate_granted", "public.who_granted", attacker),
         "CREATE TRIGGER a BEFORE UPDATE ON t_granted FOR EACH ROW EXECUTE FUNCTION escalate_granted()",
         user=attacker)
     run(f"INSERT INTO t_granted VALUES (1, '{SHORT}')", user=attacker)
