@@ -287,18 +287,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The SHA-256 of `model`, from the cache's memo of file versions when this
-/// version was hashed before, else read now and remembered.
+/// version was hashed before, else read now (or already, for the checksum
+/// that `clinembed.json` records) and remembered, so the next backend reads
+/// the memo and not the model.
 fn model_sha256(cache: &Path, model: &PinnedFile) -> Result<[u8; 32]> {
-    if model.sha256_known() {
-        // Recalled at load (recall_sha256) or hashed for the checksum.
-        return model.sha256();
-    }
     let version = model.version_key()?;
     let memo = memo_path(cache, &version);
     if let Some(hash) = memo_lookup(&memo, &version) {
         model.remember_sha256(hash);
         return Ok(hash);
     }
+    // Known already when the load checked clinembed.json's sha256.
     let hash = model.sha256()?;
     ensure_dir(&cache.join(SOURCES))?;
     // A memo that cannot be written costs the next backend a re-read only.
@@ -634,6 +633,24 @@ mod tests {
                 .unwrap()
                 .1
         );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_hash_known_from_the_checksum_is_remembered_too() {
+        // A model whose clinembed.json records a sha256 is hashed by the
+        // load's checksum before the cache is asked: the memo must still be
+        // written, or every new backend reads the whole model again.
+        let root = scratch("checksummed");
+        fs::write(root.join("src.onnx"), b"checksummed graph").unwrap();
+        let cache = root.join("cache");
+        let first = PinnedFile::open(&root.join("src.onnx")).unwrap();
+        let hash = first.sha256().unwrap(); // the checksum's read
+        derived_model(&cache, &first, "1", "c", fake_build).unwrap();
+        let next = PinnedFile::open(&root.join("src.onnx")).unwrap();
+        recall_sha256(&cache, &next);
+        assert!(next.sha256_known(), "the next backend must recall the hash");
+        assert_eq!(next.sha256().unwrap(), hash);
         fs::remove_dir_all(&root).unwrap();
     }
 
