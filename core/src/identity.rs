@@ -45,6 +45,38 @@ impl FileStamp {
     }
 }
 
+/// A model directory held open while a session is built from it.  Its
+/// files are opened and read through [`PinnedDir::root`], a path through the
+/// open directory (`/proc/self/fd/N`), never through its name: a directory
+/// renamed or swapped for another (`renameat2(RENAME_EXCHANGE)`) during a
+/// load does not mix one model's bytes into another's session or identity,
+/// even when it is swapped back before the load ends.  Only the process's
+/// own threads (ONNX Runtime's among them) resolve the path, and only while
+/// this value lives.
+#[derive(Debug)]
+pub struct PinnedDir {
+    dir: File,
+}
+
+impl PinnedDir {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let dir = File::open(dir).map_err(|e| {
+            Error::new(ErrorKind::NotFound, "cannot read model directory")
+                .detail(format!("Opening \"{}\" failed: {e}.", dir.display()))
+                .hint(
+                    "The server's operating system user must be able to read the model directory.",
+                )
+        })?;
+        Ok(PinnedDir { dir })
+    }
+
+    /// The directory as a path that names the open directory itself.
+    pub fn root(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+    }
+}
+
 /// A model file held open from the moment its session was loaded, so the
 /// identity hashes the bytes that were loaded even after the model directory
 /// is replaced.
@@ -58,12 +90,18 @@ pub struct PinnedFile {
 
 impl PinnedFile {
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_through(path, path)
+    }
+
+    /// Opens the file at `read` (a path through a [`PinnedDir`]) as the file
+    /// named `path`: [`replaced`](Self::replaced) and messages use `path`.
+    pub fn open_through(read: &Path, path: &Path) -> Result<Self> {
         let unreadable = |e: std::io::Error| {
             Error::new(ErrorKind::NotFound, "cannot read model file")
                 .detail(format!("Opening \"{}\" failed: {e}.", path.display()))
                 .hint("The server's operating system user must be able to read every file of the model directory.")
         };
-        let file = File::open(path).map_err(unreadable)?;
+        let file = File::open(read).map_err(unreadable)?;
         let stamp = FileStamp::of(&file.metadata().map_err(unreadable)?);
         Ok(PinnedFile {
             path: path.to_path_buf(),
@@ -263,6 +301,43 @@ mod tests {
         let id = model_identity("m", &files, "pooling=mean;normalize=false;max_length=512");
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(id.unwrap(), "m@52aa8a17cd772911");
+    }
+
+    #[test]
+    fn a_pinned_directory_reads_its_own_files_across_swaps() {
+        // Two model directories swapped while one is pinned, then swapped
+        // back: what is read through the pin is always the first's, and the
+        // pinned file knows its name meant another file for a while only
+        // until the swap back (which is why reads go through the pin).
+        let base = std::env::temp_dir().join(format!("clinembed-pindir-{}", std::process::id()));
+        let (a, b, tmp) = (base.join("a"), base.join("b"), base.join("tmp"));
+        for (d, bytes) in [(&a, b"model a"), (&b, b"model b")] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("model.onnx"), bytes).unwrap();
+        }
+        let swap = || {
+            std::fs::rename(&a, &tmp).unwrap();
+            std::fs::rename(&b, &a).unwrap();
+            std::fs::rename(&tmp, &b).unwrap();
+        };
+        let pin = PinnedDir::open(&a).unwrap();
+        let root = pin.root();
+        let file =
+            PinnedFile::open_through(&root.join("model.onnx"), &a.join("model.onnx")).unwrap();
+        swap();
+        assert!(file.replaced(), "the name now holds model b");
+        assert_eq!(std::fs::read(root.join("model.onnx")).unwrap(), b"model a");
+        assert_eq!(std::fs::read(a.join("model.onnx")).unwrap(), b"model b");
+        swap();
+        assert_eq!(std::fs::read(root.join("model.onnx")).unwrap(), b"model a");
+        assert_eq!(file.sha256().unwrap(), sha256_of(b"model a"));
+        drop(pin);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes).into()
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{
     Embedder, IdType, ModelInfo, Output, SessionOptions, Usage, MODEL_FILE, TOKENIZER_FILE,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::PinnedFile;
+use crate::identity::{PinnedDir, PinnedFile};
 use crate::settings::{self, ModelSettings, Pooling};
 use crate::signals::with_signals_blocked;
 use crate::tokenize::Encoder;
@@ -53,11 +53,15 @@ impl Embedder {
                 .detail(format!("No readable file at \"{}\".", model_path.display()))
                 .hint("A model directory holds model.onnx and tokenizer.json."));
         }
-        // Held open from before the session reads them: the identity is
-        // hashed from these, whatever happens to the directory later.
+        // The directory is held open and its model and tokenizer are opened
+        // and read through it, never by name: the session, the derived
+        // weights and the identity are all made of the same bytes, whatever
+        // happens to the directory's name during the load.
+        let pinned = PinnedDir::open(dir)?;
+        let root = pinned.root();
         let files = vec![
-            PinnedFile::open(&model_path)?,
-            PinnedFile::open(&dir.join(TOKENIZER_FILE))?,
+            PinnedFile::open_through(&root.join(MODEL_FILE), &model_path)?,
+            PinnedFile::open_through(&root.join(TOKENIZER_FILE), &dir.join(TOKENIZER_FILE))?,
         ];
         if let Weights::Shared(cache) = weights {
             // A hash remembered for this file version spares the checksum
@@ -84,11 +88,15 @@ impl Embedder {
             settings::effective_max_length(settings.max_length, settings::position_limit(dir)?);
         // The tokenizer is parsed on a thread of its own while ONNX Runtime
         // builds the session: both are pure work on files, no Postgres.
-        let tokenizer = dir.join(TOKENIZER_FILE);
+        let tokenizer = root.join(TOKENIZER_FILE);
+        let source = Source {
+            read: root.join(MODEL_FILE),
+            shown: &model_path,
+        };
         let (encoder, opened) = with_signals_blocked(|| {
             std::thread::scope(|scope| {
                 let parsing = scope.spawn(|| Encoder::from_file(&tokenizer, max_length));
-                let opened = open_session(env, &model_path, &files[0], opts, weights);
+                let opened = open_session(env, &source, &files[0], opts, weights);
                 let encoder = parsing.join().unwrap_or_else(|_| {
                     Err(
                         Error::new(ErrorKind::InvalidModel, "could not read tokenizer.json")
@@ -213,10 +221,17 @@ impl Embedder {
     }
 }
 
+/// A graph to build a session from: the path it is read through and the
+/// one its errors name.
+struct Source<'a> {
+    read: std::path::PathBuf,
+    shown: &'a Path,
+}
+
 /// The session for `model_path`, with its weights where `weights` asks.
 fn open_session(
     env: &Environment,
-    model_path: &Path,
+    model_path: &Source<'_>,
     model: &crate::identity::PinnedFile,
     opts: &SessionOptions,
     weights: &Weights,
@@ -242,7 +257,11 @@ fn open_session(
     let reason = match derived {
         // Already optimized: loading skips the optimizer.
         Ok((path, built)) => {
-            match build_session(env, &path, opts, GraphOptimizationLevel::Disable, None) {
+            let derived = Source {
+                read: path.clone(),
+                shown: &path,
+            };
+            match build_session(env, &derived, opts, GraphOptimizationLevel::Disable, None) {
                 Ok(session) => return Ok((session, WeightsForm::Mapped(path), built)),
                 Err(e) => {
                     weights::discard_entry(&path);
@@ -265,14 +284,14 @@ fn open_session(
 /// [`weights::DERIVED_DATA`] beside it.
 fn build_session(
     env: &Environment,
-    model_path: &Path,
+    model_path: &Source<'_>,
     opts: &SessionOptions,
     level: GraphOptimizationLevel,
     save_to: Option<&Path>,
 ) -> Result<Session> {
     let fail = |stage: &str, e: String| {
         Error::new(ErrorKind::InvalidModel, "could not load the onnx model")
-            .detail(format!("{}: {stage}: {e}", model_path.display()))
+            .detail(format!("{}: {stage}: {e}", model_path.shown.display()))
             .hint("model.onnx must be a valid ONNX graph that this ONNX Runtime can run; re-export it or check the file is complete.")
     };
     let opt = |e: ort::Error<ort::session::builder::SessionBuilder>| {
@@ -314,7 +333,7 @@ fn build_session(
         .build();
     let mut builder = b.with_execution_providers([cpu]).map_err(opt)?;
     builder
-        .commit_from_file(model_path)
+        .commit_from_file(&model_path.read)
         .map_err(|e| fail("load", e.to_string()))
 }
 
