@@ -67,7 +67,13 @@ SELECT t.relid::pg_catalog.regclass AS relation,
 GRANT SELECT ON @extschema@.embed_queue_status TO PUBLIC;
 
 -- Rows whose last try failed: retrying (retry_at set) or parked (no more
--- tries until embed_queue_retry).  Key, SQLSTATE and message, never text.
+-- tries until embed_queue_retry).  Key, SQLSTATE and message, never text:
+-- a message is clinembed's own, or one built from the SQLSTATE alone when
+-- the error came from elsewhere (clinembed_core::queue::failure_message).
+-- Tables the current role may read, and of a table under row-level
+-- security only to roles it does not apply to (its owner, BYPASSRLS): a
+-- key names a row the policy may hide.  Others see the counts in
+-- embed_queue_status.
 CREATE VIEW @extschema@.embed_queue_failures AS
 SELECT relid::pg_catalog.regclass AS relation, key, attempts, sqlstate, message,
        CASE WHEN parked_at IS NOT NULL THEN 'parked' ELSE 'retrying' END AS state,
@@ -75,7 +81,8 @@ SELECT relid::pg_catalog.regclass AS relation, key, attempts, sqlstate, message,
   FROM @extschema@.embed_queue
  WHERE sqlstate IS NOT NULL
    AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = relid)
-   AND pg_catalog.has_table_privilege(relid, 'SELECT');
+   AND pg_catalog.has_table_privilege(relid, 'SELECT')
+   AND NOT pg_catalog.row_security_active(relid);
 GRANT SELECT ON @extschema@.embed_queue_failures TO PUBLIC;
 
 -- SELECT embed_queue_enqueue('notes'): queues every row of a table with a

@@ -27,6 +27,7 @@ pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
         ErrorKind::InUse => PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
         ErrorKind::WrongState => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         ErrorKind::ReadOnly => PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+        ErrorKind::TriggeredChange => PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
     }
 }
 
@@ -38,7 +39,7 @@ fn with_parts(
     detail: Option<String>,
     hint: Option<String>,
 ) -> ErrorReport {
-    let mut er = ErrorReport::new(code, message, "clinembed");
+    let mut er = ErrorReport::new(code, message, clinembed_core::ERROR_SOURCE);
     if let Some(d) = detail {
         er = er.set_detail(d);
     }

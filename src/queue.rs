@@ -32,7 +32,7 @@ extension_sql_file!(
     name = "queue",
     requires = [
         "columns",
-        embed_queue_trigger,
+        embed_queue_trigger_body,
         embed_queue_workers,
         _embed_queue_enqueue,
         _embed_queue_retry
@@ -245,6 +245,41 @@ unsafe fn value(
     pgrx::heap_getattr_raw(tuple, std::num::NonZeroUsize::new(attnum as usize)?, desc)
 }
 
+/// The C entry point of `embed_queue_trigger()`.  pgrx's wrapper (of
+/// [`embed_queue_trigger_body`]) panics when the function is called other
+/// than as a trigger (`SELECT embed_queue_trigger()`: XX000); this one
+/// refuses such a call first, with the SQLSTATE of the other misuses.
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_embed_queue_trigger_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// See [`pg_finfo_embed_queue_trigger_wrapper`].
+///
+/// # Safety
+/// Called by PostgreSQL's function manager with a valid `fcinfo`.
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub unsafe extern "C-unwind" fn embed_queue_trigger_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: `fcinfo` is the function manager's; the check reads its context.
+    if !unsafe { pgrx::trigger_support::called_as_trigger(fcinfo) } {
+        pg_sys::submodules::panic::pgrx_extern_c_guard(|| -> pg_sys::Datum {
+            report(
+                Error::new(ErrorKind::TriggerProtocol, "embed_queue_trigger can only be called as a trigger")
+                    .detail("It was called as a function, with no row to queue.")
+                    .hint("CREATE TRIGGER ... BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION embed_queue_trigger('source', 'target'); to queue stored rows, call embed_queue_enqueue('t')."),
+            )
+        })
+    } else {
+        // SAFETY: a trigger call, which pgrx's wrapper expects.
+        unsafe { embed_queue_trigger_body_wrapper(fcinfo) }
+    }
+}
+
 /// Queue trigger: BEFORE INSERT OR UPDATE [OF source] ... FOR EACH ROW
 /// EXECUTE FUNCTION embed_queue_trigger('source', 'target' [, 'model_column']).
 /// Runs no inference; a worker embeds the row after the transaction commits.
@@ -253,8 +288,10 @@ unsafe fn value(
 /// of `crate::security`: the writer's own `search_path`, or one a database
 /// owner set, reaches none of its statements.  A row that needs no work
 /// runs no statement, and pays for no pinning.
-#[pg_trigger]
-fn embed_queue_trigger<'a>(
+#[pg_trigger(
+    sql = r#"CREATE FUNCTION "embed_queue_trigger"() RETURNS TRIGGER LANGUAGE c AS 'MODULE_PATHNAME', 'embed_queue_trigger_wrapper';"#
+)]
+fn embed_queue_trigger_body<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
     let rel = trigger.relid()?;

@@ -55,9 +55,10 @@ fn failure(e: CaughtError) -> Failure {
     let sqlstate = unsafe { CStr::from_ptr(pg_sys::unpack_sql_state(r.sql_error_code() as i32)) }
         .to_string_lossy()
         .into_owned();
+    let ours = r.function_name() == Some(clinembed_core::ERROR_SOURCE);
     Failure {
+        message: q::failure_message(ours, &sqlstate, r.message()),
         sqlstate,
-        message: r.message().to_string(),
     }
 }
 
@@ -419,7 +420,7 @@ fn step(slot: usize) -> Step {
 }
 
 fn log_failure(relid: pg_sys::Oid, f: &Failure, attempts: i32) {
-    // The message stays in the queue table: it may quote a value.
+    // The message stays in the queue table (see `q::failure_message`).
     pgrx::log!(
         "clinembed queue worker: a queued row of table oid {} failed with SQLSTATE {} (try {attempts})",
         relid.to_u32(),
@@ -670,14 +671,27 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
                     PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
                 ],
             )?;
+            let mut written = Vec::with_capacity(rows.len());
             for (row, vector) in rows.iter().zip(vectors) {
                 let id = vector.as_ref().and(model_id.clone());
-                c.update(&stmt, None, &[row.1.into(), vector.into(), id.into()])?;
+                let after = c.update(&stmt, None, &[row.1.into(), vector.into(), id.into()])?;
+                // The row's text after its BEFORE UPDATE triggers; no row:
+                // a trigger skipped the write.
+                written.push(match after.len() {
+                    0 => None,
+                    _ => Some(after.first().get_one::<String>()?),
+                });
             }
-            Ok::<_, pgrx::spi::SpiError>(())
+            Ok::<_, pgrx::spi::SpiError>(written)
         })
     })
-    .unwrap_or_else(|e| spi_failed(e));
+    .unwrap_or_else(|e| spi_failed(e))
+    .into_iter()
+    .zip(&rows)
+    .try_for_each(|(after, row)| {
+        q::check_written(row.2.as_deref(), after.as_ref().map(Option::as_deref))
+    })
+    .unwrap_or_else(|e| crate::errors::report(e));
     let done: Vec<pg_sys::ItemPointerData> = entries
         .iter()
         .enumerate()

@@ -46,6 +46,9 @@ pub enum ErrorKind {
     WrongState,
     /// A write was asked where nothing may be written (a hot standby).
     ReadOnly,
+    /// A trigger of the user's changed (or skipped) a write of clinembed's:
+    /// the text a vector was made of is no longer the row's.
+    TriggeredChange,
 }
 
 #[derive(Debug, Clone)]

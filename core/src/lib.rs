@@ -50,6 +50,11 @@ pub const ORT_LIBRARY_FILE: &str = concat!("libonnxruntime.so.", ort_version!())
 /// temporary tables (which are never searched for functions or operators).
 pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 
+/// The name clinembed's own error reports carry as the function that raised
+/// them: a caught error with this name was written by clinembed, and its
+/// message holds no note text (see [`queue::failure_message`]).
+pub const ERROR_SOURCE: &str = "clinembed";
+
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     intra_op_threads, micro_batch_budget, BatchLimits, Embedder, ModelInfo, SessionOptions, Usage,

@@ -12,7 +12,7 @@
 //! worker runs them with `search_path` pinned to `pg_catalog, pg_temp`.
 
 use crate::columns::{self, quote_ident, Action, Columns, Event, Row};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 
 /// Rows a worker takes per transaction, by default.
 pub const DEFAULT_BATCH_ROWS: i32 = 64;
@@ -235,9 +235,63 @@ pub fn write_statement(table: &str, columns: &Columns, target_type: &str) -> Str
         .map(|m| format!(", {} = $3", quote_ident(m)))
         .unwrap_or_default();
     format!(
-        "UPDATE ONLY {table} SET {} = $2::{target_type}{model} WHERE ctid OPERATOR(pg_catalog.=) $1",
-        quote_ident(&columns.target)
+        "UPDATE ONLY {table} SET {} = $2::{target_type}{model} WHERE ctid OPERATOR(pg_catalog.=) $1 \
+         RETURNING {}::pg_catalog.text",
+        quote_ident(&columns.target),
+        quote_ident(&columns.source)
     )
+}
+
+/// What a failed try keeps as its message in the queue table, which
+/// `embed_queue_failures` shows: the message of an error clinembed raised
+/// (`raised_by_clinembed`: its report names [`crate::ERROR_SOURCE`]), which
+/// never holds note text; for any other error, one built here from its
+/// SQLSTATE.  A message of PostgreSQL's or of the user's code (a trigger, a
+/// constraint, a cast, a type's input function) may quote the row's values
+/// (`invalid input syntax for type integer: "<text>"`), and the failures
+/// view is read by roles that may not see the row.
+pub fn failure_message(raised_by_clinembed: bool, sqlstate: &str, message: &str) -> String {
+    if raised_by_clinembed {
+        return message.to_string();
+    }
+    format!(
+        "SQLSTATE {sqlstate}, raised by the table's own code (a trigger, constraint, cast or type) \
+         or by PostgreSQL while the worker read or wrote the row; its message is not kept, \
+         as it may quote the row (update the row's vector column yourself to see it)"
+    )
+}
+
+/// Checks the worker's write of one row: `embedded` is the text its vector
+/// was made of (`None`: the row had none, and the write cleared the
+/// vector); `written` is the row's text as the write left it, after the
+/// table's BEFORE UPDATE triggers, or `None` when a trigger skipped the
+/// write.  A trigger that rewrites the text on every update would leave a
+/// vector beside a text it was not made of, or, with the queue trigger on
+/// every UPDATE, queue the row again at each write, for ever: either is a
+/// failed try (SQLSTATE 27000), retried with backoff and then parked like
+/// any other, never a loop.
+pub fn check_written(embedded: Option<&str>, written: Option<Option<&str>>) -> Result<()> {
+    let hint = "Make the table's triggers leave the text alone when only the vector column \
+                changes (compare OLD and NEW), then call embed_queue_retry().";
+    match written {
+        None => Err(Error::new(
+            ErrorKind::TriggeredChange,
+            "a trigger of the table skipped the worker's write of a vector",
+        )
+        .detail("A BEFORE UPDATE trigger returned NULL for the update that writes the vector, so the row would never get one.")
+        .hint(hint)),
+        Some(after) if after != embedded => Err(Error::new(
+            ErrorKind::TriggeredChange,
+            "a trigger of the table changed the text while its vector was written",
+        )
+        .detail(format!(
+            "The worker embedded a text of {} bytes; the table's BEFORE UPDATE triggers left one of {} bytes, which the vector would not describe.",
+            embedded.map_or(0, str::len),
+            after.map_or(0, str::len)
+        ))
+        .hint(hint)),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The statement the trigger queues a row with (`$1` the table's oid, `$2`
@@ -444,11 +498,47 @@ mod tests {
         };
         assert_eq!(
             write_statement("x.t", &c, "vector(384)"),
-            "UPDATE ONLY x.t SET \"e\" = $2::vector(384) WHERE ctid OPERATOR(pg_catalog.=) $1"
+            "UPDATE ONLY x.t SET \"e\" = $2::vector(384) WHERE ctid OPERATOR(pg_catalog.=) $1 \
+             RETURNING \"n\"::pg_catalog.text"
         );
         c.model = Some("m".into());
         assert!(
             write_statement("x.t", &c, "real[]").contains("\"e\" = $2::real[], \"m\" = $3 WHERE")
+        );
+    }
+
+    #[test]
+    fn a_failure_keeps_only_messages_clinembed_wrote() {
+        let ours = "the model returned 768 dimensions";
+        assert_eq!(failure_message(true, "42804", ours), ours);
+        let theirs = "invalid input syntax for type integer: \"Patient denies chest pain\"";
+        let kept = failure_message(false, "22P02", theirs);
+        assert!(kept.contains("22P02"), "{kept}");
+        assert!(
+            !kept.contains("Patient") && !kept.contains("integer"),
+            "{kept}"
+        );
+    }
+
+    #[test]
+    fn a_write_is_checked_against_the_text_embedded() {
+        assert!(check_written(Some("abc"), Some(Some("abc"))).is_ok());
+        assert!(check_written(None, Some(None)).is_ok());
+        let changed = check_written(Some("abc"), Some(Some("abc [rev 2]"))).unwrap_err();
+        assert_eq!(changed.kind, ErrorKind::TriggeredChange);
+        let detail = changed.detail.unwrap();
+        assert!(
+            detail.contains("3 bytes") && detail.contains("11 bytes"),
+            "{detail}"
+        );
+        assert!(!detail.contains("abc"));
+        // text given where there was none, or taken away
+        assert!(check_written(None, Some(Some("x"))).is_err());
+        assert!(check_written(Some("x"), Some(None)).is_err());
+        // skipped by a trigger returning NULL
+        assert_eq!(
+            check_written(Some("x"), None).unwrap_err().kind,
+            ErrorKind::TriggeredChange
         );
     }
 

@@ -228,6 +228,79 @@ def test_a_failing_row_is_parked_without_its_text_and_the_rest_proceed(server_lo
     exactly_once("t_fail")
 
 
+def test_a_failure_keeps_no_text_and_hides_rows_row_level_security_hides(server_log):
+    # A user trigger fails with a message quoting the row's text (a failed
+    # cast); a role may read the table, but a policy hides the row.  On
+    # 0.10.0 the failures view showed that role the message, text and all.
+    sentinel = "PHISENTINELRLS7"
+    run("DROP ROLE IF EXISTS queue_reader", "CREATE ROLE queue_reader LOGIN",
+        *table_sql("t_rls"),
+        """CREATE FUNCTION cast_body() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.emb IS NOT NULL AND NEW.id = 1 THEN PERFORM NEW.body::int; END IF;
+            RETURN NEW;
+        END $$""",
+        "CREATE TRIGGER a_cast BEFORE UPDATE ON t_rls FOR EACH ROW EXECUTE FUNCTION cast_body()",
+        "GRANT SELECT ON t_rls TO queue_reader",
+        "ALTER TABLE t_rls ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY evens ON t_rls FOR SELECT TO queue_reader USING (id % 2 = 0)",
+        f"INSERT INTO t_rls (id, body) VALUES (1, '{sentinel} chest pain'), (2, '{SHORT}')")
+    assert wait_until(lambda: q("SELECT count(*) FROM embed_queue_failures WHERE relation = 't_rls'::regclass "
+                                "AND state = 'parked'") == 1) is not None
+    # the owner (whom the policy does not bind) sees the failure, without the text
+    with connect(DB) as c:
+        row = c.execute("SELECT key, sqlstate, message FROM embed_queue_failures "
+                        "WHERE relation = 't_rls'::regclass").fetchone()
+    assert row[0] == ["1"] and row[1] == "22P02"
+    assert sentinel not in row[2] and "22P02" in row[2], row[2]
+    # the reader sees counts, never keys or messages of rows a policy hides
+    with connect(DB, user="queue_reader") as c:
+        assert one(c, "SELECT count(*) FROM t_rls") == 1
+        assert one(c, "SELECT count(*) FROM embed_queue_failures WHERE relation = 't_rls'::regclass") == 0
+        assert one(c, "SELECT parked FROM embed_queue_status WHERE relation = 't_rls'::regclass") == 1
+    assert sentinel not in server_log.text()
+    assert q("SELECT emb IS NOT NULL FROM t_rls WHERE id = 2")
+
+
+@pytest.mark.parametrize("queue_on", ["UPDATE", "UPDATE OF body, id"])
+def test_a_trigger_that_rewrites_the_text_on_write_is_parked_not_looped(queue_on):
+    # A user trigger appends a revision mark on every update, the worker's
+    # write of the vector included.  On 0.10.0: with the queue trigger on
+    # UPDATE OF body the row kept a vector of its previous text, nothing
+    # queued; on every UPDATE, it was rewritten and embedded again for ever.
+    table = "t_rev_all" if queue_on == "UPDATE" else "t_rev_of"
+    run(f"CREATE TABLE {table} (id int PRIMARY KEY, body text, emb real[], model text)",
+        f"CREATE TRIGGER q BEFORE INSERT OR {queue_on} ON {table} FOR EACH ROW "
+        f"EXECUTE FUNCTION embed_queue_trigger('body', 'emb', 'model')",
+        f"CREATE TRIGGER zz_audit AFTER UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION audit_write()",
+        """CREATE OR REPLACE FUNCTION revise() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW.body := NEW.body || ' [rev]'; RETURN NEW; END $$""",
+        f"CREATE TRIGGER a_rev BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION revise()",
+        f"INSERT INTO {table} (id, body) VALUES (1, '{SHORT}'), (2, '{SHORT} two')")
+    assert wait_until(lambda: q(f"SELECT count(*) FROM embed_queue_failures WHERE relation = '{table}'::regclass "
+                                "AND state = 'parked'") == 2) is not None
+    with connect(DB) as c:
+        rows = c.execute("SELECT sqlstate, attempts, message FROM embed_queue_failures "
+                         f"WHERE relation = '{table}'::regclass").fetchall()
+    assert all(r[0] == "27000" and r[1] == 2 and "changed the text" in r[2] for r in rows), rows
+    # every try rolled back: the texts as written, no vector, none ever written
+    assert q(f"SELECT count(*) FROM {table} WHERE body LIKE '%[rev]%' OR emb IS NOT NULL") == 0
+    assert q(f"SELECT count(*) FROM audit WHERE tbl = '{table}'") == 0
+    # fixed, and queued again: embedded
+    run(f"DROP TRIGGER a_rev ON {table}")
+    assert q(f"SELECT embed_queue_retry('{table}')") == 2
+    assert wait_until(lambda: drained(table)) is not None
+    exactly_once(table)
+
+
+def test_a_direct_call_of_the_trigger_is_refused():
+    with connect(DB) as c:
+        with pytest.raises(Exception) as e:
+            c.execute("SELECT embed_queue_trigger()")
+    assert e.value.sqlstate == "39P01" and "only be called as a trigger" in str(e.value)
+    assert e.value.diag.message_detail and e.value.diag.message_hint
+
+
 def test_the_worker_cannot_run_code_as_a_superuser():
     marker = "/tmp/clinembed-queue-superuser"
     if os.path.exists(marker):

@@ -1,0 +1,28 @@
+-- clinembed 0.10.0 -> 0.10.1: failures never show a row's text.
+--
+-- embed_queue_failures lists a table under row-level security only to roles
+-- the policy does not apply to: a key names a row the policy may hide.  The
+-- library now keeps only its own messages (which never hold note text);
+-- for an error raised elsewhere (a user's trigger, a cast, a constraint),
+-- only its SQLSTATE.  Messages 0.10.0 kept may quote a row: they are
+-- replaced, their SQLSTATE kept.
+--
+-- In the library: the queue trigger refuses a direct call with 39P01; a
+-- worker's write that a user's trigger changes or skips fails with 27000
+-- (tried again, then parked) instead of leaving a vector beside another
+-- text or queueing the row again for ever.
+
+CREATE OR REPLACE VIEW @extschema@.embed_queue_failures AS
+SELECT relid::pg_catalog.regclass AS relation, key, attempts, sqlstate, message,
+       CASE WHEN parked_at IS NOT NULL THEN 'parked' ELSE 'retrying' END AS state,
+       retry_at, parked_at, queued_at
+  FROM @extschema@.embed_queue
+ WHERE sqlstate IS NOT NULL
+   AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = relid)
+   AND pg_catalog.has_table_privilege(relid, 'SELECT')
+   AND NOT pg_catalog.row_security_active(relid);
+
+UPDATE @extschema@.embed_queue
+   SET message = 'SQLSTATE ' OPERATOR(pg_catalog.||) sqlstate OPERATOR(pg_catalog.||)
+                 '; its message, kept by clinembed 0.10.0, is withheld, as it may quote the row'
+ WHERE message IS NOT NULL;
