@@ -381,11 +381,25 @@ struct Entry {
     key: Vec<String>,
 }
 
+thread_local! {
+    /// The table whose batch failed last: the next batch is another
+    /// table's, when another has rows due, so a table whose rows all fail
+    /// (each tried alone, then again after its backoff) takes at most every
+    /// other batch and starves no other table's queue.
+    static FAILED_LAST: std::cell::Cell<pg_sys::Oid> =
+        const { std::cell::Cell::new(pg_sys::Oid::INVALID) };
+}
+
 /// One batch, with what to do when it fails.
 fn step(slot: usize) -> Step {
     let taken: Taken = RefCell::new(None);
     let outcome = transaction(|| batch(slot, None, &taken));
     registry::set_batch(slot, 0, 0, 0);
+    let failed = match (&outcome, &*taken.borrow()) {
+        (Err(_), Some((relid, _))) => *relid,
+        _ => pg_sys::Oid::INVALID,
+    };
+    FAILED_LAST.with(|f| f.set(failed));
     match outcome {
         Ok(step) => step,
         Err(f) if f.sqlstate == CANCELED => Step::Worked { full: false },
@@ -500,11 +514,14 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         }
         None => {
             let due = "parked_at IS NULL AND COALESCE(retry_at, queued_at) OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()";
+            // The oldest due row's table, after any other table's when the
+            // last batch failed (FAILED_LAST).
             let Some(relid) = select_one::<pg_sys::Oid>(
                 &format!(
-                    "SELECT relid FROM {schema}.embed_queue WHERE {due} ORDER BY queued_at LIMIT 1"
+                    "SELECT relid FROM {schema}.embed_queue WHERE {due} \
+                     ORDER BY relid OPERATOR(pg_catalog.=) $1, queued_at LIMIT 1"
                 ),
-                &[],
+                &[FAILED_LAST.with(|f| f.get()).into()],
             ) else {
                 return Step::Idle(next_due());
             };

@@ -293,6 +293,28 @@ def test_a_trigger_that_rewrites_the_text_on_write_is_parked_not_looped(queue_on
     exactly_once(table)
 
 
+def test_a_table_whose_rows_all_fail_starves_no_other():
+    # Every row of t_bad fails (a check constraint refuses any vector), and
+    # each failed batch is retried row by row: on 0.10.0 all of them went
+    # before a table queued after them, for minutes with an audit trigger
+    # that failed in the worker.  Now a failed batch hands the next turn to
+    # another table with rows due.
+    pause()
+    try:
+        run(*table_sql("t_bad", ", CONSTRAINT never CHECK (emb IS NULL)"),
+            f"INSERT INTO t_bad (id, body) SELECT g, '{SHORT} ' || g FROM generate_series(1, 400) g",
+            *table_sql("t_good"),
+            f"INSERT INTO t_good (id, body) SELECT g, '{SHORT} ' || g FROM generate_series(1, 20) g")
+    finally:
+        resume()
+    assert wait_until(lambda: drained("t_good")) is not None
+    # t_good was done while most of t_bad had not been tried once
+    untried = q("SELECT count(*) FROM embed_queue WHERE relid = 't_bad'::regclass AND attempts = 0")
+    assert untried > 200, untried
+    exactly_once("t_good")
+    run("DROP TABLE t_bad")
+
+
 def test_a_direct_call_of_the_trigger_is_refused():
     with connect(DB) as c:
         with pytest.raises(Exception) as e:
