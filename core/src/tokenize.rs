@@ -51,12 +51,18 @@ pub struct Encoder {
 impl Encoder {
     /// Loads `tokenizer.json` and sets truncation to `max_length`, padding off.
     pub fn from_file(path: &Path, max_length: usize) -> Result<Self> {
-        if !path.is_file() {
+        Self::from_file_as(path, path, max_length)
+    }
+
+    /// [`from_file`](Self::from_file) of the file at `read` (a path through
+    /// a pinned directory), whose errors name `path`.
+    pub fn from_file_as(read: &Path, path: &Path, max_length: usize) -> Result<Self> {
+        if !read.is_file() {
             return Err(Error::new(ErrorKind::NotFound, "tokenizer.json not found")
                 .detail(format!("No readable file at \"{}\".", path.display()))
                 .hint("A model directory holds model.onnx and tokenizer.json."));
         }
-        let tok = Tokenizer::from_file(path).map_err(|e| {
+        let tok = Tokenizer::from_file(read).map_err(|e| {
             Error::new(ErrorKind::InvalidModel, "could not parse tokenizer.json")
                 .detail(format!("{}: {e}", path.display()))
                 .hint("Export the tokenizer with a recent Hugging Face tokenizers or transformers (save_pretrained writes tokenizer.json).")

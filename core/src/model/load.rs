@@ -95,7 +95,9 @@ impl Embedder {
         };
         let (encoder, opened) = with_signals_blocked(|| {
             std::thread::scope(|scope| {
-                let parsing = scope.spawn(|| Encoder::from_file(&tokenizer, max_length));
+                let parsing = scope.spawn(|| {
+                    Encoder::from_file_as(&tokenizer, &dir.join(TOKENIZER_FILE), max_length)
+                });
                 let opened = open_session(env, &source, &files[0], opts, weights);
                 let encoder = parsing.join().unwrap_or_else(|_| {
                     Err(
