@@ -7,6 +7,12 @@
 -- only its SQLSTATE.  Messages 0.10.0 kept may quote a row: they are
 -- replaced, their SQLSTATE kept.
 --
+-- embed_queue records the primary key index each key was printed by
+-- (pkey): a worker that finds keys of a primary key the table no longer
+-- has queues the table's rows again under the new one, instead of dropping
+-- them as deleted.  Keys queued by 0.10.0 have none; they are checked by
+-- their number of columns only.
+--
 -- In the library: the queue trigger refuses a direct call with 39P01; a
 -- worker's write that a user's trigger changes or skips fails with 27000
 -- (tried again, then parked) instead of leaving a vector beside another
@@ -26,3 +32,5 @@ UPDATE @extschema@.embed_queue
    SET message = 'SQLSTATE ' OPERATOR(pg_catalog.||) sqlstate OPERATOR(pg_catalog.||)
                  '; its message, kept by clinembed 0.10.0, is withheld, as it may quote the row'
  WHERE message IS NOT NULL;
+
+ALTER TABLE @extschema@.embed_queue ADD COLUMN pkey oid;

@@ -17,6 +17,10 @@ CREATE TABLE @extschema@.embed_queue (
     parked_at timestamptz,
     sqlstate text,
     message text,
+    -- the primary key index the key was printed by (NULL: queued by
+    -- 0.10.0): a key queued under a primary key the table no longer has
+    -- makes the worker queue the table's rows again under the new one
+    pkey oid,
     PRIMARY KEY (relid, key)
 );
 CREATE INDEX embed_queue_due ON @extschema@.embed_queue (queued_at) WHERE parked_at IS NULL;

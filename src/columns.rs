@@ -404,6 +404,14 @@ pub(crate) fn primary_key(rel: pg_sys::Oid) -> Option<Vec<(String, String)>> {
     (!keys.is_empty()).then_some(keys)
 }
 
+/// The oid of `rel`'s primary key index, if it has one.
+pub(crate) fn primary_key_index(rel: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    select_one::<pg_sys::Oid>(
+        "SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid OPERATOR(pg_catalog.=) $1 AND indisprimary",
+        &[rel.into()],
+    )
+}
+
 /// The statement trigger's statements (see
 /// `clinembed_core::columns::batch_statements`) for trigger `trigger_name`
 /// on `rel`, after checking what it needs: transition tables, a primary key,

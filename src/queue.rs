@@ -139,8 +139,9 @@ unsafe extern "C-unwind" fn at_transaction_end(
     }
 }
 
-/// Queues `key` of table `rel` (a new text version).
-fn enqueue(rel: pg_sys::Oid, key: Vec<String>) {
+/// Queues `key` of table `rel` (a new text version), printed under the
+/// primary key index `pkey`.
+fn enqueue(rel: pg_sys::Oid, key: Vec<String>, pkey: pg_sys::Oid) {
     // The statement is prepared once per backend and kept while its queue
     // table exists (a syscache probe per row, not a catalog scan): the
     // extension dropped and created again has a new one.
@@ -169,6 +170,7 @@ fn enqueue(rel: pg_sys::Oid, key: Vec<String>) {
                     &[
                         PgOid::BuiltIn(PgBuiltInOids::OIDOID),
                         PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID),
+                        PgOid::BuiltIn(PgBuiltInOids::OIDOID),
                     ],
                 )
                 .map(|s| s.keep())
@@ -181,7 +183,10 @@ fn enqueue(rel: pg_sys::Oid, key: Vec<String>) {
         let cached = e.borrow();
         let (queue, stmt) = cached.as_ref().expect("prepared above");
         as_role(queue.owner, || {
-            Spi::connect_mut(|c| c.update(stmt, None, &[rel.into(), key.into()]).map(|_| ()))
+            Spi::connect_mut(|c| {
+                c.update(stmt, None, &[rel.into(), key.into(), pkey.into()])
+                    .map(|_| ())
+            })
         })
         .unwrap_or_else(|e| spi_failed(e));
     });
@@ -436,13 +441,13 @@ fn embed_queue_trigger_body<'a>(
             .collect()
     };
     if todo.enqueue {
-        enqueue(rel, key_of(new));
+        enqueue(rel, key_of(new), pk_index);
     } else if !insert
         && q::requeue_on_key_change(text.is_some(), has_vector, || key_of(new) != key_of(old))
     {
         // The row waits for its vector under its old key, which now finds
         // no row: queued again under the new one.
-        enqueue(rel, key_of(new));
+        enqueue(rel, key_of(new), pk_index);
     }
     if !todo.clear || (!has_vector && label.is_none()) {
         return Ok(trigger.new());
@@ -644,13 +649,42 @@ fn require(rel: pg_sys::Oid, privilege: &str, column: &str) {
     }
 }
 
+/// Queues the rows of table `t` (itself only) that the rule says need work,
+/// by its primary key `keys` now; keys already queued stay as they are.
+/// Returns how many were queued.  Used by `embed_queue_enqueue` and by a
+/// worker that finds keys of a primary key the table no longer has.
+pub(crate) fn enqueue_stored(
+    t: pg_sys::Oid,
+    cols: &Columns,
+    keys: &[(String, String)],
+    model_id: &str,
+) -> i64 {
+    let queue = queue();
+    let pkey = columns::primary_key_index(t).unwrap_or(pg_sys::Oid::INVALID);
+    let names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+    let sql = q::enqueue_stored_statement(
+        &columns::qualified(t),
+        t.to_u32(),
+        pkey.to_u32(),
+        &queue.schema,
+        &names,
+        cols,
+        model_id,
+    )
+    .unwrap_or_else(|e| report(e));
+    // keys printed as the trigger prints them, under fixed settings
+    as_role_with(queue.owner, KEY_TEXT_SETTINGS, || {
+        Spi::connect_mut(|c| c.update(sql.as_str(), None, &[]).map(|r| r.len() as i64))
+    })
+    .unwrap_or_else(|e| spi_failed(e))
+}
+
 /// Queues every row of `rel` (partitions and children included) that the
 /// rule says needs work: a missing vector, another model's, a vector beside
 /// no text; keys already queued stay as they are.  The asynchronous form of
 /// `embed_backfill`, for a model change.  Returns the rows queued.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
-    let queue = queue();
     let model_id = crate::embed_model_id();
     let mut queued = 0i64;
     let mut with_trigger = 0;
@@ -671,21 +705,7 @@ fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
         for k in &keys {
             require(t, "SELECT", &k.0);
         }
-        let names: Vec<String> = keys.into_iter().map(|k| k.0).collect();
-        let sql = q::enqueue_stored_statement(
-            &columns::qualified(t),
-            t.to_u32(),
-            &queue.schema,
-            &names,
-            &cols,
-            &model_id,
-        )
-        .unwrap_or_else(|e| report(e));
-        // keys printed as the trigger prints them, under fixed settings
-        queued += as_role_with(queue.owner, KEY_TEXT_SETTINGS, || {
-            Spi::connect_mut(|c| c.update(sql.as_str(), None, &[]).map(|r| r.len() as i64))
-        })
-        .unwrap_or_else(|e| spi_failed(e));
+        queued += enqueue_stored(t, &cols, &keys, &model_id);
     }
     if with_trigger == 0 {
         report(

@@ -379,6 +379,9 @@ type Taken = RefCell<Option<(pg_sys::Oid, Vec<Vec<String>>)>>;
 struct Entry {
     ctid: pg_sys::ItemPointerData,
     key: Vec<String>,
+    /// The primary key index the key was printed by (None: queued by
+    /// 0.10.0).
+    pkey: Option<pg_sys::Oid>,
 }
 
 thread_local! {
@@ -505,7 +508,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         Some((relid, key)) => {
             let entries = entries_of(
                 &format!(
-                    "SELECT ctid, key FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 \
+                    "SELECT ctid, key, pkey FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 \
                      AND parked_at IS NULL FOR UPDATE SKIP LOCKED"
                 ),
                 &[relid.into(), key.into()],
@@ -528,7 +531,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             let entries = match choose(&schema, relid, due, limit) {
                 Some(ctids) => entries_of(
                     &format!(
-                        "SELECT ctid, key FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
+                        "SELECT ctid, key, pkey FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
                          AND ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]::pg_catalog.tid[]) \
                          ORDER BY queued_at FOR UPDATE SKIP LOCKED"
                     ),
@@ -536,7 +539,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
                 ),
                 None => entries_of(
                     &format!(
-                        "SELECT ctid, key FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
+                        "SELECT ctid, key, pkey FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
                          ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED"
                     ),
                     &[relid.into(), (limit as i64).into()],
@@ -610,6 +613,30 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         )
     });
     let table = columns::qualified(relid);
+    // Keys printed under a primary key the table no longer has name no
+    // row, or the wrong one: the table's rows that need work are queued
+    // again under its key now, and those keys are forgotten.
+    let pkey_now = columns::primary_key_index(relid).unwrap_or(pg_sys::Oid::INVALID);
+    let (stale, entries): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| {
+        q::key_is_stale(
+            e.pkey.map(|p| p.to_u32()),
+            e.key.len(),
+            pkey_now.to_u32(),
+            keys.len(),
+        )
+    });
+    if !stale.is_empty() {
+        let requeued = crate::queue::enqueue_stored(relid, &cols, &keys, &crate::embed_model_id());
+        delete(&stale.iter().map(|e| e.ctid).collect::<Vec<_>>());
+        pgrx::log!(
+            "clinembed queue worker: {} queued keys of table oid {} were printed under a primary key it no longer has; {requeued} of its rows queued again under the current one",
+            stale.len(),
+            relid.to_u32()
+        );
+        if entries.is_empty() {
+            return Step::Worked { full: true };
+        }
+    }
     // One text[] per key column, the keys in order.
     let arrays: Vec<Vec<String>> = (0..keys.len())
         .map(|i| {
@@ -858,6 +885,7 @@ fn entries_of(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Vec<Entry> {
                 Ok(Entry {
                     ctid: r.get::<pg_sys::ItemPointerData>(1)?.unwrap_or_default(),
                     key: r.get::<Vec<String>>(2)?.unwrap_or_default(),
+                    pkey: r.get::<pg_sys::Oid>(3)?,
                 })
             })
             .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()

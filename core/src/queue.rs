@@ -295,14 +295,28 @@ pub fn check_written(embedded: Option<&str>, written: Option<Option<&str>>) -> R
 }
 
 /// The statement the trigger queues a row with (`$1` the table's oid, `$2`
-/// its key as `text[]`).  A key already queued is queued again as a new
+/// its key as `text[]`, `$3` the primary key index that printed it).  A key already queued is queued again as a new
 /// text version: its tries and failure are forgotten.
 pub fn enqueue_statement(schema: &str) -> String {
     format!(
-        "INSERT INTO {schema}.embed_queue AS q (relid, key) VALUES ($1, $2) \
+        "INSERT INTO {schema}.embed_queue AS q (relid, key, pkey) VALUES ($1, $2, $3) \
          ON CONFLICT (relid, key) DO UPDATE SET queued_at = EXCLUDED.queued_at, attempts = 0, \
-         retry_at = NULL, parked_at = NULL, sqlstate = NULL, message = NULL"
+         retry_at = NULL, parked_at = NULL, sqlstate = NULL, message = NULL, pkey = EXCLUDED.pkey"
     )
+}
+
+/// Whether a queued key was printed under another primary key than the
+/// table's now (`pkey`, the index it was queued under: `None` for keys
+/// 0.10.0 queued, checked by their number of columns only).  Such a key
+/// names no row, or the wrong one; the worker queues the table's rows
+/// again under the current key instead of dropping it as deleted.
+pub fn key_is_stale(
+    pkey: Option<u32>,
+    key_columns: usize,
+    current: u32,
+    columns_now: usize,
+) -> bool {
+    key_columns != columns_now || pkey.is_some_and(|p| p != current)
 }
 
 /// The statement `embed_queue_enqueue` queues a table's stored rows with:
@@ -312,6 +326,7 @@ pub fn enqueue_statement(schema: &str) -> String {
 pub fn enqueue_stored_statement(
     table: &str,
     relid: u32,
+    pkey: u32,
     schema: &str,
     keys: &[String],
     columns: &Columns,
@@ -323,8 +338,8 @@ pub fn enqueue_stored_statement(
         .collect::<Vec<_>>()
         .join(", ");
     Ok(format!(
-        "INSERT INTO {schema}.embed_queue (relid, key) \
-         SELECT {relid}::pg_catalog.oid, ARRAY[{key}] FROM ONLY {table} t WHERE {} \
+        "INSERT INTO {schema}.embed_queue (relid, key, pkey) \
+         SELECT {relid}::pg_catalog.oid, ARRAY[{key}], {pkey}::pg_catalog.oid FROM ONLY {table} t WHERE {} \
          ON CONFLICT (relid, key) DO NOTHING",
         columns::needs_work(Event::Stored, columns, "t", Some(model_id))?
     ))
@@ -543,17 +558,30 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_another_primary_key_are_stale() {
+        assert!(!key_is_stale(Some(7), 1, 7, 1));
+        // the primary key replaced, even on the same columns
+        assert!(key_is_stale(Some(7), 1, 9, 1));
+        // queued by 0.10.0: known by its number of columns only
+        assert!(!key_is_stale(None, 1, 9, 1));
+        assert!(key_is_stale(None, 1, 9, 2));
+        assert!(key_is_stale(Some(9), 2, 9, 1));
+    }
+
+    #[test]
     fn enqueue_stored_takes_the_rules_condition() {
         let c = Columns {
             source: "n".into(),
             target: "e".into(),
             model: Some("m".into()),
         };
-        let s = enqueue_stored_statement("x.t", 42, "ce", &["id".into()], &c, "m@1").unwrap();
+        let s = enqueue_stored_statement("x.t", 42, 7, "ce", &["id".into()], &c, "m@1").unwrap();
         let want = columns::needs_work(Event::Stored, &c, "t", Some("m@1")).unwrap();
         assert!(s.contains(&want), "{s}");
-        assert!(s.contains("SELECT 42::pg_catalog.oid, ARRAY[t.\"id\"::pg_catalog.text]"));
+        assert!(s.contains(
+            "SELECT 42::pg_catalog.oid, ARRAY[t.\"id\"::pg_catalog.text], 7::pg_catalog.oid"
+        ));
         assert!(s.ends_with("ON CONFLICT (relid, key) DO NOTHING"));
-        assert!(enqueue_stored_statement("x.t", 42, "ce", &["id".into()], &c, "m@1").is_ok());
+        assert!(enqueue_stored_statement("x.t", 42, 7, "ce", &["id".into()], &c, "m@1").is_ok());
     }
 }

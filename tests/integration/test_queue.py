@@ -376,6 +376,28 @@ def test_a_key_changed_before_its_turn_is_queued_again():
     exactly_once("t_rekey")
 
 
+def test_a_primary_key_replaced_while_keys_wait_loses_no_row():
+    # Keys queued under one primary key, then the table's primary key moved
+    # to another column: on 0.10.0 the worker looked the old keys up in the
+    # new column, found nothing and dropped them; the rows kept no vector,
+    # with nothing pending and no failure.
+    pause()
+    try:
+        run("CREATE TABLE t_repk (id int PRIMARY KEY, code text NOT NULL UNIQUE, body text, emb real[], model text)",
+            "CREATE TRIGGER q BEFORE INSERT OR UPDATE ON t_repk FOR EACH ROW "
+            "EXECUTE FUNCTION embed_queue_trigger('body', 'emb', 'model')",
+            "CREATE TRIGGER zz_audit AFTER UPDATE ON t_repk FOR EACH ROW EXECUTE FUNCTION audit_write()",
+            f"INSERT INTO t_repk (id, code, body) SELECT g, 'c' || g, '{SHORT} ' || g FROM generate_series(1, 5) g",
+            "ALTER TABLE t_repk DROP CONSTRAINT t_repk_pkey, ADD PRIMARY KEY (code)")
+        assert q("SELECT count(*) FROM embed_queue WHERE relid = 't_repk'::regclass") == 5
+    finally:
+        resume()
+    assert wait_until(lambda: q("SELECT count(*) FROM t_repk WHERE emb IS NOT NULL") == 5) is not None
+    assert wait_until(lambda: drained("t_repk")) is not None
+    assert q("SELECT bool_and(emb = embed_text(body)) FROM t_repk")
+    exactly_once("t_repk")
+
+
 def test_an_update_of_list_without_the_key_is_refused():
     run("CREATE TABLE t_of (id int PRIMARY KEY, body text, emb real[])",
         "CREATE TRIGGER q BEFORE INSERT OR UPDATE OF body ON t_of FOR EACH ROW "
