@@ -207,6 +207,96 @@ def test_a_changed_model_file_gets_its_own_entry(cache):
     shutil.rmtree(model.parent)
 
 
+def renameat2_exchange(a, b):
+    """Swaps the names a and b atomically (renameat2 RENAME_EXCHANGE)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+
+
+@pytest.mark.parametrize("weights", ["on", "off"])
+def test_a_model_directory_swapped_during_loads_mixes_no_models(cache, weights):
+    # Two models of the same shape, other weights, in two directories whose
+    # names are swapped every few milliseconds while new backends load one
+    # of them by name.  On 0.10.0 the identity was hashed from one file and
+    # ONNX Runtime read the other by name: sessions (and, with shared
+    # weights, the cache entry) held one model's weights under the other's
+    # identity, across restarts.  Every load must now either fail with
+    # "model files changed while loading" or embed with the model whose
+    # identity it reports; and afterwards each model loads as itself.
+    import onnx
+    from onnx import numpy_helper
+
+    base = SCRATCH / "swap"
+    shutil.rmtree(base, ignore_errors=True)
+    a, b = base / "m", base / "other"
+    for d in (a, b):
+        shutil.copytree(MODEL_DIR, d)
+        # no recorded checksum: b's model.onnx has other bytes
+        (d / "clinembed.json").write_text('{"pooling": "mean", "max_length": 512}\n')
+    graph = onnx.load(str(a / "model.onnx"))
+    for init in graph.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.dtype.kind == "f":
+            init.CopyFrom(numpy_helper.from_array((w * 1.05).astype(w.dtype), init.name))
+    onnx.save(graph, str(b / "model.onnx"))
+    subprocess.run(["chmod", "-R", "a+rX", str(SCRATCH)], check=True)
+
+    def load(path):
+        """(vector, identity of the session that made it) in a new backend."""
+        with connect() as c:
+            c.execute(f"SET clinembed.shared_weights = {weights}")
+            c.execute(f"SET clinembed.model = '{path}'")
+            v = one(c, "SELECT embed_text('chest pain')")
+            ids = [r[0] for r in c.execute("SELECT model_id FROM embed_stats()").fetchall()]
+            assert len(ids) == 1, ids
+            return v, ids[0]
+
+    def content(identity):
+        """The identity's hash, of the model's bytes and settings (its name
+        part is the directory's name, which the swaps exchange)."""
+        return identity.split("@", 1)[1]
+
+    want = {content(i): v for v, i in (load(p) for p in (a, b))}
+    assert len(want) == 2 and max_diff(*([v] for v in want.values())) > 1e-3
+
+    def consistent(v, identity):
+        return content(identity) in want and max_diff([v], [want[content(identity)]]) <= 1e-5
+
+    shutil.rmtree(cache, ignore_errors=True)  # the first loads below build the entries
+    stop = threading.Event()
+
+    def swapper():
+        while not stop.is_set():
+            renameat2_exchange(a, b)
+            stop.wait(0.003)
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    loaded = failed = 0
+    try:
+        for _ in range(12):
+            try:
+                v, identity = load(a)
+            except psycopg.Error as e:
+                assert "model files changed while loading" in str(e), e
+                failed += 1
+                continue
+            assert consistent(v, identity), f"a vector of one model under identity {identity}"
+            loaded += 1
+    finally:
+        stop.set()
+        t.join()
+    assert loaded > 0, f"every load failed ({failed})"
+    # Nothing poisoned: each directory, loaded quietly, embeds as itself.
+    for p in (a, b):
+        assert consistent(*load(p))
+    shutil.rmtree(base)
+
+
 def test_an_ordinary_role_cannot_move_or_disable_the_cache(cache):
     with connect() as c:
         c.execute("DROP ROLE IF EXISTS clinembed_weights_role")
