@@ -404,12 +404,19 @@ pub(crate) fn primary_key(rel: pg_sys::Oid) -> Option<Vec<(String, String)>> {
     (!keys.is_empty()).then_some(keys)
 }
 
-/// The oid of `rel`'s primary key index, if it has one.
+/// The oid of `rel`'s primary key index, if it has one, from the relation
+/// cache (no catalog query): what the queue trigger compares as well.
 pub(crate) fn primary_key_index(rel: pg_sys::Oid) -> Option<pg_sys::Oid> {
-    select_one::<pg_sys::Oid>(
-        "SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid OPERATOR(pg_catalog.=) $1 AND indisprimary",
-        &[rel.into()],
-    )
+    // SAFETY: `rel` names a relation the caller has found (relation_open
+    // raises an error otherwise); the index list fills `rd_pkindex`, and the
+    // relation is closed again when `relation` drops.
+    let index = unsafe {
+        let relation =
+            pgrx::PgRelation::with_lock(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        pg_sys::list_free(pg_sys::RelationGetIndexList(relation.as_ptr()));
+        (*relation.as_ptr()).rd_pkindex
+    };
+    (index != pg_sys::Oid::INVALID).then_some(index)
 }
 
 /// The statement trigger's statements (see

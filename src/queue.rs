@@ -650,17 +650,18 @@ fn require(rel: pg_sys::Oid, privilege: &str, column: &str) {
 }
 
 /// Queues the rows of table `t` (itself only) that the rule says need work,
-/// by its primary key `keys` now; keys already queued stay as they are.
-/// Returns how many were queued.  Used by `embed_queue_enqueue` and by a
-/// worker that finds keys of a primary key the table no longer has.
+/// by its primary key now (index `pkey`, columns `keys`); keys already
+/// queued stay as they are.  Returns how many were queued.  Used by
+/// `embed_queue_enqueue` and by a worker that finds keys of a primary key
+/// the table no longer has.
 pub(crate) fn enqueue_stored(
     t: pg_sys::Oid,
     cols: &Columns,
+    pkey: pg_sys::Oid,
     keys: &[(String, String)],
     model_id: &str,
 ) -> i64 {
     let queue = queue();
-    let pkey = columns::primary_key_index(t).unwrap_or(pg_sys::Oid::INVALID);
     let names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
     let sql = q::enqueue_stored_statement(
         &columns::qualified(t),
@@ -705,7 +706,8 @@ fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
         for k in &keys {
             require(t, "SELECT", &k.0);
         }
-        queued += enqueue_stored(t, &cols, &keys, &model_id);
+        let pkey = columns::primary_key_index(t).unwrap_or(pg_sys::Oid::INVALID);
+        queued += enqueue_stored(t, &cols, pkey, &keys, &model_id);
     }
     if with_trigger == 0 {
         report(

@@ -298,7 +298,7 @@ enum Step {
     Stop,
 }
 
-fn interrupts() {
+fn handle_pending_signals() {
     // SAFETY: reads flags set by signal handlers.
     unsafe {
         if pg_sys::ProcDiePending != 0 {
@@ -319,7 +319,7 @@ fn interrupts() {
 fn drain(slot: usize, datid: u32) {
     let mut idle_since = Instant::now();
     loop {
-        interrupts();
+        handle_pending_signals();
         let wait = match step(slot) {
             Step::Worked { full } => {
                 idle_since = Instant::now();
@@ -421,7 +421,7 @@ fn step(slot: usize) -> Step {
             } else {
                 // Alone, each key either goes through or fails on its own.
                 for key in keys {
-                    interrupts();
+                    handle_pending_signals();
                     let one = RefCell::new(None);
                     match transaction(|| batch(slot, Some((relid, key.clone())), &one)) {
                         Ok(_) => {}
@@ -626,7 +626,8 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         )
     });
     if !stale.is_empty() {
-        let requeued = crate::queue::enqueue_stored(relid, &cols, &keys, &crate::embed_model_id());
+        let requeued =
+            crate::queue::enqueue_stored(relid, &cols, pkey_now, &keys, &crate::embed_model_id());
         delete(&stale.iter().map(|e| e.ctid).collect::<Vec<_>>());
         pgrx::log!(
             "clinembed queue worker: {} queued keys of table oid {} were printed under a primary key it no longer has; {requeued} of its rows queued again under the current one",
