@@ -1,6 +1,6 @@
 """Memory per backend and first-call latency, shared weights against private
-weights, on one model (issue 11).  Run by `bash bench/run.sh memory`, which sets up the
-cluster, the notes table and the model; this script only measures.
+weights, on one model.  Run by `bash bench/run.sh memory` (and `... memo`), which
+sets up the cluster, the notes table and the models; this script only measures.
 
 For each of clinembed.shared_weights = on and off:
   * K = 1, 2, 4, 8 backends each run embed_texts over NOTES notes and stay
@@ -8,6 +8,9 @@ For each of clinembed.shared_weights = on and off:
     private (Private_Clean + Private_Dirty) per backend (median) and in total;
   * FIRST new connections one after another: the first embed_text's latency
     (the model's files already in the page cache);
+with --parts memo, FIRST new connections with shared weights, the memo of
+hashed model versions kept against removed before each (interleaved rounds):
+latency, load_ms and the bytes the backend read (/proc/PID/io rchar);
 then throughput in interleaved rounds (on, off, on, off, ...), each in a new
 connection after one warm-up call: embed_texts over THROUGHPUT notes, and
 SELECT embed_text(exp_text) over the same notes.
@@ -17,6 +20,7 @@ Reads /proc of the server's backends: run as root (or as the server's user).
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -88,6 +92,48 @@ def first_calls(dsn, mode, n, threads):
         "p90_ms": times[int(0.9 * (len(times) - 1))],
         "min_ms": times[0],
         "load_p50_ms": statistics.median(loads),
+    }
+
+
+def rchar(pid):
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no rchar in /proc/{pid}/io")
+
+
+def memo_calls(dsn, n, threads, forget):
+    """N new connections one after another, shared weights on: the first
+    embed_text's latency, its load_ms, and the bytes the backend read for it
+    (/proc/PID/io rchar, which counts page-cache reads too).  With `forget`,
+    the memo of hashed model versions (`sources/` in the weights cache) is
+    removed before each connection, as if it were never written: a model
+    whose clinembed.json records a sha256 is then hashed on every load."""
+    with connect(dsn) as c:
+        data = c.execute("SHOW data_directory").fetchone()[0]
+        cache = c.execute("SELECT current_setting('clinembed.weights_cache', true)").fetchone()[0]
+    sources = os.path.join(cache or os.path.join(data, "clinembed_cache"), "sources")
+    times, loads, reads = [], [], []
+    for _ in range(n):
+        if forget:
+            for name in os.listdir(sources) if os.path.isdir(sources) else []:
+                os.unlink(os.path.join(sources, name))
+        with connect(dsn) as c:
+            setup(c, "on", threads)
+            pid = c.info.backend_pid
+            before = rchar(pid)
+            t = time.perf_counter()
+            c.execute("SELECT embed_text('chest pain and shortness of breath')").fetchone()
+            times.append((time.perf_counter() - t) * 1000)
+            reads.append((rchar(pid) - before) / 2**20)
+            loads.append(c.execute("SELECT load_ms FROM embed_stats()").fetchone()[0])
+    return {
+        "memo": "removed before each" if forget else "kept",
+        "p50_ms": statistics.median(times),
+        "min_ms": min(times),
+        "load_p50_ms": statistics.median(loads),
+        "read_p50_mb": statistics.median(reads),
     }
 
 
@@ -185,7 +231,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="clinembed.intra_op_threads; 0 leaves the server's")
     ap.add_argument("--json")
-    ap.add_argument("--parts", default="memory,first,throughput", help="any of memory,first,throughput,threads")
+    ap.add_argument("--parts", default="memory,first,throughput", help="any of memory,first,memo,throughput,threads")
     ap.add_argument("--thread-notes", type=int, default=2000)
     ap.add_argument("--connections", type=int, default=8)
     a = ap.parse_args()
@@ -208,6 +254,8 @@ def main():
         memory_part(a, ks, result)
     if "first" in parts:
         first_part(a, result)
+    if "memo" in parts:
+        memo_part(a, result)
     if "throughput" in parts:
         throughput_part(a, result)
     if a.json:
@@ -239,6 +287,28 @@ def first_part(a, result):
         f = first_calls(a.dsn, mode, a.first, a.threads)
         result["first"].append(f)
         print(f"| {'shared' if mode == 'on' else 'private'} | {f['p50_ms']:.0f} | {f['p90_ms']:.0f} | {f['min_ms']:.0f} | {f['load_p50_ms']:.0f} |", flush=True)
+
+
+def memo_part(a, result):
+    print(f"\nFirst embed_text in a new connection, shared weights, {a.first} connections one after another,")
+    print("with the memo of hashed model versions kept, and removed before each connection:\n")
+    print("| memo | p50 ms | min ms | load p50 ms | read by the backend, p50 (MB) |")
+    print("|---|---|---|---|---|")
+    # a first load builds the derived form and writes the memo: not measured
+    with connect(a.dsn) as c:
+        setup(c, "on", a.threads)
+        c.execute("SELECT embed_text('warm up')").fetchone()
+    # interleaved, so drift on this VM falls on both alike
+    rows = {False: [], True: []}
+    for _ in range(a.rounds):
+        for forget in (False, True):
+            rows[forget].append(memo_calls(a.dsn, a.first, a.threads, forget))
+    for forget in (False, True):
+        m = {k: (statistics.median(r[k] for r in rows[forget]) if k != "memo" else rows[forget][0][k])
+             for k in rows[forget][0]}
+        result.setdefault("memo", []).append(m)
+        print(f"| {m['memo']} | {m['p50_ms']:.0f} | {m['min_ms']:.0f} | {m['load_p50_ms']:.0f} | {m['read_p50_mb']:.1f} |",
+              flush=True)
 
 
 def throughput_part(a, result):

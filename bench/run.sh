@@ -4,6 +4,9 @@
 #              NOTES=2000 bash bench/run.sh memory  (memory per backend, first-call latency
 #                  and throughput, shared against private weights, on this model and on the
 #                  default model; serial against parallel plans on the default: bench/memory.py)
+#              bash bench/run.sh memo  (a new connection's first call with shared weights, the
+#                  memo of hashed model versions kept or removed, on the bench model, on the
+#                  same checkpoint exported by scripts/export-model.sh, and on the default)
 # Builds the BERT-base-shaped model, installs it as clinembed model
 # "bert-base-bench", starts a scratch cluster and runs bench/run.py.
 set -euo pipefail
@@ -21,6 +24,18 @@ fi
 DEST=$SHARE/clinembed/models/bert-base-bench
 install -d -m 0755 "$DEST"
 for f in model.onnx tokenizer.json config.json clinembed.json; do install -m 0644 "$WORK/model/onnx/$f" "$DEST/$f"; done
+if [ "${1:-}" = memo ]; then
+    # The same checkpoint through the standard exporter (optimum), whose
+    # clinembed.json records model.onnx's sha256, as every export does.
+    if [ ! -f "$WORK/optimum/model.onnx" ]; then
+        echo "==> exporting the checkpoint with scripts/export-model.sh"
+        bash scripts/export-model.sh "$WORK/model/hf" "$WORK/optimum" >"$WORK/export.log" 2>&1 \
+            || { tail -n 30 "$WORK/export.log" >&2; exit 1; }
+    fi
+    DEST=$SHARE/clinembed/models/bert-base-optimum
+    install -d -m 0755 "$DEST"
+    for f in model.onnx tokenizer.json config.json clinembed.json; do install -m 0644 "$WORK/optimum/$f" "$DEST/$f"; done
+fi
 echo "==> building and installing clinembed (release)"
 install_release /tmp/clinembed-bench-build.log
 cluster_start bench "$(free_port)" shared_buffers=256MB
@@ -45,6 +60,13 @@ if [ "${1:-}" = memory ]; then
         [ "$model" = "$DEFAULT_MODEL" ] && [ "$NOTES" -ge 2000 ] && parts=${MEMORY_PARTS:-threads,$parts}
         PGDATABASE=bench "$PY" bench/memory.py --dsn "dbname=bench" --model "$model" \
             --parts "$parts" --rounds "${ROUNDS:-2}" --json "$WORK/memory-$model.json"
+    done
+    exit
+fi
+if [ "${1:-}" = memo ]; then
+    for model in ${MEMORY_MODELS:-bert-base-optimum bert-base-bench $DEFAULT_MODEL}; do
+        PGDATABASE=bench "$PY" bench/memory.py --dsn "dbname=bench" --model "$model" \
+            --parts memo --first "${FIRST:-10}" --rounds "${ROUNDS:-2}" --json "$WORK/memo-$model.json"
     done
     exit
 fi
