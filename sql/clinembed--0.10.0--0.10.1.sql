@@ -17,6 +17,7 @@
 -- worker's write that a user's trigger changes or skips fails with 27000
 -- (tried again, then parked) instead of leaving a vector beside another
 -- text or queueing the row again for ever.
+\echo Use "ALTER EXTENSION clinembed UPDATE TO '0.10.1'" to load this file. \quit
 
 CREATE OR REPLACE VIEW @extschema@.embed_queue_failures AS
 SELECT relid::pg_catalog.regclass AS relation, key, attempts, sqlstate, message,

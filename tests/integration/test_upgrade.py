@@ -77,6 +77,19 @@ def test_every_release_is_frozen_and_every_upgrade_script_released_or_next():
     assert all(name.endswith(f"--{CURRENT}.sql") for name in unreleased), unreleased
 
 
+def test_every_unreleased_upgrade_script_refuses_psql():
+    # The guard line that ends a script run with psql -f before it does
+    # anything; released scripts stay as they were released.
+    listed = {path for path, _ in released()}
+    missing = []
+    for p in sorted((REPO / "sql").glob("clinembed--*--*.sql")):
+        target = p.name[:-len(".sql")].split("--")[2]
+        guard = f"\\echo Use \"ALTER EXTENSION clinembed UPDATE TO '{target}'\" to load this file. \\quit"
+        if p not in listed and guard not in p.read_text().splitlines():
+            missing.append(p.name)
+    assert not missing, f"upgrade scripts without the \\echo ... \\quit guard line: {missing}"
+
+
 def extension_dir():
     return Path(pg_config("--sharedir"), "extension")
 
