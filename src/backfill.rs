@@ -106,7 +106,7 @@ fn _backfill_start(
             total.into(),
         ],
     )
-    .unwrap_or_else(|| spi_failed("recording the run"));
+    .unwrap_or_else(|| no_row("recording the run"));
     notice(&step::started_notice(&relation, total, &model_id));
     run
 }
@@ -179,7 +179,7 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
                 ),
                 &[r.id.into(), done.into(), table.into(), last.into()],
             )
-            .unwrap_or_else(|| spi_failed("recording the batch"));
+            .unwrap_or_else(|| no_row("recording the batch"));
             notice(&step::progress_notice(
                 &relation,
                 done,
@@ -200,7 +200,7 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
         ),
         &[r.id.into()],
     )
-    .unwrap_or_else(|| spi_failed("finishing the run"));
+    .unwrap_or_else(|| no_row("finishing the run"));
     notice(&step::finished_notice(&relation, r.rows_done, elapsed));
     false
 }
@@ -356,7 +356,7 @@ fn spi_error(what: &str, e: pgrx::spi::Error) -> ! {
 }
 
 /// As [`spi_error`], for a statement that returned no row where it must.
-fn spi_failed(what: &str) -> ! {
+fn no_row(what: &str) -> ! {
     spi_bug(what, "no row returned")
 }
 

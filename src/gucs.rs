@@ -93,12 +93,14 @@ pub static BATCH_TOKENS_LIMIT: GucSetting<i32> =
 
 /// `clinembed.batch_max_texts`: texts per `embed_texts` call.  Default
 /// 100000; over it the call fails with a hint instead of exhausting memory.
-pub static BATCH_MAX_TEXTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+pub static BATCH_MAX_TEXTS: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::DEFAULT_MAX_TEXTS as i32);
 
 /// `clinembed.batch_max_tokens`: tokens per `embed_texts` call, after
 /// truncation.  Default 4000000 (about 64 MB of token ids and ~14000 notes of
 /// 290 tokens).
-pub static BATCH_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4_000_000);
+pub static BATCH_MAX_TOKENS: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::DEFAULT_MAX_TOKENS as i32);
 
 /// `clinembed.intra_op_spinning`: let idle intra-op threads spin between
 /// operators instead of sleeping.  Default off: spinning threads of many
@@ -127,11 +129,13 @@ pub static LONG_TEXT: GucSetting<LongText> = GucSetting::<LongText>::new(LongTex
 
 /// `clinembed.chunk_tokens`: window size in tokens, special tokens included.
 /// Default 128, the sequence length Bio_ClinicalBERT was trained at.
-pub static CHUNK_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(128);
+pub static CHUNK_TOKENS: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::chunk::DEFAULT_WINDOW_TOKENS as i32);
 
 /// `clinembed.chunk_overlap`: tokens shared by consecutive windows, at most.
 /// Default 32, a quarter of the default window.
-pub static CHUNK_OVERLAP: GucSetting<i32> = GucSetting::<i32>::new(32);
+pub static CHUNK_OVERLAP: GucSetting<i32> =
+    GucSetting::<i32>::new(clinembed_core::chunk::DEFAULT_OVERLAP_TOKENS as i32);
 
 /// `clinembed.max_loaded_models`: models one backend keeps loaded at once; the
 /// least recently used is dropped to load another.  Default 2: a model and
@@ -359,14 +363,14 @@ pub fn init() {
             c"Most embedding queue workers per server.",
             &QUEUE_MAX_WORKERS,
             0,
-            crate::registry::SLOTS as i32,
+            clinembed_core::queue::WORKER_SLOTS as i32,
         ),
         (
             c"clinembed.queue_max_workers_per_database",
             c"Most embedding queue workers per database.",
             &QUEUE_MAX_WORKERS_PER_DATABASE,
             0,
-            crate::registry::SLOTS as i32,
+            clinembed_core::queue::WORKER_SLOTS as i32,
         ),
         (
             c"clinembed.queue_idle_exit",
@@ -410,14 +414,7 @@ pub fn init() {
     }
     // Last: every setting is defined by now.
     // SAFETY: called from _PG_init on the main thread with a static string.
-    #[cfg(any(feature = "pg13", feature = "pg14"))]
-    unsafe {
-        pgrx::pg_sys::EmitWarningsOnPlaceholders(c"clinembed".as_ptr())
-    };
-    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
-    unsafe {
-        pgrx::pg_sys::MarkGUCPrefixReserved(c"clinembed".as_ptr())
-    };
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"clinembed".as_ptr()) };
 }
 
 fn string(setting: &GucSetting<Option<CString>>) -> String {
@@ -440,7 +437,7 @@ pub fn weights() -> clinembed_core::Weights {
     }
     let raw = PathBuf::from(string(&WEIGHTS_CACHE));
     let dir = if raw.as_os_str().is_empty() {
-        crate::paths::data_dir().join(DEFAULT_WEIGHTS_CACHE_DIR)
+        crate::server_dirs::data_dir().join(DEFAULT_WEIGHTS_CACHE_DIR)
     } else {
         // A relative path is refused by the cache, and the model then loads
         // privately with the reason in embed_model_info().
@@ -458,7 +455,7 @@ pub fn model_setting() -> String {
 pub fn ort_library() -> PathBuf {
     let raw = string(&ORT_LIBRARY);
     match raw.strip_prefix("$libdir") {
-        Some(rest) => PathBuf::from(format!("{}{rest}", crate::paths::pkglib_dir())),
+        Some(rest) => PathBuf::from(format!("{}{rest}", crate::server_dirs::pkglib_dir())),
         None => PathBuf::from(raw),
     }
 }

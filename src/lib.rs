@@ -14,6 +14,7 @@ mod paths;
 mod queue;
 mod registry;
 mod security;
+mod server_dirs;
 mod worker;
 
 use clinembed_core::chunk::ChunkOptions;

@@ -90,4 +90,34 @@ mod tests {
             "thread count changed results by {max_diff}"
         );
     }
+
+    /// The SQL signatures' window defaults (literals, as pgrx needs them)
+    /// are the core's, and so are the settings' boot values.
+    #[pg_test]
+    fn window_defaults_are_the_cores() {
+        use clinembed_core::chunk::{DEFAULT_OVERLAP_TOKENS, DEFAULT_WINDOW_TOKENS};
+        let want = format!("{DEFAULT_WINDOW_TOKENS}, {DEFAULT_OVERLAP_TOKENS}");
+        let defaults: Vec<String> = Spi::connect(|c| {
+            c.select(
+                "SELECT pg_get_expr(proargdefaults, 0) FROM pg_proc \
+                  WHERE proname IN ('embed_chunks', 'embed_text_chunked')",
+                None,
+                &[],
+            )?
+            .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap();
+        assert_eq!(defaults.len(), 4);
+        assert!(
+            defaults.iter().all(|d| *d == want),
+            "{defaults:?}, want {want}"
+        );
+        let boot = Spi::get_one::<String>(
+            "SELECT string_agg(boot_val, ', ' ORDER BY name DESC) FROM pg_settings \
+              WHERE name IN ('clinembed.chunk_tokens', 'clinembed.chunk_overlap')",
+        )
+        .unwrap();
+        assert_eq!(boot.as_deref(), Some(want.as_str()));
+    }
 }

@@ -28,7 +28,7 @@ use pgrx::pg_sys;
 use crate::gucs;
 
 /// Slots, so workers per server, at most.
-pub const SLOTS: usize = 64;
+pub const SLOTS: usize = clinembed_core::queue::WORKER_SLOTS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

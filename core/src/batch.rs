@@ -33,11 +33,6 @@ impl Batch {
             token_type_ids,
         }
     }
-
-    /// Tokens the model computes on, padding included.
-    pub fn padded_tokens(&self) -> usize {
-        self.input_ids.len()
-    }
 }
 
 #[cfg(test)]
@@ -58,7 +53,7 @@ mod tests {
         assert_eq!(batch.input_ids, ndarray::array![[2, 5, 3], [2, 3, 0]]);
         assert_eq!(batch.attention_mask, ndarray::array![[1, 1, 1], [1, 1, 0]]);
         assert_eq!(batch.token_type_ids, ndarray::array![[0, 0, 0], [0, 0, 0]]);
-        assert_eq!(batch.padded_tokens(), 6);
+        assert_eq!(batch.input_ids.len(), 6);
     }
 
     #[test]

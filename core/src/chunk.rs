@@ -14,7 +14,7 @@
 //! the tokens of its character span tokenized alone.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::tokenize::Encoded;
+use crate::tokenize::{Encoded, Specials, Tokens};
 
 /// Window settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,13 +25,17 @@ pub struct ChunkOptions {
     pub overlap: usize,
 }
 
+/// Tokens per window by default: the sequence length Bio_ClinicalBERT was
+/// trained at.
+pub const DEFAULT_WINDOW_TOKENS: usize = 128;
+/// Tokens shared by consecutive windows by default: a quarter of a window.
+pub const DEFAULT_OVERLAP_TOKENS: usize = 32;
+
 impl Default for ChunkOptions {
-    /// 128-token windows, the sequence length Bio_ClinicalBERT was trained
-    /// at, overlapping by a quarter.
     fn default() -> Self {
         ChunkOptions {
-            window: 128,
-            overlap: 32,
+            window: DEFAULT_WINDOW_TOKENS,
+            overlap: DEFAULT_OVERLAP_TOKENS,
         }
     }
 }
@@ -46,21 +50,6 @@ pub struct Window {
     /// Character offsets into the source text, `[start, end)`.
     pub char_start: usize,
     pub char_end: usize,
-}
-
-/// A whole text tokenized without special tokens: ids, type ids, word index
-/// and character span per token.
-pub struct Tokens {
-    pub ids: Vec<i64>,
-    pub word_ids: Vec<Option<u32>>,
-    pub offsets: Vec<(usize, usize)>,
-}
-
-/// The special tokens a model wraps one sequence in.
-#[derive(Debug, Clone, Default)]
-pub struct Specials {
-    pub prefix: Vec<i64>,
-    pub suffix: Vec<i64>,
 }
 
 impl ChunkOptions {

@@ -58,7 +58,8 @@ pub const ERROR_SOURCE: &str = "clinembed";
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     intra_op_threads, micro_batch_budget, BatchLimits, Embedder, ModelInfo, SessionOptions, Usage,
-    Weights, WeightsForm, ARENA_KEEP_TOKENS, DEFAULT_MICRO_BATCH_TOKENS,
+    Weights, WeightsForm, ARENA_KEEP_TOKENS, DEFAULT_MAX_TEXTS, DEFAULT_MAX_TOKENS,
+    DEFAULT_MICRO_BATCH_TOKENS,
 };
 pub use settings::Pooling;
 pub use tokenize::Encoded;

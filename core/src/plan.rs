@@ -29,11 +29,17 @@ pub fn micro_batches(lengths: &[usize], budget: usize, max_rows: usize) -> Vec<V
     batches
 }
 
-/// Tokens actually computed for a plan, padding included.
-pub fn padded_tokens(lengths: &[usize], batches: &[Vec<usize>]) -> usize {
+/// Tokens one micro-batch of rows this long computes on, padding included:
+/// rows × the longest.
+pub fn padded_tokens(lengths: impl Iterator<Item = usize> + Clone) -> usize {
+    lengths.clone().count() * lengths.max().unwrap_or(0)
+}
+
+/// Tokens a whole plan computes on, padding included.
+pub fn plan_padded_tokens(lengths: &[usize], batches: &[Vec<usize>]) -> usize {
     batches
         .iter()
-        .map(|b| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap_or(0))
+        .map(|b| padded_tokens(b.iter().map(|&i| lengths[i])))
         .sum()
 }
 
@@ -105,7 +111,7 @@ mod tests {
             .map(|i| if i % 7 == 0 { 512 } else { 40 + i })
             .collect();
         let notebook = 100 * 512;
-        let ours = padded_tokens(&lengths, &micro_batches(&lengths, 4096, 256));
+        let ours = plan_padded_tokens(&lengths, &micro_batches(&lengths, 4096, 256));
         let real: usize = lengths.iter().sum();
         assert!(ours < notebook / 2, "{ours} vs {notebook}");
         assert!(ours as f64 <= real as f64 * 1.15, "{ours} vs {real}");

@@ -16,6 +16,9 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Rows a worker takes per transaction, by default.
 pub const DEFAULT_BATCH_ROWS: i32 = 64;
+/// Queue workers per server at most: the shared registry's slots, and the
+/// upper bound of the worker-count settings.
+pub const WORKER_SLOTS: usize = 64;
 /// Failed tries before a row is parked, by default.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 /// Seconds before the first retry; each further retry waits twice as long.

@@ -10,6 +10,21 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// A whole text tokenized without special tokens: ids, type ids, word index
+/// and character span per token.
+pub struct Tokens {
+    pub ids: Vec<i64>,
+    pub word_ids: Vec<Option<u32>>,
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// The special tokens a model wraps one sequence in.
+#[derive(Debug, Clone, Default)]
+pub struct Specials {
+    pub prefix: Vec<i64>,
+    pub suffix: Vec<i64>,
+}
+
 /// Inputs larger than this many bytes are tokenized a piece at a time: on a
 /// prefix first when truncating ([`Encoder::encode`]), in whitespace-aligned
 /// pieces when counting or chunking ([`Encoder::count_tokens`],
@@ -45,7 +60,7 @@ pub struct Encoder {
     counting: Tokenizer,
     pad_id: i64,
     /// Computed once: the chunked policy wraps every window in them.
-    specials: crate::chunk::Specials,
+    specials: Specials,
 }
 
 impl Encoder {
@@ -153,12 +168,12 @@ impl Encoder {
 
     /// Number of tokens the whole text has, special tokens included, before
     /// truncation.  A long text is counted in whitespace-aligned pieces of at
-    /// most [`PREFIX_BYTES`], with `interrupts` called between pieces; the
+    /// most [`PREFIX_BYTES`], with `check_interrupts` called between pieces; the
     /// count is exact unless a single word is longer than a piece.
-    pub fn count_tokens(&self, text: &str, mut interrupts: impl FnMut()) -> Result<usize> {
+    pub fn count_tokens(&self, text: &str, mut check_interrupts: impl FnMut()) -> Result<usize> {
         let mut n = self.specials.prefix.len() + self.specials.suffix.len();
         for (start, end) in pieces(text) {
-            interrupts();
+            check_interrupts();
             n += self
                 .counting
                 .encode_fast(&text[start..end], false)
@@ -172,15 +187,15 @@ impl Encoder {
     /// The whole text's tokens without special tokens, with word indexes and
     /// character offsets, for cutting into windows.  Tokenized in pieces like
     /// [`Encoder::count_tokens`].
-    pub fn tokens(&self, text: &str, mut interrupts: impl FnMut()) -> Result<crate::chunk::Tokens> {
-        let mut out = crate::chunk::Tokens {
+    pub fn tokens(&self, text: &str, mut check_interrupts: impl FnMut()) -> Result<Tokens> {
+        let mut out = Tokens {
             ids: Vec::new(),
             word_ids: Vec::new(),
             offsets: Vec::new(),
         };
         let (mut chars_before, mut words_before, mut last_end) = (0usize, 0u32, 0usize);
         for (start, end) in pieces(text) {
-            interrupts();
+            check_interrupts();
             chars_before += text[last_end..start].chars().count();
             last_end = start;
             let enc = self
@@ -206,7 +221,7 @@ impl Encoder {
     }
 
     /// The special tokens the tokenizer puts around one sequence.
-    pub fn specials(&self) -> &crate::chunk::Specials {
+    pub fn specials(&self) -> &Specials {
         &self.specials
     }
 
@@ -218,7 +233,7 @@ impl Encoder {
 
 /// The special tokens `tok` puts around one sequence: those of "a" with
 /// special tokens, less those of "a" without.
-fn find_specials(tok: &Tokenizer) -> Result<crate::chunk::Specials> {
+fn find_specials(tok: &Tokenizer) -> Result<Specials> {
     let encode = |special| {
         tok.encode_fast("a", special)
             .map_err(|_| tokenize_error("a"))
@@ -229,7 +244,7 @@ fn find_specials(tok: &Tokenizer) -> Result<crate::chunk::Specials> {
         .find(|&i| w[i..].starts_with(c))
         .unwrap_or(0);
     let ids = |s: &[u32]| s.iter().map(|&i| i64::from(i)).collect();
-    Ok(crate::chunk::Specials {
+    Ok(Specials {
         prefix: ids(&w[..at]),
         suffix: ids(&w[(at + c.len()).min(w.len())..]),
     })

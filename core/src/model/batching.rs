@@ -20,6 +20,12 @@ pub struct BatchLimits {
 /// as fast as any budget from 512 to 8192, with less memory than larger ones,
 /// and short enough for a cancel to land within about a second.
 pub const DEFAULT_MICRO_BATCH_TOKENS: usize = 2048;
+/// Texts per call at most, by default: over it a call fails with a hint
+/// instead of exhausting memory.
+pub const DEFAULT_MAX_TEXTS: usize = 100_000;
+/// Tokens per call after truncation at most, by default (about 64 MB of
+/// token ids).
+pub const DEFAULT_MAX_TOKENS: usize = 4_000_000;
 
 /// The padded tokens per micro-batch for a session that asks for `requested`
 /// under a server's ceiling `ceiling`: the smaller, and at least one.
@@ -31,8 +37,8 @@ impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
             micro_batch_tokens: DEFAULT_MICRO_BATCH_TOKENS,
-            max_texts: 100_000,
-            max_tokens: 4_000_000,
+            max_texts: DEFAULT_MAX_TEXTS,
+            max_tokens: DEFAULT_MAX_TOKENS,
         }
     }
 }
@@ -79,13 +85,13 @@ impl Embedder {
     /// Embeds many texts: tokenizes them, sorts them by token count, runs
     /// micro-batches bounded by `limits.micro_batch_tokens` padded tokens, and
     /// returns the vectors in input order, `None` for `None` inputs.
-    /// `between` runs before each micro-batch and periodically while
+    /// `check_interrupts` runs before each micro-batch and periodically while
     /// tokenizing; the extension checks for query cancel there.
     pub fn embed_batch(
         &mut self,
         texts: &[Option<&str>],
         limits: &BatchLimits,
-        mut between: impl FnMut(),
+        mut check_interrupts: impl FnMut(),
     ) -> Result<Vec<Option<Vec<f32>>>> {
         check_text_count(texts.len(), limits)?;
         let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(texts.len());
@@ -93,7 +99,7 @@ impl Embedder {
         let mut check = CheckByWork::default();
         for (i, text) in texts.iter().enumerate() {
             if check.before(text.map_or(0, str::len)) {
-                between();
+                check_interrupts();
             }
             let enc = text.map(|t| self.encode(t)).transpose()?;
             total += enc.as_ref().map_or(0, Encoded::len);
@@ -111,7 +117,7 @@ impl Embedder {
         }
         let present: Vec<usize> = (0..texts.len()).filter(|&i| encoded[i].is_some()).collect();
         let rows: Vec<&Encoded> = encoded.iter().flatten().collect();
-        let vectors = self.run_micro_batches(&rows, limits, &mut between)?;
+        let vectors = self.run_micro_batches(&rows, limits, &mut check_interrupts)?;
         let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
         for (i, v) in present.into_iter().zip(vectors) {
             out[i] = Some(v);
@@ -121,13 +127,13 @@ impl Embedder {
 
     /// Runs `rows` in micro-batches of at most `limits.micro_batch_tokens`
     /// padded tokens, grouped by length (see [`crate::plan`]), one row at a
-    /// time for a model that is not batch-invariant, with `between` before
+    /// time for a model that is not batch-invariant, with `check_interrupts` before
     /// each; returns their vectors in the order of `rows`.
     pub(super) fn run_micro_batches(
         &mut self,
         rows: &[&Encoded],
         limits: &BatchLimits,
-        between: &mut impl FnMut(),
+        check_interrupts: &mut impl FnMut(),
     ) -> Result<Vec<Vec<f32>>> {
         let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
         let max_rows = if self.info.batch_invariant {
@@ -137,11 +143,11 @@ impl Embedder {
         };
         let mut out = vec![Vec::new(); rows.len()];
         let batches = crate::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows);
-        let padded = |b: &Vec<usize>| super::onnx::padded_tokens(b.iter().map(|&i| lengths[i]));
+        let padded = |b: &Vec<usize>| crate::plan::padded_tokens(b.iter().map(|&i| lengths[i]));
         let shrink = super::onnx::shrink_after(batches.iter().map(padded).max().unwrap_or(0));
         let last = batches.len().saturating_sub(1);
         for (n, batch) in batches.iter().enumerate() {
-            between();
+            check_interrupts();
             let picked: Vec<&Encoded> = batch.iter().map(|&i| rows[i]).collect();
             let pooled = self.run_encoded(&picked, shrink && n == last)?;
             for (r, &i) in batch.iter().enumerate() {

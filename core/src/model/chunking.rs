@@ -18,11 +18,11 @@ impl Embedder {
         text: &str,
         opts: ChunkOptions,
         limits: &BatchLimits,
-        mut between: impl FnMut(),
+        mut check_interrupts: impl FnMut(),
     ) -> Result<Vec<(Window, Vec<f32>)>> {
         let specials = self.encoder.specials();
         opts.check(specials, self.info.max_length)?;
-        let tokens = self.encoder.tokens(text, &mut between)?;
+        let tokens = self.encoder.tokens(text, &mut check_interrupts)?;
         if tokens.ids.len() > limits.max_tokens {
             return Err(
                 Error::new(ErrorKind::LimitExceeded, "text too long to chunk")
@@ -36,7 +36,7 @@ impl Embedder {
         }
         let windows = crate::chunk::windows(&tokens, specials, opts);
         let rows: Vec<&Encoded> = windows.iter().map(|w| &w.encoded).collect();
-        let vectors = self.run_micro_batches(&rows, limits, &mut between)?;
+        let vectors = self.run_micro_batches(&rows, limits, &mut check_interrupts)?;
         Ok(windows.into_iter().zip(vectors).collect())
     }
 
@@ -47,13 +47,13 @@ impl Embedder {
         texts: &[Option<&str>],
         opts: ChunkOptions,
         limits: &BatchLimits,
-        mut between: impl FnMut(),
+        mut check_interrupts: impl FnMut(),
     ) -> Result<Vec<Option<Vec<f32>>>> {
         check_text_count(texts.len(), limits)?;
         texts
             .iter()
             .map(|t| {
-                t.map(|t| self.embed_chunked(t, opts, limits, &mut between))
+                t.map(|t| self.embed_chunked(t, opts, limits, &mut check_interrupts))
                     .transpose()
             })
             .collect()
@@ -66,9 +66,9 @@ impl Embedder {
         text: &str,
         opts: ChunkOptions,
         limits: &BatchLimits,
-        between: impl FnMut(),
+        check_interrupts: impl FnMut(),
     ) -> Result<Vec<f32>> {
-        let parts = self.embed_windows(text, opts, limits, between)?;
+        let parts = self.embed_windows(text, opts, limits, check_interrupts)?;
         let weights: Vec<usize> = parts.iter().map(|(w, _)| w.tokens.max(1)).collect();
         let vectors: Vec<Vec<f32>> = parts.into_iter().map(|(_, v)| v).collect();
         let mean = crate::chunk::weighted_mean(&vectors, &weights);

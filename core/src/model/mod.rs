@@ -21,7 +21,10 @@ use crate::identity::PinnedFile;
 use crate::settings::Pooling;
 use crate::tokenize::{Encoded, Encoder};
 
-pub use batching::{micro_batch_budget, BatchLimits, DEFAULT_MICRO_BATCH_TOKENS};
+pub use batching::{
+    micro_batch_budget, BatchLimits, DEFAULT_MAX_TEXTS, DEFAULT_MAX_TOKENS,
+    DEFAULT_MICRO_BATCH_TOKENS,
+};
 pub use onnx::ARENA_KEEP_TOKENS;
 pub use weights::{Weights, WeightsForm};
 

@@ -10,6 +10,7 @@ use ort::value::Tensor;
 use super::{Embedder, IdType, Output};
 use crate::batch::Batch;
 use crate::error::{Error, ErrorKind, Result};
+use crate::plan::padded_tokens;
 use crate::pool;
 use crate::settings::Pooling;
 use crate::tokenize::Encoded;
@@ -26,11 +27,6 @@ pub const ARENA_KEEP_TOKENS: usize = 512;
 /// by shrinking the arena (see [`ARENA_KEEP_TOKENS`]).
 pub fn shrink_after(peak: usize) -> bool {
     peak > ARENA_KEEP_TOKENS
-}
-
-/// Padded tokens of a micro-batch of rows this long: rows × the longest.
-pub(super) fn padded_tokens(lengths: impl Iterator<Item = usize> + Clone) -> usize {
-    lengths.clone().count() * lengths.max().unwrap_or(0)
 }
 
 impl Embedder {
