@@ -8,8 +8,8 @@
 # Options after OUTDIR: --pooling mean|cls|max, --normalize, --tol T (the
 # largest difference from PyTorch accepted; default 1e-4).
 # Run it where the checkpoint is reachable; copy OUTDIR to the database server
-# and install it as $(pg_config --sharedir)/clinembed/models/NAME (see the
-# README, "Bio_ClinicalBERT from pip install to SELECT").  Two pinned Python
+# and install it as $(pg_config --sharedir)/clinembed/models/NAME (see
+# docs/models.md, "Bio_ClinicalBERT from pip install to SELECT").  Two pinned Python
 # environments (scripts/python-env.sh): optimum's exporter runs in the
 # exporter's own (scripts/model_tools/requirements-export.txt; EXPORTER_PYTHON
 # names another interpreter with optimum), and the check, with the one

@@ -140,7 +140,7 @@ pub static CHUNK_OVERLAP: GucSetting<i32> =
 /// `clinembed.max_loaded_models`: models one backend keeps loaded at once; the
 /// least recently used is dropped to load another.  Default 2: a model and
 /// its replacement during a migration, or two models compared side by side,
-/// without a reload per call.  Each costs its own memory (see the README).
+/// without a reload per call.  Each costs its own memory (see docs/models.md, "Several models").
 pub static MAX_LOADED_MODELS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 /// `clinembed.allow_model_links`: let an installed model name resolve to a

@@ -1,4 +1,4 @@
-"""The README's path from a checkpoint to SELECT embed_text(...), offline, on
+"""docs/models.md's path from a checkpoint to SELECT embed_text(...), offline, on
 a small BERT made here.  Slow and outside the test command (it exports with
 optimum in the exporter's environment, scripts/python-env.sh export):
 
