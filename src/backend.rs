@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 
+use clinembed_core::chunk::ChunkOptions;
 use clinembed_core::{runtime, Embedder, SessionOptions, Weights};
 
 use crate::errors::OrReport;
@@ -53,6 +54,43 @@ pub fn with_embedder<R>(f: impl FnOnce(&mut Embedder) -> R) -> R {
     let name = gucs::model_setting();
     let dir = paths::resolve_model(&name);
     with_model(name, dir, f)
+}
+
+/// The configured model's identity under the session's long-text policy:
+/// what the write paths store beside each vector (`embed_model_id()`).
+pub fn model_id() -> String {
+    let long_text = gucs::long_text();
+    with_embedder(|e| e.identity(long_text)).or_report()
+}
+
+/// A text's vector with a loaded model, truncated or chunked.
+pub fn vector_of(
+    e: &mut Embedder,
+    text: &str,
+    long_text: Option<ChunkOptions>,
+) -> clinembed_core::Result<Vec<f32>> {
+    match long_text {
+        None => e.embed(text),
+        Some(opts) => e.embed_chunked(text, opts, &gucs::batch_limits(), check_interrupts),
+    }
+}
+
+/// Vectors of many texts with a loaded model, in micro-batches.
+pub fn vectors_of(
+    e: &mut Embedder,
+    items: &[Option<&str>],
+    long_text: Option<ChunkOptions>,
+) -> clinembed_core::Result<Vec<Option<Vec<f32>>>> {
+    let limits = gucs::batch_limits();
+    match long_text {
+        None => e.embed_batch(items, &limits, check_interrupts),
+        Some(opts) => e.embed_batch_chunked(items, opts, &limits, check_interrupts),
+    }
+}
+
+/// Lets a cancel or `statement_timeout` land between pieces of work.
+pub fn check_interrupts() {
+    pgrx::pg_sys::check_for_interrupts!();
 }
 
 /// Runs `f` with the embedder of installed model `name`, given per call.

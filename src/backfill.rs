@@ -50,7 +50,7 @@ fn _backfill_start(
         target_column.unwrap_or_default(),
         model_column,
     );
-    let model_id = crate::embed_model_id();
+    let model_id = crate::backend::model_id();
     crate::columns::check_dims(rel, &cols.target, &target.type_name, target.dims);
     let relation = relation_name(rel);
     let schema = extension_schema();

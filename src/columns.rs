@@ -204,7 +204,7 @@ pub(crate) fn row_action(
                 rule::action(event, row(Label::Current)),
                 rule::action(event, row(Label::Other)),
             );
-            if current == other || value != crate::embed_model_id() {
+            if current == other || value != crate::backend::model_id() {
                 other
             } else {
                 current
@@ -490,7 +490,7 @@ fn _embed_batch_statements(
             format!("GRANT {missing} ON {table} TO {role}; or use embed_trigger, a row trigger, which needs no UPDATE."),
         );
     }
-    let model_id = (!update).then(crate::embed_model_id);
+    let model_id = (!update).then(crate::backend::model_id);
     let statements = rule::batch_statements(
         &qualified(rel),
         &extension_schema(),

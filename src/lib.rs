@@ -75,19 +75,7 @@ fn embed_text(text: &str) -> Vec<f32> {
 /// A text's vector with the configured model or installed model `model`,
 /// truncated, or chunked when `long_text` has window settings.
 fn one_vector(text: &str, model: Option<&str>, long_text: Option<ChunkOptions>) -> Vec<f32> {
-    using_model(model, |e| vector_of(e, text, long_text))
-}
-
-/// A text's vector with a loaded model, truncated or chunked.
-fn vector_of(
-    e: &mut clinembed_core::Embedder,
-    text: &str,
-    long_text: Option<ChunkOptions>,
-) -> clinembed_core::Result<Vec<f32>> {
-    match long_text {
-        None => e.embed(text),
-        Some(opts) => e.embed_chunked(text, opts, &gucs::batch_limits(), check_interrupts),
-    }
+    using_model(model, |e| backend::vector_of(e, text, long_text))
 }
 
 /// Runs `f` with the configured model or installed model `model`, raising its
@@ -197,7 +185,7 @@ fn windows(text: &str, model: Option<&str>, window: i32, overlap: i32) -> Window
     let opts = chunk_args(window, overlap);
     let limits = gucs::batch_limits();
     let parts = using_model(model, |e| {
-        e.embed_windows(text, opts, &limits, check_interrupts)
+        e.embed_windows(text, opts, &limits, backend::check_interrupts)
     });
     TableIterator::new(parts.into_iter().enumerate().map(|(i, (w, v))| {
         (
@@ -230,20 +218,9 @@ type Ordered = TableIterator<'static, (i32, Option<Vec<f32>>)>;
 fn many_vectors(texts: Array<'_, &str>, model: Option<&str>) -> Ordered {
     let items: Vec<Option<&str>> = texts.iter().collect();
     let long_text = gucs::long_text();
-    ordered(using_model(model, |e| vectors_of(e, &items, long_text)))
-}
-
-/// Vectors of many texts with a loaded model, in micro-batches.
-pub(crate) fn vectors_of(
-    e: &mut clinembed_core::Embedder,
-    items: &[Option<&str>],
-    long_text: Option<ChunkOptions>,
-) -> clinembed_core::Result<Vec<Option<Vec<f32>>>> {
-    let limits = gucs::batch_limits();
-    match long_text {
-        None => e.embed_batch(items, &limits, check_interrupts),
-        Some(opts) => e.embed_batch_chunked(items, opts, &limits, check_interrupts),
-    }
+    ordered(using_model(model, |e| {
+        backend::vectors_of(e, &items, long_text)
+    }))
 }
 
 /// `(ord, embedding)` rows, `ord` the 1-based position of each text.
@@ -254,11 +231,6 @@ fn ordered(vectors: Vec<Option<Vec<f32>>>) -> Ordered {
             .enumerate()
             .map(|(i, v)| (i as i32 + 1, v)),
     )
-}
-
-/// Lets a cancel or `statement_timeout` land between pieces of work.
-fn check_interrupts() {
-    pg_sys::check_for_interrupts!();
 }
 
 /// Number of tokens of `text` before truncation, special tokens included.
@@ -277,7 +249,9 @@ fn embed_token_count_model(text: &str, model: &str) -> i32 {
 }
 
 fn token_count(text: &str, model: Option<&str>) -> i32 {
-    let n = using_model(model, |e| e.encoder().count_tokens(text, check_interrupts));
+    let n = using_model(model, |e| {
+        e.encoder().count_tokens(text, backend::check_interrupts)
+    });
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
@@ -318,7 +292,7 @@ fn embed_truncation_model(
 fn truncation(text: &str, model: Option<&str>) -> TableIterator<'static, (i32, i32, bool)> {
     let (tokens, max) = using_model(model, |e| {
         e.encoder()
-            .count_tokens(text, check_interrupts)
+            .count_tokens(text, backend::check_interrupts)
             .map(|n| (n, e.info().max_length))
     });
     TableIterator::once((
@@ -378,8 +352,7 @@ fn embed_model_info() -> TableIterator<
 /// model can be found and re-embedded.
 #[pg_extern(stable, parallel_safe)]
 fn embed_model_id() -> String {
-    let long_text = gucs::long_text();
-    using_model(None, |e| e.identity(long_text))
+    backend::model_id()
 }
 
 /// What this backend has loaded and done with each model, least recently
@@ -547,7 +520,9 @@ fn embed_model_id_model(model: &str) -> String {
 /// (which ships only immutable functions to remote servers) use it.
 #[pg_extern(immutable, parallel_safe, strict, cost = 10000)]
 fn embed_text_pinned(text: &str, model_id: &str) -> Vec<f32> {
-    with_pinned(model_id, |e, long_text| vector_of(e, text, long_text))
+    with_pinned(model_id, |e, long_text| {
+        backend::vector_of(e, text, long_text)
+    })
 }
 
 /// `embed_texts` pinned to one model identity, IMMUTABLE (see
@@ -559,7 +534,7 @@ fn embed_texts_pinned(
 ) -> TableIterator<'static, (name!(ord, i32), name!(embedding, Option<Vec<f32>>))> {
     let items: Vec<Option<&str>> = texts.iter().collect();
     ordered(with_pinned(model_id, |e, long_text| {
-        vectors_of(e, &items, long_text)
+        backend::vectors_of(e, &items, long_text)
     }))
 }
 

@@ -686,7 +686,7 @@ pub(crate) fn enqueue_stored(
 /// `embed_backfill`, for a model change.  Returns the rows queued.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
-    let model_id = crate::embed_model_id();
+    let model_id = crate::backend::model_id();
     let mut queued = 0i64;
     let mut with_trigger = 0;
     for t in leaf_tables(rel) {

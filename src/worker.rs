@@ -627,7 +627,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     });
     if !stale.is_empty() {
         let requeued =
-            crate::queue::enqueue_stored(relid, &cols, pkey_now, &keys, &crate::embed_model_id());
+            crate::queue::enqueue_stored(relid, &cols, pkey_now, &keys, &backend::model_id());
         delete(&stale.iter().map(|e| e.ctid).collect::<Vec<_>>());
         pgrx::log!(
             "clinembed queue worker: {} queued keys of table oid {} were printed under a primary key it no longer has; {requeued} of its rows queued again under the current one",
@@ -699,9 +699,9 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             dims,
         )
         .unwrap_or_else(|e| crate::errors::report(e));
-        let vectors = backend::with_embedder(|e| crate::vectors_of(e, &texts, gucs::long_text()))
+        let vectors = backend::with_embedder(|e| backend::vectors_of(e, &texts, gucs::long_text()))
             .unwrap_or_else(|e| crate::errors::report(e));
-        (vectors, Some(crate::embed_model_id()))
+        (vectors, Some(backend::model_id()))
     } else {
         (vec![None; texts.len()], None)
     };
