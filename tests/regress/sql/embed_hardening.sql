@@ -203,7 +203,7 @@ CREATE FUNCTION whoami() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN NEW.who := current_user; RETURN NEW; END $$;
 CREATE TRIGGER whoami BEFORE UPDATE ON owned FOR EACH ROW EXECUTE FUNCTION whoami();
 INSERT INTO owned VALUES (1, 'Owned note.'), (2, 'Another owned note.');
--- as the README says: SET ROLE to the owner first, and its triggers run as the owner
+-- as docs/columns-and-triggers.md says: SET ROLE to the owner first, and its triggers run as the owner
 SET ROLE clinembed_hard;
 CALL embed_backfill('owned', 't', 'e');
 RESET ROLE;
