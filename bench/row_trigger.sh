@@ -19,13 +19,11 @@ SECONDS_EACH=${SECONDS_EACH:-20}
 MODEL=${MODEL:-$DEFAULT_MODEL}
 NOTE=${NOTE:-Pt c/o SOB x3d, denies chest pain; h/o CHF, EF 30%. Plan: diurese, recheck BMP.}
 install_release /tmp/clinembed-bench-build.log
+SCRIPTS=$(mktemp -d)
+chmod 0755 "$SCRIPTS"
 cluster_start bench-row-trigger "$(free_port)"
-trap cluster_stop EXIT
-pg -v model="$MODEL" <<'SQL'
-LOAD 'clinembed';
-ALTER SYSTEM SET clinembed.model = :'model';
-SELECT pg_reload_conf();
-SQL
+trap 'cluster_stop; rm -rf "$SCRIPTS"' EXIT
+server_model "$MODEL" >/dev/null
 pg <<'SQL'
 CREATE EXTENSION clinembed;
 CREATE TABLE by_trigger (id bigserial PRIMARY KEY, exp_text text, embedding real[], embedding_model text);
@@ -34,9 +32,6 @@ CREATE TABLE by_plain (LIKE by_trigger INCLUDING ALL);
 CREATE TRIGGER embed BEFORE INSERT OR UPDATE OF exp_text ON by_trigger
     FOR EACH ROW EXECUTE FUNCTION embed_trigger('exp_text', 'embedding', 'embedding_model');
 SQL
-SCRIPTS=$(mktemp -d)
-chmod 0755 "$SCRIPTS"
-trap 'cluster_stop; rm -rf "$SCRIPTS"' EXIT
 lit=$(printf "%s" "$NOTE" | sed "s/'/''/g")
 echo "INSERT INTO by_trigger (exp_text) VALUES ('$lit');" > "$SCRIPTS/trigger.sql"
 echo "INSERT INTO by_values (exp_text, embedding, embedding_model) VALUES ('$lit', embed_text('$lit'), embed_model_id());" \

@@ -19,11 +19,7 @@ trap cluster_stop EXIT
 python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
 chmod 0644 /tmp/clinembed-bench-notes.tsv
 
-pg -v model="$MODEL" <<'SQL'
-LOAD 'clinembed';
-ALTER SYSTEM SET clinembed.model = :'model';
-SELECT pg_reload_conf();
-SQL
+server_model "$MODEL" >/dev/null
 pg <<'SQL'
 CREATE EXTENSION clinembed;
 CREATE TABLE source (note_id int PRIMARY KEY, patient_id int, note_type text, topic text, exp_text text);

@@ -100,6 +100,16 @@ pg() {
     "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U postgres "$@"
 }
 
+# server_model NAME: makes NAME the scratch cluster's clinembed.model
+# (LOAD first: on 15 a session must have loaded the library to set it).
+server_model() {
+    pg -v model="$1" <<'SQL'
+LOAD 'clinembed';
+ALTER SYSTEM SET clinembed.model = :'model';
+SELECT pg_reload_conf();
+SQL
+}
+
 # Builds the release extension and installs it into the chosen major.
 install_release() {
     (cd "$REPO" && cargo pgrx install --release --pg-config "$PG_CONFIG") >"${1:-/dev/null}" 2>&1 \
