@@ -35,3 +35,19 @@ UPDATE @extschema@.embed_queue
  WHERE message IS NOT NULL;
 
 ALTER TABLE @extschema@.embed_queue ADD COLUMN pkey oid;
+
+-- The row trigger is a C function: NEW read, decided, embedded, cast and
+-- written in the library, with no SQL per row.  Triggers keep working: they
+-- name the function by oid.
+CREATE OR REPLACE FUNCTION @extschema@.embed_trigger()
+RETURNS trigger
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'embed_trigger_wrapper';
+
+-- The row trigger's helpers lose their only caller.  Their symbols stay in
+-- the library as stubs (src/upgrade.rs) for the older scripts that create
+-- them.
+DROP FUNCTION @extschema@._embed_row_read(text, text, text);
+DROP FUNCTION @extschema@._embed_row_action(text, boolean, boolean, text, boolean, boolean);
+DROP FUNCTION @extschema@._embed_row_write(oid, text, text, text);

@@ -6,63 +6,17 @@
 -- What to do with a row, the column checks, and every statement that reads
 -- or writes a table's rows are built in the library (src/columns.rs over
 -- clinembed_core::columns), and so are the backfill's steps (src/backfill.rs
--- over clinembed_core::backfill).  What stays here is what must be PL/pgSQL:
--- the trigger entry points (a trigger's transition tables are visible only
--- to its own queries) and the backfill's COMMIT loop; and the backfill's
--- progress table and view.
+-- over clinembed_core::backfill).  What stays here is the statement
+-- trigger's entry point (its transition tables are visible to its own
+-- queries), the backfill's COMMIT loop, and the backfill's progress table
+-- and view.
 --
 -- Conventions: every object is schema-qualified with @extschema@ or pg_catalog;
 -- identifiers go through format('%I') and relations through regclass; no note
 -- text ever reaches a message, only table and column names, counts and model
 -- identities.
 
--- Row trigger: BEFORE INSERT OR UPDATE [OF source] ... FOR EACH ROW
--- EXECUTE FUNCTION embed_trigger('source', 'target' [, 'model_column']).
--- Embeds one row at a time, so RETURNING shows the vector; for bulk loads use
--- embed_batch_trigger.  What to do with the row is the library's rule
--- (_embed_row_action); the statements that read and rewrite NEW are built
--- there too, and pass the vector as a parameter.
-CREATE FUNCTION @extschema@.embed_trigger()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    args record;
-    target record;
-    new_text text;
-    has_vector boolean;
-    label text;
-    changed boolean;
-    act text;
-    emb real[];
-    model_id text;
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'embed_trigger must fire BEFORE INSERT OR UPDATE FOR EACH ROW'
-            USING ERRCODE = 'trigger_protocol_violated',
-                  DETAIL = format('Trigger %I on %s fired %s %s FOR EACH %s.', TG_NAME, TG_RELID::regclass, TG_WHEN, TG_OP, TG_LEVEL),
-                  HINT = 'For batched inserts use embed_batch_trigger, an AFTER ... FOR EACH STATEMENT trigger.';
-    END IF;
-    SELECT * INTO args FROM @extschema@._embed_trigger_args('embed_trigger', TG_RELID, TG_NAME, TG_ARGV);
-    SELECT * INTO target FROM @extschema@._embed_target(TG_RELID, args.source_column, args.target_column, args.model_column);
-    EXECUTE @extschema@._embed_row_read(args.source_column, args.target_column, args.model_column)
-       INTO new_text, has_vector, label, changed USING NEW, OLD;
-    act := @extschema@._embed_row_action(TG_OP, new_text IS NOT NULL, has_vector, label, changed,
-                                         args.model_column IS NOT NULL);
-    IF act = 'keep' THEN
-        RETURN NEW;
-    END IF;
-    IF act = 'embed' THEN
-        PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type, target.target_dims);
-        emb := @extschema@.embed_text(new_text);
-        model_id := @extschema@.embed_model_id();
-    END IF;
-    EXECUTE @extschema@._embed_row_write(TG_RELID, args.target_column, target.target_type, args.model_column)
-       INTO NEW USING NEW, emb, model_id;
-    RETURN NEW;
-END;
-$$;
+-- The row trigger, embed_trigger, is a C function (src/row_trigger.rs).
 
 -- Statement trigger for bulk work: AFTER INSERT ... REFERENCING NEW TABLE AS
 -- new_rows FOR EACH STATEMENT, and AFTER UPDATE ... REFERENCING OLD TABLE AS

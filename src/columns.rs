@@ -29,9 +29,6 @@ extension_sql_file!(
         embed_model_id,
         embed_model_info,
         _embed_needs_work,
-        _embed_row_read,
-        _embed_row_action,
-        _embed_row_write,
         _embed_check_dims,
         _embed_rows_per_call,
         _embed_trigger_args,
@@ -146,38 +143,11 @@ fn _embed_needs_work(
     rule::needs_work(self::event(event), &columns, alias, model_id).or_report()
 }
 
-/// The row trigger's read statement (see `clinembed_core::columns::row_read`).
-#[pg_extern(immutable, parallel_safe)]
-fn _embed_row_read(source_column: &str, target_column: &str, model_column: Option<&str>) -> String {
-    rule::row_read(&columns(source_column, target_column, model_column))
-}
-
-/// What the row trigger does with one row: `keep`, `embed` or `clear`.
+/// What a row trigger does with one row: keep, embed or clear.
 /// `operation` is `INSERT` or `UPDATE`; `label` is the model column's value
-/// (NULL when NULL or when there is no model column, which
+/// (None when NULL or when there is no model column, which
 /// `has_model_column` tells apart).  The current model identity is looked up
 /// only when the label decides.
-#[pg_extern(stable, parallel_safe)]
-fn _embed_row_action(
-    operation: &str,
-    has_text: bool,
-    has_vector: bool,
-    label: Option<&str>,
-    text_changed: bool,
-    has_model_column: bool,
-) -> &'static str {
-    row_action(
-        operation,
-        has_text,
-        has_vector,
-        label,
-        text_changed,
-        has_model_column,
-    )
-    .as_str()
-}
-
-/// See `_embed_row_action`.
 pub(crate) fn row_action(
     operation: &str,
     has_text: bool,
@@ -211,35 +181,6 @@ pub(crate) fn row_action(
             }
         }
     }
-}
-
-/// The row trigger's write statement (see `clinembed_core::columns::row_write`)
-/// for table `rel`.
-#[pg_extern(stable, parallel_safe)]
-fn _embed_row_write(
-    rel: pg_sys::Oid,
-    target_column: &str,
-    target_type: &str,
-    model_column: Option<&str>,
-) -> String {
-    let (names, types) = select_two::<Vec<String>, Vec<String>>(
-        "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum), \
-                pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) \
-           FROM pg_catalog.pg_attribute a \
-          WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
-        &[rel.into()],
-    );
-    let table: Vec<(String, String)> = names
-        .unwrap_or_default()
-        .into_iter()
-        .zip(types.unwrap_or_default())
-        .collect();
-    // The source column plays no part in the write.
-    rule::row_write(
-        &table,
-        &columns("", target_column, model_column),
-        target_type,
-    )
 }
 
 /// The trigger arguments, checked: two or three column names.
@@ -525,20 +466,6 @@ fn _backfill_statements(
     )
     .or_report();
     TableIterator::once((statements.count, statements.batch))
-}
-
-/// `_backfill_tables` of 0.9.0, which its install script and a 0.9.0
-/// database not yet updated (`ALTER EXTENSION clinembed UPDATE`) call; from
-/// 0.10.0 the backfill calls [`backfill_tables`] directly, and no SQL
-/// function is created for it.
-#[pg_extern(stable, parallel_safe, sql = false)]
-fn _backfill_tables(
-    rel: pg_sys::Oid,
-    source_column: &str,
-    target_column: &str,
-    model_column: Option<&str>,
-) -> Vec<pg_sys::Oid> {
-    backfill_tables(rel, &columns(source_column, target_column, model_column))
 }
 
 /// The tables a backfill of `rel` reads and writes (see

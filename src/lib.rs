@@ -13,8 +13,12 @@ mod gucs;
 mod paths;
 mod queue;
 mod registry;
+mod row_trigger;
 mod security;
 mod server_dirs;
+mod trigger;
+mod tuple;
+mod upgrade;
 mod worker;
 
 use clinembed_core::chunk::ChunkOptions;

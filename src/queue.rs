@@ -12,7 +12,6 @@
 //! fired it only, so no role can queue rows of a table it cannot write.
 
 use std::cell::{Cell, RefCell};
-use std::ffi::CStr;
 
 use clinembed_core::columns::Columns;
 use clinembed_core::{queue as q, Error, ErrorKind};
@@ -24,6 +23,8 @@ use crate::columns::{self, shown};
 use crate::errors::report;
 use crate::registry;
 use crate::security::{as_role, as_role_with, pinned, Settings, KEY_TEXT_SETTINGS};
+use crate::trigger::{trigger_entry, RowFire};
+use crate::tuple::{attribute, output};
 
 const TRIGGER: &str = "embed_queue_trigger";
 
@@ -205,9 +206,9 @@ pub(crate) fn spi_failed(e: pgrx::spi::SpiError) -> ! {
 /// key stay as they were.
 struct Checked {
     trigger: pg_sys::Oid,
-    /// (attnum, type) of source, target and model columns, and the primary
-    /// key index.
-    shape: Vec<(i16, pg_sys::Oid)>,
+    /// (attnum, type, typmod) of source, target and model columns.
+    shape: Vec<(i16, pg_sys::Oid, i32)>,
+    /// The primary key's index.
     pk_index: pg_sys::Oid,
     keys: Vec<i16>,
     /// Every key column prints the same under any session settings
@@ -215,75 +216,14 @@ struct Checked {
     stable: bool,
 }
 
-/// A live column's number and type, by name.
-fn attribute(desc: &PgTupleDesc<'_>, name: &str) -> Option<(i16, pg_sys::Oid)> {
-    desc.iter()
-        .find(|a| !a.is_dropped() && a.name() == name)
-        .map(|a| (a.attnum, a.atttypid))
-}
-
-/// A value as its type's output function prints it.
-fn output(typid: pg_sys::Oid, datum: pg_sys::Datum) -> String {
-    let (mut func, mut varlena) = (pg_sys::Oid::INVALID, false);
-    // SAFETY: a datum of type `typid`, printed by that type's output
-    // function into a palloc'd C string.
-    unsafe {
-        pg_sys::getTypeOutputInfo(typid, &mut func, &mut varlena);
-        CStr::from_ptr(pg_sys::OidOutputFunctionCall(func, datum))
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
-/// A column of a trigger tuple: its datum, or None when NULL.
-///
-/// # Safety
-/// `tuple` must be a valid tuple of `desc`.
-unsafe fn value(
-    tuple: pg_sys::HeapTuple,
-    desc: pg_sys::TupleDesc,
-    attnum: i16,
-) -> Option<pg_sys::Datum> {
-    if tuple.is_null() {
-        return None;
-    }
-    pgrx::heap_getattr_raw(tuple, std::num::NonZeroUsize::new(attnum as usize)?, desc)
-}
-
-/// The C entry point of `embed_queue_trigger()`.  pgrx's wrapper (of
-/// [`embed_queue_trigger_body`]) panics when the function is called other
-/// than as a trigger (`SELECT embed_queue_trigger()`: XX000); this one
-/// refuses such a call first, with the SQLSTATE of the other misuses.
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_embed_queue_trigger_wrapper() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
-
-/// See [`pg_finfo_embed_queue_trigger_wrapper`].
-///
-/// # Safety
-/// Called by PostgreSQL's function manager with a valid `fcinfo`.
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub unsafe extern "C-unwind" fn embed_queue_trigger_wrapper(
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> pg_sys::Datum {
-    // SAFETY: `fcinfo` is the function manager's; the check reads its context.
-    if !unsafe { pgrx::trigger_support::called_as_trigger(fcinfo) } {
-        pg_sys::submodules::panic::pgrx_extern_c_guard(|| -> pg_sys::Datum {
-            report(
-                Error::new(ErrorKind::TriggerProtocol, "embed_queue_trigger can only be called as a trigger")
-                    .detail("It was called as a function, with no row to queue.")
-                    .hint("CREATE TRIGGER ... BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION embed_queue_trigger('source', 'target'); to queue stored rows, call embed_queue_enqueue('t')."),
-            )
-        })
-    } else {
-        // SAFETY: a trigger call, which pgrx's wrapper expects.
-        unsafe { embed_queue_trigger_body_wrapper(fcinfo) }
-    }
-}
+trigger_entry!(
+    pg_finfo_embed_queue_trigger_wrapper,
+    embed_queue_trigger_wrapper,
+    embed_queue_trigger_body_wrapper,
+    "embed_queue_trigger",
+    "It was called as a function, with no row to queue.",
+    "CREATE TRIGGER ... BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION embed_queue_trigger('source', 'target'); to queue stored rows, call embed_queue_enqueue('t')."
+);
 
 /// Queue trigger: BEFORE INSERT OR UPDATE [OF source] ... FOR EACH ROW
 /// EXECUTE FUNCTION embed_queue_trigger('source', 'target' [, 'model_column']).
@@ -299,68 +239,36 @@ pub unsafe extern "C-unwind" fn embed_queue_trigger_wrapper(
 fn embed_queue_trigger_body<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    let rel = trigger.relid()?;
-    let name = trigger.name()?;
-    let op = trigger.op()?;
-    let row_level = matches!(trigger.level(), PgTriggerLevel::Row);
-    let before = matches!(trigger.when()?, PgTriggerWhen::Before);
-    let insert = matches!(op, PgTriggerOperation::Insert);
-    if !(row_level && before && (insert || matches!(op, PgTriggerOperation::Update))) {
-        report(
-            Error::new(
-                ErrorKind::TriggerProtocol,
-                "embed_queue_trigger must fire BEFORE INSERT OR UPDATE FOR EACH ROW",
-            )
-            .detail(format!(
-                "Trigger {} on {} fired {} {} FOR EACH {}.",
-                shown(name),
-                columns::relation_name(rel),
-                if before { "BEFORE" } else { "AFTER or INSTEAD OF" },
-                match op {
-                    PgTriggerOperation::Insert => "INSERT",
-                    PgTriggerOperation::Update => "UPDATE",
-                    PgTriggerOperation::Delete => "DELETE",
-                    PgTriggerOperation::Truncate => "TRUNCATE",
-                },
-                if row_level { "ROW" } else { "STATEMENT" }
-            ))
-            .hint("CREATE TRIGGER ... BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION embed_queue_trigger('source', 'target')."),
-        );
-    }
-    let args = trigger.extra_args()?.into_iter().map(Some).collect();
-    let (source, target, model) = columns::trigger_args(TRIGGER, rel, name, args);
-    let td = trigger.trigger_data();
-    // The trigger's relation and tuples, valid while it runs.
-    let relation = td.tg_relation;
-    let (new, old) = if insert {
-        (td.tg_trigtuple, std::ptr::null_mut())
-    } else {
-        (td.tg_newtuple, td.tg_trigtuple)
-    };
-    // SAFETY: the open relation's descriptor and index list.
-    let (raw_desc, pk_index) = unsafe {
+    let fire = RowFire::new(
+        trigger,
+        TRIGGER,
+        "CREATE TRIGGER ... BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION embed_queue_trigger('source', 'target').",
+    )?;
+    let rel = fire.rel;
+    // SAFETY: the open relation's index list, read into its relcache entry.
+    let pk_index = unsafe {
+        let relation = trigger.trigger_data().tg_relation;
         pg_sys::RelationGetIndexList(relation);
-        ((*relation).rd_att, (*relation).rd_pkindex)
+        (*relation).rd_pkindex
     };
     // SAFETY: the relation's own descriptor, not freed by this wrapper.
-    let desc = unsafe { PgTupleDesc::from_pg_unchecked(raw_desc) };
-    let wanted = [source.as_deref(), target.as_deref(), model.as_deref()];
-    let shape: Vec<(i16, pg_sys::Oid)> = wanted
-        .iter()
-        .flatten()
-        .map(|n| attribute(&desc, n).unwrap_or((0, pg_sys::Oid::INVALID)))
-        .collect();
-    let tgoid = trigger.trigger().tgoid;
+    let desc = unsafe { PgTupleDesc::from_pg_unchecked(fire.desc) };
+    let tgoid = fire.oid();
     let keys = CHECKED.with(|c| {
         c.borrow()
             .iter()
-            .find(|k| k.trigger == tgoid && k.shape == shape && k.pk_index == pk_index)
+            .find(|k| k.trigger == tgoid && k.shape == fire.shape && k.pk_index == pk_index)
             .map(|k| (k.keys.clone(), k.stable))
     });
     let (keys, stable) = match keys {
         Some(keys) => keys,
         None => {
-            columns::target(rel, source.as_deref(), target.as_deref(), model.as_deref());
+            columns::target(
+                rel,
+                fire.source.as_deref(),
+                fire.target.as_deref(),
+                fire.model.as_deref(),
+            );
             let primary = columns::primary_key(rel)
                 .unwrap_or_else(|| {
                     report(
@@ -377,13 +285,13 @@ fn embed_queue_trigger_body<'a>(
                 .iter()
                 .map(|(k, _)| attribute(&desc, k).map(|a| a.0).unwrap_or(0))
                 .collect();
-            refuse_update_of_without_keys(trigger.trigger(), rel, name, &keys);
+            refuse_update_of_without_keys(trigger.trigger(), rel, fire.name, &keys);
             CHECKED.with(|c| {
                 let mut c = c.borrow_mut();
                 c.retain(|k| k.trigger != tgoid);
                 c.push(Checked {
                     trigger: tgoid,
-                    shape: shape.clone(),
+                    shape: fire.shape.clone(),
                     pk_index,
                     keys: keys.clone(),
                     stable,
@@ -392,39 +300,12 @@ fn embed_queue_trigger_body<'a>(
             (keys, stable)
         }
     };
-    let (source_att, source_type) = shape[0];
-    let target_att = shape[1].0;
-    let model_att = model.as_ref().map(|_| shape[2]);
-    // SAFETY: the trigger's tuples of this relation's descriptor.
-    let (text, old_text, has_vector, label) = unsafe {
-        let text = value(new, raw_desc, source_att);
-        let old_text = value(old, raw_desc, source_att);
-        (
-            text,
-            old_text,
-            value(new, raw_desc, target_att).is_some(),
-            model_att.and_then(|(a, t)| value(new, raw_desc, a).map(|d| output(t, d))),
-        )
-    };
-    // Texts are compared (as printed) only on UPDATE.
-    let changed = !insert
-        && match (text, old_text) {
-            (Some(n), Some(o)) => output(source_type, n) != output(source_type, o),
-            (n, o) => n.is_some() != o.is_some(),
-        };
-    let action = columns::row_action(
-        if insert { "INSERT" } else { "UPDATE" },
-        text.is_some(),
-        has_vector,
-        label.as_deref(),
-        changed,
-        model.is_some(),
-    );
-    let todo = q::queued(action);
+    let row = fire.read();
+    let todo = q::queued(fire.action(&row));
     // A row's key as text.  Printed under fixed settings where the type's
     // text form follows them (a date under DateStyle), so a worker reads
     // the same row back.
-    let key_of = |tuple: pg_sys::HeapTuple| -> Vec<String> {
+    let key_of = |new: bool| -> Vec<String> {
         let _fixed = (!stable).then(|| Settings::with(KEY_TEXT_SETTINGS));
         keys.iter()
             .map(|&a| {
@@ -433,45 +314,27 @@ fn embed_queue_trigger_body<'a>(
                     .find(|x| x.attnum == a)
                     .map(|x| x.atttypid)
                     .unwrap_or(pg_sys::Oid::INVALID);
-                // SAFETY: as above.
-                unsafe { value(tuple, raw_desc, a) }
-                    .map(|d| output(t, d))
-                    .unwrap_or_default()
+                fire.value(new, a).map(|d| output(t, d)).unwrap_or_default()
             })
             .collect()
     };
     if todo.enqueue {
-        enqueue(rel, key_of(new), pk_index);
-    } else if !insert
-        && q::requeue_on_key_change(text.is_some(), has_vector, || key_of(new) != key_of(old))
+        enqueue(rel, key_of(true), pk_index);
+    } else if !fire.insert
+        && q::requeue_on_key_change(row.text.is_some(), row.has_vector, || {
+            key_of(true) != key_of(false)
+        })
     {
         // The row waits for its vector under its old key, which now finds
         // no row: queued again under the new one.
-        enqueue(rel, key_of(new), pk_index);
+        enqueue(rel, key_of(true), pk_index);
     }
-    if !todo.clear || (!has_vector && label.is_none()) {
+    if !todo.clear || (!row.has_vector && row.label.is_none()) {
         return Ok(trigger.new());
     }
-    let mut cols = vec![target_att as i32];
-    if let Some((a, _)) = model_att {
-        cols.push(a as i32);
-    }
-    let values = vec![pg_sys::Datum::from(0); cols.len()];
-    let nulls = vec![true; cols.len()];
-    // SAFETY: a copy of the new tuple with the vector columns set to NULL,
-    // allocated in the trigger's memory context.
-    let cleared = unsafe {
-        let t = pg_sys::heap_modify_tuple_by_cols(
-            new,
-            raw_desc,
-            cols.len() as i32,
-            cols.as_mut_ptr(),
-            values.as_ptr() as *mut _,
-            nulls.as_ptr() as *mut _,
-        );
-        PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(raw_desc), t)
-    };
-    Ok(Some(cleared))
+    let mut cols = vec![fire.shape[1].0];
+    cols.extend(fire.model_column().map(|(a, _, _)| a));
+    Ok(Some(fire.modified(&cols, &vec![None; cols.len()])))
 }
 
 /// Refuses a trigger declared `UPDATE OF` columns that leave out a key

@@ -364,50 +364,6 @@ pub fn check_columns(
     Ok(found.expect("the target was checked"))
 }
 
-/// The statement that reads, from `$1` (the new row) and `$2` (the old one,
-/// or NULL), what the row trigger's rule needs: the source text, whether a
-/// vector is there, the model column as text (NULL without one), and whether
-/// the text changed.
-pub fn row_read(columns: &Columns) -> String {
-    let s = quote_ident(&columns.source);
-    let t = quote_ident(&columns.target);
-    let m = columns
-        .model
-        .as_deref()
-        .map(|m| format!("($1).{}::pg_catalog.text", quote_ident(m)))
-        .unwrap_or_else(|| "NULL::pg_catalog.text".into());
-    format!(
-        "SELECT ($1).{s}::pg_catalog.text, ($1).{t} IS NOT NULL, {m}, \
-         ($1).{s}::pg_catalog.text IS DISTINCT FROM ($2).{s}::pg_catalog.text"
-    )
-}
-
-/// The statement that returns the row `$1` with the target column set to
-/// `$2` (a `real[]` cast to `target_type`) and the model column to `$3`,
-/// every other column as it was.  `table_columns` are the table's live
-/// columns in order, with their types: NEW is a record whose structure an
-/// assignment replaces, so the model column is cast to its own type too.
-/// Values pass as parameters in binary, so every float arrives exactly.
-pub fn row_write(
-    table_columns: &[(String, String)],
-    columns: &Columns,
-    target_type: &str,
-) -> String {
-    let list: Vec<String> = table_columns
-        .iter()
-        .map(|(name, ty)| {
-            if *name == columns.target {
-                format!("$2::{target_type}")
-            } else if Some(name) == columns.model.as_ref() {
-                format!("$3::{ty}")
-            } else {
-                format!("r.{}", quote_ident(name))
-            }
-        })
-        .collect();
-    format!("SELECT {} FROM (SELECT ($1).*) r", list.join(", "))
-}
-
 /// The statement trigger's two statements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchStatements {
@@ -968,21 +924,6 @@ mod tests {
                 Some("Columns given for public.t: m, emb, m.")
             )
         );
-    }
-
-    #[test]
-    fn row_statements() {
-        let table = [
-            ("id".to_string(), "integer".to_string()),
-            ("note".into(), "text".into()),
-            ("emb".into(), "vector(384)".into()),
-            ("m".into(), "character varying(200)".into()),
-        ];
-        assert_eq!(
-            row_write(&table, &columns(Some("m")), "vector(384)"),
-            "SELECT r.\"id\", r.\"note\", $2::vector(384), $3::character varying(200) FROM (SELECT ($1).*) r"
-        );
-        assert!(row_read(&columns(None)).contains("NULL::pg_catalog.text"));
     }
 
     #[test]

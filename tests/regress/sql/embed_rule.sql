@@ -137,7 +137,6 @@ BEGIN;
 SELECT target_type FROM _embed_target('row_notes'::regclass, 'exp_text', 'embedding', 'embedding_model');
 SELECT count(*) FROM _backfill_statements('row_notes'::regclass, 'exp_text', 'embedding', 'embedding_model',
                                           'vector(384)', 'x@1');
-SELECT length(_embed_row_write('row_notes'::regclass, 'embedding', 'vector(384)', 'embedding_model')) > 0 AS built;
 SELECT pg_current_xact_id_if_assigned() IS NULL AS no_transaction_id;
 COMMIT;
 

@@ -1,0 +1,68 @@
+//! Symbols that released install and upgrade scripts name but this version
+//! no longer serves.  `CREATE FUNCTION ... LANGUAGE c` looks its symbol up
+//! in the library, so an upgrade through an older version's scripts (0.9.0
+//! to 0.10.0 to this one) needs every symbol they create a function for; the
+//! current version's upgrade script then drops the function.  Called, a
+//! stub raises an error that says what to run.
+
+/// Defines the C symbol `$symbol` (and its `pg_finfo_` record) of SQL
+/// function `$function`, removed in `$version`.
+macro_rules! removed {
+    ($finfo:ident, $symbol:ident, $function:literal, $version:literal) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static pgrx::pg_sys::Pg_finfo_record {
+            const V1: pgrx::pg_sys::Pg_finfo_record =
+                pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+
+        /// A stub: see the module's documentation.
+        ///
+        /// # Safety
+        /// Called by PostgreSQL's function manager.
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub unsafe extern "C-unwind" fn $symbol(
+            _fcinfo: pgrx::pg_sys::FunctionCallInfo,
+        ) -> pgrx::pg_sys::Datum {
+            pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| -> pgrx::pg_sys::Datum {
+                $crate::errors::report(
+                    clinembed_core::Error::new(
+                        clinembed_core::ErrorKind::WrongState,
+                        "clinembed's SQL objects are older than its library",
+                    )
+                    .detail(concat!(
+                        "Function ",
+                        $function,
+                        " was removed in clinembed ",
+                        $version,
+                        "; the library installed is ",
+                        env!("CARGO_PKG_VERSION"),
+                        "."
+                    ))
+                    .hint("Run ALTER EXTENSION clinembed UPDATE; in this database."),
+                )
+            })
+        }
+    };
+}
+
+removed!(
+    pg_finfo__embed_row_read_wrapper,
+    _embed_row_read_wrapper,
+    "_embed_row_read",
+    "0.10.1"
+);
+removed!(
+    pg_finfo__embed_row_action_wrapper,
+    _embed_row_action_wrapper,
+    "_embed_row_action",
+    "0.10.1"
+);
+removed!(
+    pg_finfo__embed_row_write_wrapper,
+    _embed_row_write_wrapper,
+    "_embed_row_write",
+    "0.10.1"
+);
