@@ -51,3 +51,18 @@ AS 'MODULE_PATHNAME', 'embed_trigger_wrapper';
 DROP FUNCTION @extschema@._embed_row_read(text, text, text);
 DROP FUNCTION @extschema@._embed_row_action(text, boolean, boolean, text, boolean, boolean);
 DROP FUNCTION @extschema@._embed_row_write(oid, text, text, text);
+
+-- The statement trigger is a C function too: it reads its transition tables
+-- through its own SPI connection, embeds in the library and writes each
+-- call's vectors back with one prepared UPDATE.  The helpers its PL/pgSQL
+-- body called are dropped (their symbols stay as stubs too).
+CREATE OR REPLACE FUNCTION @extschema@.embed_batch_trigger()
+RETURNS trigger
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'embed_batch_trigger_wrapper';
+DROP FUNCTION @extschema@._embed_trigger_args(text, oid, text, text[]);
+DROP FUNCTION @extschema@._embed_check_dims(oid, text, text, integer);
+DROP FUNCTION @extschema@._embed_batch_statements(oid, text, text, text, text, text, text);
+DROP FUNCTION @extschema@._embed_rows_per_call();
+DROP FUNCTION @extschema@._embed_constraint_error(oid, text, text);

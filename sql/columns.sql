@@ -6,70 +6,17 @@
 -- What to do with a row, the column checks, and every statement that reads
 -- or writes a table's rows are built in the library (src/columns.rs over
 -- clinembed_core::columns), and so are the backfill's steps (src/backfill.rs
--- over clinembed_core::backfill).  What stays here is the statement
--- trigger's entry point (its transition tables are visible to its own
--- queries), the backfill's COMMIT loop, and the backfill's progress table
--- and view.
+-- over clinembed_core::backfill).  What stays here is the backfill's COMMIT
+-- loop (a procedure's COMMIT needs PL/pgSQL), and its progress table and
+-- view.
 --
 -- Conventions: every object is schema-qualified with @extschema@ or pg_catalog;
 -- identifiers go through format('%I') and relations through regclass; no note
 -- text ever reaches a message, only table and column names, counts and model
 -- identities.
 
--- The row trigger, embed_trigger, is a C function (src/row_trigger.rs).
-
--- Statement trigger for bulk work: AFTER INSERT ... REFERENCING NEW TABLE AS
--- new_rows FOR EACH STATEMENT, and AFTER UPDATE ... REFERENCING OLD TABLE AS
--- old_rows NEW TABLE AS new_rows FOR EACH STATEMENT, with
--- EXECUTE FUNCTION embed_batch_trigger('source', 'target' [, 'model_column']).
--- Embeds the rows of a statement (INSERT ... SELECT, COPY) that need it
--- through embed_texts, _embed_rows_per_call() rows per call, and writes the
--- vectors back by primary key, as the role whose statement fired it.  The
--- library checks the table and builds both statements
--- (_embed_batch_statements); they run here because the transition tables
--- are visible only to this function's own queries.
-CREATE FUNCTION @extschema@.embed_batch_trigger()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    args record;
-    target record;
-    plan record;
-    model_id text;
-    total bigint;
-    chunk integer;
-    lo bigint := 0;
-BEGIN
-    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'embed_batch_trigger must fire AFTER INSERT or AFTER UPDATE FOR EACH STATEMENT'
-            USING ERRCODE = 'trigger_protocol_violated',
-                  DETAIL = format('Trigger %I on %s fired %s %s FOR EACH %s.', TG_NAME, TG_RELID::regclass, TG_WHEN, TG_OP, TG_LEVEL),
-                  HINT = 'For one row at a time use embed_trigger, a BEFORE ... FOR EACH ROW trigger.';
-    END IF;
-    SELECT * INTO args FROM @extschema@._embed_trigger_args('embed_batch_trigger', TG_RELID, TG_NAME, TG_ARGV);
-    SELECT * INTO target FROM @extschema@._embed_target(TG_RELID, args.source_column, args.target_column, args.model_column);
-    SELECT * INTO plan FROM @extschema@._embed_batch_statements(TG_RELID, TG_NAME, TG_OP, args.source_column,
-                                                                args.target_column, args.model_column, target.target_type);
-    EXECUTE plan.count_sql INTO total;
-    IF total = 0 THEN
-        RETURN NULL;
-    END IF;
-    model_id := @extschema@.embed_model_id();
-    PERFORM @extschema@._embed_check_dims(TG_RELID, args.target_column, target.target_type, target.target_dims);
-    chunk := @extschema@._embed_rows_per_call();
-    BEGIN
-        WHILE lo < total LOOP
-            EXECUTE plan.write_sql USING lo, chunk, model_id;
-            lo := lo + chunk;
-        END LOOP;
-    EXCEPTION WHEN integrity_constraint_violation THEN
-        PERFORM @extschema@._embed_constraint_error(TG_RELID, SQLSTATE, SQLERRM);
-    END;
-    RETURN NULL;
-END;
-$$;
+-- The row and statement triggers, embed_trigger and embed_batch_trigger, are
+-- C functions (src/row_trigger.rs, src/batch_trigger.rs).
 
 -- One row per backfill run: what it embeds, where its scan has got to, and
 -- its progress; names and counts, never note text.  Everyone may read it.  A

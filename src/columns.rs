@@ -1,14 +1,14 @@
-//! Embeddings beside their rows: the row and statement triggers, and the
-//! catalog reads and checks they share with the backfill (whose steps are
-//! in `src/backfill.rs`).
+//! The catalog reads and checks the triggers (`src/row_trigger.rs`,
+//! `src/batch_trigger.rs`, `src/queue.rs`), the backfill (`src/backfill.rs`)
+//! and the queue worker share: trigger arguments, the target column and its
+//! dimensions, primary keys, privileges, relation trees, and constraint
+//! errors raised again without their row.
 //!
 //! What they decide lives in the core (`clinembed_core::columns`): which rows
 //! need work, the column and dimension checks, rows per call, and the
 //! statements that read and write rows.  This module reads the catalog for
-//! them (read-only SPI) and exposes them as internal functions; the
-//! trigger entry points in `sql/columns.sql` (PL/pgSQL, because a trigger's
-//! transition tables are visible to PL/pgSQL's own SPI) only run them.
-//! Everything that computes vectors is still `embed_text` and `embed_texts`.
+//! them (read-only SPI); a few of its functions are SQL functions too, for
+//! the backfill's procedure and for tests.
 
 use std::ffi::{CStr, CString};
 
@@ -18,7 +18,7 @@ use pgrx::prelude::*;
 
 use crate::errors::OrReport;
 use crate::security::pinned;
-use crate::{backend, gucs};
+use crate::backend;
 
 extension_sql_file!(
     "../sql/columns.sql",
@@ -29,13 +29,8 @@ extension_sql_file!(
         embed_model_id,
         embed_model_info,
         _embed_needs_work,
-        _embed_check_dims,
-        _embed_rows_per_call,
-        _embed_trigger_args,
         _embed_target,
-        _embed_batch_statements,
         _backfill_statements,
-        _embed_constraint_error,
         _backfill_start,
         _backfill_batch
     ]
@@ -183,29 +178,6 @@ pub(crate) fn row_action(
     }
 }
 
-/// The trigger arguments, checked: two or three column names.
-#[pg_extern(immutable, parallel_safe)]
-fn _embed_trigger_args(
-    function: &str,
-    rel: pg_sys::Oid,
-    trigger_name: &str,
-    args: Option<Vec<Option<String>>>,
-) -> TableIterator<
-    'static,
-    (
-        name!(source_column, Option<String>),
-        name!(target_column, Option<String>),
-        name!(model_column, Option<String>),
-    ),
-> {
-    TableIterator::once(trigger_args(
-        function,
-        rel,
-        trigger_name,
-        args.unwrap_or_default(),
-    ))
-}
-
 /// A trigger's arguments, checked: two or three column names (raises
 /// otherwise).
 pub(crate) fn trigger_args(
@@ -297,18 +269,7 @@ pub(crate) fn target(
 }
 
 /// Raises `42804` unless the configured model's vectors fit the target
-/// column (`target_dims` NULL: any length).  Loads the model if needed.
-#[pg_extern(volatile, parallel_safe)]
-fn _embed_check_dims(
-    rel: pg_sys::Oid,
-    target_column: &str,
-    target_type: &str,
-    target_dims: Option<i32>,
-) {
-    check_dims(rel, target_column, target_type, target_dims);
-}
-
-/// See `_embed_check_dims`.
+/// column (`target_dims` None: any length).  Loads the model if needed.
 pub(crate) fn check_dims(
     rel: pg_sys::Oid,
     target_column: &str,
@@ -358,92 +319,6 @@ pub(crate) fn primary_key_index(rel: pg_sys::Oid) -> Option<pg_sys::Oid> {
         (*relation.as_ptr()).rd_pkindex
     };
     (index != pg_sys::Oid::INVALID).then_some(index)
-}
-
-/// The statement trigger's statements (see
-/// `clinembed_core::columns::batch_statements`) for trigger `trigger_name`
-/// on `rel`, after checking what it needs: transition tables, a primary key,
-/// and the grants its write-back UPDATE uses.  The current model identity is
-/// looked up only on INSERT, where the rule compares labels with it.
-#[pg_extern(volatile, parallel_safe)]
-fn _embed_batch_statements(
-    rel: pg_sys::Oid,
-    trigger_name: &str,
-    operation: &str,
-    source_column: &str,
-    target_column: &str,
-    model_column: Option<&str>,
-    target_type: &str,
-) -> TableIterator<'static, (name!(count_sql, String), name!(write_sql, String))> {
-    let fail = |kind, message: &str, detail: String, hint: String| -> ! {
-        crate::errors::report(
-            clinembed_core::Error::new(kind, message)
-                .detail(detail)
-                .hint(hint),
-        )
-    };
-    let table = relation_name(rel);
-    let (new_rows, old_rows) = select_two::<String, String>(
-        "SELECT t.tgnewtable::pg_catalog.text, t.tgoldtable::pg_catalog.text \
-           FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2",
-        &[rel.into(), trigger_name.into()],
-    );
-    let update = operation == "UPDATE";
-    let (new_rows, old_rows) = match (new_rows, old_rows) {
-        (Some(n), o) if !update || o.is_some() => (n, o.filter(|_| update)),
-        (n, _) => fail(
-            clinembed_core::ErrorKind::TriggerProtocol,
-            "embed_batch_trigger needs transition tables",
-            format!(
-                "Trigger {} on {table} has no {}.",
-                shown(trigger_name),
-                if n.is_none() { "NEW TABLE" } else { "OLD TABLE" }
-            ),
-            "Create it with REFERENCING NEW TABLE AS new_rows (AFTER INSERT), or REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows (AFTER UPDATE).".into(),
-        ),
-    };
-    let keys = primary_key(rel)
-        .map(|k| k.into_iter().map(|(name, _)| name).collect::<Vec<_>>())
-    .filter(|k| !k.is_empty())
-    .unwrap_or_else(|| {
-        fail(
-            clinembed_core::ErrorKind::InvalidTable,
-            "embed_batch_trigger needs a primary key",
-            format!("Table {table} has none; the trigger writes the vectors back to the new rows by key."),
-            "Add a primary key, or use embed_trigger, a row trigger, which needs none.".into(),
-        )
-    });
-    // The write-back is an UPDATE by the role whose statement fired the
-    // trigger: it reads the key columns and sets the vector columns.
-    let mut wanted: Vec<(&str, &str)> = keys.iter().map(|k| ("SELECT", k.as_str())).collect();
-    wanted.push(("UPDATE", target_column));
-    if let Some(m) = model_column {
-        wanted.push(("UPDATE", m));
-    }
-    let missing = missing_privileges(rel, &wanted);
-    if !missing.is_empty() {
-        let missing = missing.join(", ");
-        let role = current_role();
-        fail(
-            clinembed_core::ErrorKind::Forbidden,
-            &format!("embed_batch_trigger needs {missing}"),
-            format!("It writes the vectors of the statement's rows into {table} with an UPDATE as role {role}."),
-            format!("GRANT {missing} ON {table} TO {role}; or use embed_trigger, a row trigger, which needs no UPDATE."),
-        );
-    }
-    let model_id = (!update).then(crate::backend::model_id);
-    let statements = rule::batch_statements(
-        &qualified(rel),
-        &extension_schema(),
-        &new_rows,
-        old_rows.as_deref(),
-        &keys,
-        &columns(source_column, target_column, model_column),
-        target_type,
-        model_id.as_deref(),
-    )
-    .or_report();
-    TableIterator::once((statements.count, statements.write))
 }
 
 /// The backfill's statements for one table of a run (see
@@ -568,38 +443,6 @@ pub(crate) fn raise_constraint_violation(
 ) -> ! {
     let (detail, hint) = clinembed_core::backfill::constraint_violation_parts(table);
     crate::errors::report_as(code, message, detail, hint.into())
-}
-
-/// Raises the error a trigger met writing vectors into `rel` again, without
-/// its failing row (see [`raise_constraint_violation`]); `state` is the
-/// SQLSTATE as PL/pgSQL's `SQLSTATE` gives it.
-/// Not STRICT: it raises whatever it is given, so that no error is lost.
-#[pg_extern(volatile, parallel_safe)]
-fn _embed_constraint_error(rel: Option<pg_sys::Oid>, state: Option<&str>, message: Option<&str>) {
-    let table = rel.map_or_else(|| "a table".into(), relation_name);
-    raise_constraint_violation(
-        sqlstate_code(state.unwrap_or("23000")),
-        message.unwrap_or("integrity constraint violation"),
-        &table,
-    )
-}
-
-/// A five-character SQLSTATE as PostgreSQL packs it (`MAKE_SQLSTATE`).
-fn sqlstate_code(state: &str) -> pg_sys::errcodes::PgSqlErrorCode {
-    let packed = state
-        .bytes()
-        .take(5)
-        .enumerate()
-        .fold(0i32, |acc, (i, ch)| {
-            acc | ((ch.wrapping_sub(b'0') as i32 & 0x3F) << (6 * i))
-        });
-    pg_sys::errcodes::PgSqlErrorCode::from(packed)
-}
-
-/// Rows of a statement per `embed_texts` call in the statement trigger.
-#[pg_extern(stable, parallel_safe)]
-fn _embed_rows_per_call() -> i32 {
-    rule::rows_per_call(gucs::BATCH_MAX_TEXTS.get()) as i32
 }
 
 /// The actions, for tests and for anyone reading the rule from SQL: every

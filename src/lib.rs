@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 mod backend;
 mod backfill;
+mod batch_trigger;
 mod columns;
 mod errors;
 mod gucs;

@@ -66,3 +66,33 @@ removed!(
     "_embed_row_write",
     "0.10.1"
 );
+removed!(
+    pg_finfo__embed_trigger_args_wrapper,
+    _embed_trigger_args_wrapper,
+    "_embed_trigger_args",
+    "0.10.1"
+);
+removed!(
+    pg_finfo__embed_check_dims_wrapper,
+    _embed_check_dims_wrapper,
+    "_embed_check_dims",
+    "0.10.1"
+);
+removed!(
+    pg_finfo__embed_batch_statements_wrapper,
+    _embed_batch_statements_wrapper,
+    "_embed_batch_statements",
+    "0.10.1"
+);
+removed!(
+    pg_finfo__embed_rows_per_call_wrapper,
+    _embed_rows_per_call_wrapper,
+    "_embed_rows_per_call",
+    "0.10.1"
+);
+removed!(
+    pg_finfo__embed_constraint_error_wrapper,
+    _embed_constraint_error_wrapper,
+    "_embed_constraint_error",
+    "0.10.1"
+);

@@ -5,13 +5,13 @@
 //! row, or put the SQL condition [`condition`] derives from it into the
 //! statements they run over many rows.  The condition is built from the rule
 //! itself, state by state, so the two cannot disagree.  Also here: the
-//! dimension check of a target column and how many rows go into one
-//! `embed_texts` call.  Identifiers and literals are quoted by this module;
+//! dimension check of a target column and how many rows are embedded
+//! together.  Identifiers and literals are quoted by this module;
 //! nothing here sees note text.
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Rows handed to one `embed_texts` call by the statement trigger, at most
+/// Rows the statement trigger embeds and writes together, at most
 /// (further bounded by `clinembed.batch_max_texts`).
 pub const ROWS_PER_CALL: usize = 1000;
 
@@ -369,14 +369,18 @@ pub fn check_columns(
 pub struct BatchStatements {
     /// `SELECT count(*)` of the statement's rows that need work.
     pub count: String,
-    /// Embeds rows `$1 + 1 ..= $1 + $2` of them (in key order) through one
-    /// `embed_texts` call and writes vector and model identity (`$3`) back
-    /// by key.
+    /// The texts of rows `$1 + 1 ..= $1 + $2` of them, in key order (NULL:
+    /// the row's vector is cleared).
+    pub read: String,
+    /// Writes those rows back by key: row `$1 + i` gets elements
+    /// `(i - 1) * $4 + 1 ..= i * $4` of `$3` (a `real[]` of the rows'
+    /// vectors, one after another) cast to the target type, and the model
+    /// identity `$5`; a row whose text is NULL gets NULL in both.
     pub write: String,
 }
 
 /// Builds the statement trigger's statements.  `table` is the table's
-/// qualified, quoted name; `schema` the extension's, quoted; `new_rows` and
+/// qualified, quoted name; `new_rows` and
 /// `old_rows` the transition tables (`old_rows` for UPDATE); `keys` the
 /// primary key's columns; `model_id` the current identity (needed on INSERT
 /// only).  The statements name the table's columns only through aliases
@@ -385,7 +389,6 @@ pub struct BatchStatements {
 #[allow(clippy::too_many_arguments)]
 pub fn batch_statements(
     table: &str,
-    schema: &str,
     new_rows: &str,
     old_rows: Option<&str>,
     keys: &[String],
@@ -441,20 +444,22 @@ pub fn batch_statements(
         .as_deref()
         .map(|m| {
             format!(
-                ", {} = CASE WHEN e.embedding IS NULL THEN NULL ELSE $3 END",
+                ", {} = CASE WHEN w.txt IS NULL THEN NULL ELSE $5 END",
                 quote_ident(m)
             )
         })
         .unwrap_or_default();
+    let numbered = format!(
+        "WITH c AS MATERIALIZED (SELECT row_number() OVER (ORDER BY {key_aliases}) AS ord, * FROM ({candidates}) x), \
+         w AS MATERIALIZED (SELECT * FROM c WHERE ord > $1 AND ord <= $1 + $2)"
+    );
     Ok(BatchStatements {
         count: format!("SELECT count(*) FROM ({candidates}) c"),
+        read: format!("{numbered} SELECT w.txt FROM w ORDER BY w.ord"),
         write: format!(
-            "WITH c AS MATERIALIZED (SELECT row_number() OVER (ORDER BY {key_aliases}) AS ord, * FROM ({candidates}) x), \
-             w AS MATERIALIZED (SELECT * FROM c WHERE ord > $1 AND ord <= $1 + $2), \
-             e AS (SELECT $1 + e.ord AS ord, e.embedding FROM {schema}.embed_texts(\
-             (SELECT array_agg(w.txt ORDER BY w.ord) FROM w)) e) \
-             UPDATE {table} r SET {} = e.embedding::{target_type}{model} \
-             FROM w JOIN e USING (ord) WHERE {key_match}",
+            "{numbered} UPDATE {table} r SET {} = CASE WHEN w.txt IS NULL THEN NULL ELSE \
+             ($3::pg_catalog.float4[])[((w.ord - $1 - 1) * $4 + 1)::pg_catalog.int4 : ((w.ord - $1) * $4)::pg_catalog.int4]::{target_type} END{model} \
+             FROM w WHERE {key_match}",
             quote_ident(&columns.target)
         ),
     })
@@ -619,7 +624,7 @@ pub fn check_dimensions(
     }
 }
 
-/// Rows per `embed_texts` call for a statement's rows, given
+/// Rows the statement trigger embeds and writes together, given
 /// `clinembed.batch_max_texts`.
 pub fn rows_per_call(batch_max_texts: i32) -> usize {
     ROWS_PER_CALL.min(batch_max_texts.max(1) as usize)
@@ -932,7 +937,6 @@ mod tests {
         let batch = |old_rows, model_id| {
             batch_statements(
                 "public.t",
-                "public",
                 "new_rows",
                 old_rows,
                 &keys,
@@ -943,7 +947,13 @@ mod tests {
         };
         let insert = batch(None, Some("x@1")).unwrap();
         assert!(insert.count.starts_with("SELECT count(*) FROM (SELECT n.\"id\" AS k1, n.\"Part\" AS k2, n.\"note\"::text AS txt FROM \"new_rows\" n WHERE "));
-        assert!(insert.write.contains("UPDATE public.t r SET \"emb\" = e.embedding::vector(384), \"m\" = CASE WHEN e.embedding IS NULL THEN NULL ELSE $3 END"));
+        assert!(insert.write.contains(
+            "UPDATE public.t r SET \"emb\" = CASE WHEN w.txt IS NULL THEN NULL ELSE \
+             ($3::pg_catalog.float4[])[((w.ord - $1 - 1) * $4 + 1)::pg_catalog.int4 : ((w.ord - $1) * $4)::pg_catalog.int4]::vector(384) END, \
+             \"m\" = CASE WHEN w.txt IS NULL THEN NULL ELSE $5 END"
+        ));
+        assert!(insert.read.ends_with("SELECT w.txt FROM w ORDER BY w.ord"));
+        assert!(!insert.write.contains("embed_texts"));
         assert!(insert
             .write
             .contains("WHERE r.\"id\" = w.k1 AND r.\"Part\" = w.k2"));
