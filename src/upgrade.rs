@@ -3,7 +3,27 @@
 //! in the library, so an upgrade through an older version's scripts (0.9.0
 //! to 0.10.0 to this one) needs every symbol they create a function for; the
 //! current version's upgrade script then drops the function.  Called, a
-//! stub raises an error that says what to run.
+//! stub raises an error that says what to run, unless serving it costs
+//! nothing (`_backfill_tables`).
+
+use pgrx::prelude::*;
+
+/// `_backfill_tables` of 0.9.0, which its install script and a 0.9.0
+/// database not yet updated (`ALTER EXTENSION clinembed UPDATE`) call; from
+/// 0.10.0 the backfill calls `columns::backfill_tables` directly, and no SQL
+/// function is created for it.
+#[pg_extern(stable, parallel_safe, sql = false)]
+fn _backfill_tables(
+    rel: pg_sys::Oid,
+    source_column: &str,
+    target_column: &str,
+    model_column: Option<&str>,
+) -> Vec<pg_sys::Oid> {
+    crate::columns::backfill_tables(
+        rel,
+        &crate::columns::columns(source_column, target_column, model_column),
+    )
+}
 
 /// Defines the C symbol `$symbol` (and its `pg_finfo_` record) of SQL
 /// function `$function`, removed in `$version`.

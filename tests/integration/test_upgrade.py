@@ -159,3 +159,54 @@ def test_an_update_from_each_release_equals_a_fresh_install(version, releases, d
     with connect(upgraded) as c:
         # the updated extension works
         assert one(c, "SELECT array_length(embed_text('upgraded'), 1) = (SELECT dimensions FROM embed_model_info())")
+
+
+def test_triggers_of_a_database_not_yet_updated_say_what_to_run(releases, databases):
+    # The library of this version serves a database still at the last
+    # release: functions it no longer has answer with 55000 and the command
+    # that fixes it, and no row is written without its vector.
+    previous = EARLIER[-1]
+    upgraded, _ = databases
+    with connect(upgraded) as c:
+        c.execute(f"CREATE EXTENSION clinembed VERSION '{previous}'")
+        c.execute("CREATE TABLE rows_t (id int PRIMARY KEY, body text, emb real[])")
+        c.execute("CREATE TRIGGER r BEFORE INSERT ON rows_t FOR EACH ROW EXECUTE FUNCTION embed_trigger('body', 'emb')")
+        c.execute("CREATE TABLE batch_t (id int PRIMARY KEY, body text, emb real[])")
+        c.execute("CREATE TRIGGER b AFTER INSERT ON batch_t REFERENCING NEW TABLE AS new_rows "
+                  "FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('body', 'emb')")
+        for table in ("rows_t", "batch_t"):
+            with pytest.raises(Exception) as e:
+                c.execute(f"INSERT INTO {table} VALUES (1, 'Afebrile.')")
+            assert e.value.sqlstate == "55000", (table, e.value)
+            assert "older than its library" in str(e.value)
+            assert e.value.diag.message_hint == "Run ALTER EXTENSION clinembed UPDATE; in this database."
+            assert one(c, f"SELECT count(*) FROM {table}") == 0
+        c.execute("ALTER EXTENSION clinembed UPDATE")
+        for table in ("rows_t", "batch_t"):
+            c.execute(f"INSERT INTO {table} VALUES (1, 'Afebrile.')")
+            assert one(c, f"SELECT array_length(emb, 1) FROM {table}") == one(c, "SELECT dimensions FROM embed_model_info()")
+
+
+def test_plpgsql_is_left_only_where_postgresql_requires_it():
+    # The triggers are C functions; what stays PL/pgSQL is the backfill's
+    # procedure, whose COMMIT between batches needs a procedural language.
+    with connect("postgres") as c:
+        c.execute("DROP DATABASE IF EXISTS clinembed_plpgsql")
+        c.execute("CREATE DATABASE clinembed_plpgsql")
+    try:
+        with connect("clinembed_plpgsql") as c:
+            c.execute("CREATE EXTENSION clinembed")
+            bodies = c.execute(
+                "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "
+                "JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e' "
+                "JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'clinembed' "
+                "WHERE l.lanname = 'plpgsql'").fetchall()
+            assert sorted(name for name, _ in bodies) == ["embed_backfill"]
+            assert sum(len(src.strip().splitlines()) for _, src in bodies) <= 30
+            triggers = c.execute(
+                "SELECT string_agg(p.proname || ' ' || l.lanname, ', ' ORDER BY p.proname) FROM pg_proc p "
+                "JOIN pg_language l ON l.oid = p.prolang WHERE p.proname IN "
+                "('embed_trigger', 'embed_batch_trigger', 'embed_queue_trigger')").fetchone()[0]
+            assert triggers == "embed_batch_trigger c, embed_queue_trigger c, embed_trigger c"
+    finally:
+        drop_database("clinembed_plpgsql")

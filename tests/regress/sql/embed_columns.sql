@@ -101,6 +101,15 @@ CREATE TRIGGER w5 AFTER INSERT ON wide FOR EACH STATEMENT EXECUTE FUNCTION embed
 INSERT INTO wide VALUES (1, 'x');
 \echo :LAST_ERROR_SQLSTATE
 DROP TRIGGER w5 ON wide;
+-- the statement trigger used as a row trigger; both called as functions
+CREATE TRIGGER w5b BEFORE INSERT ON wide FOR EACH ROW EXECUTE FUNCTION embed_batch_trigger('t', 'e');
+INSERT INTO wide VALUES (1, 'x');
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER w5b ON wide;
+SELECT embed_trigger();
+\echo :LAST_ERROR_SQLSTATE
+SELECT embed_batch_trigger();
+\echo :LAST_ERROR_SQLSTATE
 -- the batch trigger needs transition tables and a primary key
 CREATE TRIGGER w6 AFTER INSERT ON wide FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('t', 'e');
 INSERT INTO wide VALUES (1, 'x');

@@ -135,8 +135,6 @@ BEGIN;
 -- the type as the catalog names it, schema-qualified whatever the caller's
 -- search_path (clinembed's catalog reads run with it pinned)
 SELECT target_type FROM _embed_target('row_notes'::regclass, 'exp_text', 'embedding', 'embedding_model');
-SELECT count(*) FROM _backfill_statements('row_notes'::regclass, 'exp_text', 'embedding', 'embedding_model',
-                                          'vector(384)', 'x@1');
 SELECT pg_current_xact_id_if_assigned() IS NULL AS no_transaction_id;
 COMMIT;
 
