@@ -66,3 +66,7 @@ DROP FUNCTION @extschema@._embed_check_dims(oid, text, text, integer);
 DROP FUNCTION @extschema@._embed_batch_statements(oid, text, text, text, text, text, text);
 DROP FUNCTION @extschema@._embed_rows_per_call();
 DROP FUNCTION @extschema@._embed_constraint_error(oid, text, text);
+
+-- The backfill's batch reads its rows, embeds them in the library and writes
+-- them with one UPDATE; the statements are no longer an SQL function's.
+DROP FUNCTION @extschema@._backfill_statements(oid, text, text, text, text, text);

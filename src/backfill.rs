@@ -80,14 +80,9 @@ fn _backfill_start(
 
     let mut total = 0i64;
     for table in crate::columns::backfill_tables(rel, &cols) {
-        let statements = rule::backfill_statements(
-            &qualified(table),
-            &schema,
-            &cols,
-            &target.type_name,
-            &model_id,
-        )
-        .or_report();
+        let statements =
+            rule::backfill_statements(&qualified(table), &cols, &target.type_name, &model_id)
+                .or_report();
         total += write_one::<i64>(&statements.count, &[]).unwrap_or(0);
     }
     let run = write_one::<i64>(
@@ -113,7 +108,7 @@ fn _backfill_start(
 
 /// One batch of run `run` of this backend, in the caller's transaction:
 /// takes up to the run's batch size of rows that need work from where its
-/// scan stands (SKIP LOCKED), embeds them through `embed_texts`, writes
+/// scan stands (SKIP LOCKED), embeds them in the library, writes
 /// vector and model identity, and records the progress.  Returns false, and
 /// marks the run finished, when a whole pass over the tables found nothing
 /// more to do.  `caller_search_path` is the search_path the batch statement
@@ -151,17 +146,13 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
             (false, Some(tid)) => tid,
             _ => pg_sys::ItemPointerData::default(),
         };
-        let statements = rule::backfill_statements(
-            &qualified(table),
-            &schema,
-            &cols,
-            &target.type_name,
-            &r.model_id,
-        )
-        .or_report();
+        let statements =
+            rule::backfill_statements(&qualified(table), &cols, &target.type_name, &r.model_id)
+                .or_report();
         let (written, last) = embed_batch(
             table,
-            &statements.batch,
+            &statements,
+            (&r.target_column, &target),
             from,
             r.batch_size,
             &r.model_id,
@@ -255,12 +246,15 @@ impl Run {
     }
 }
 
-/// Runs the batch statement of `table` under the caller's search_path:
-/// the rows it wrote and the last ctid it took.  A constraint violation is
-/// raised again without the failing row (see [`raise_constraint_violation`]).
+/// Takes one batch of `table`'s rows that need work after `from`, embeds
+/// them (`engine::embed`) and writes them with one UPDATE, under the
+/// caller's search_path: the rows it wrote and the last ctid it took.  A
+/// constraint violation is raised again without the failing row (see
+/// [`raise_constraint_violation`]).
 fn embed_batch(
     table: pg_sys::Oid,
-    sql: &str,
+    statements: &rule::BackfillStatements,
+    target: (&str, &rule::Target),
     from: pg_sys::ItemPointerData,
     batch_size: i32,
     model_id: &str,
@@ -273,13 +267,43 @@ fn embed_batch(
     let caller = caller_search_path.map(|path| Settings::with(&[("search_path", path)]));
     let result = PgTryBuilder::new(AssertUnwindSafe(|| {
         Spi::connect_mut(|c| {
-            c.update(
-                sql,
-                None,
-                &[from.into(), batch_size.into(), model_id.into()],
-            )?
-            .first()
-            .get_two::<i64, pg_sys::ItemPointerData>()
+            let rows = c
+                .update(
+                    statements.read.as_str(),
+                    None,
+                    &[from.into(), (batch_size as i64).into()],
+                )?
+                .map(|r| {
+                    Ok((
+                        r.get::<pg_sys::ItemPointerData>(1)?.unwrap_or_default(),
+                        r.get::<String>(2)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()?;
+            if rows.is_empty() {
+                return Ok((0, None));
+            }
+            let (tids, texts): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+            let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
+            let vectors = crate::engine::embed(table, target.0, target.1, &texts);
+            let last = tids
+                .iter()
+                .copied()
+                .max_by_key(|t| pgrx::itemptr::item_pointer_get_both(*t));
+            let written = c
+                .update(
+                    statements.write.as_str(),
+                    None,
+                    &[
+                        tids.into(),
+                        has.into(),
+                        vectors.flat.into(),
+                        vectors.dims.into(),
+                        model_id.into(),
+                    ],
+                )?
+                .len() as i64;
+            Ok((written, last))
         })
     }))
     .catch_others(|caught| match &caught {
@@ -293,7 +317,7 @@ fn embed_batch(
     .execute();
     drop(caller);
     match result {
-        Ok((written, last)) => (written.unwrap_or(0), last),
+        Ok(done) => done,
         Err(e) => spi_error("embedding a batch", e),
     }
 }

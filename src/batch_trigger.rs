@@ -16,7 +16,7 @@ use pgrx::{pg_sys, PgBuiltInOids, PgOid};
 use crate::columns::{self, shown};
 use crate::errors::{report, OrReport};
 use crate::trigger::{refuse_misfire, trigger_entry, Fires};
-use crate::{backend, gucs};
+use crate::{backend, engine, gucs};
 
 const TRIGGER: &str = "embed_batch_trigger";
 
@@ -84,7 +84,6 @@ fn embed_batch_trigger_body<'a>(
                 return Ok(());
             }
             let model_id = backend::model_id();
-            columns::check_dims(rel, &target_column, &target.type_name, target.dims);
             let per_call = rule::rows_per_call(gucs::BATCH_MAX_TEXTS.get()) as i64;
             let range = [PgOid::BuiltIn(PgBuiltInOids::INT8OID); 2];
             let read = c.prepare(statements.read.as_str(), &range)?;
@@ -104,26 +103,15 @@ fn embed_batch_trigger_body<'a>(
                     .select(&read, None, &[from.into(), per_call.into()])?
                     .map(|row| row.get::<String>(1))
                     .collect::<Result<Vec<_>, _>>()?;
-                let items: Vec<Option<&str>> = texts.iter().map(Option::as_deref).collect();
-                let vectors =
-                    backend::with_embedder(|e| backend::vectors_of(e, &items, gucs::long_text()))
-                        .or_report();
-                let dims = vectors.iter().flatten().map(Vec::len).next().unwrap_or(0);
-                let flat: Vec<f32> = vectors
-                    .iter()
-                    .flat_map(|v| match v {
-                        Some(v) => v.clone(),
-                        None => vec![0.0; dims],
-                    })
-                    .collect();
+                let vectors = engine::embed(rel, &target_column, &target, &texts);
                 c.update(
                     &write,
                     None,
                     &[
                         from.into(),
                         per_call.into(),
-                        flat.into(),
-                        (dims as i32).into(),
+                        vectors.flat.into(),
+                        vectors.dims.into(),
                         model_id.as_str().into(),
                     ],
                 )?;

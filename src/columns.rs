@@ -16,9 +16,9 @@ use clinembed_core::columns::{self as rule, Action, Columns, Event, Label, Row};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
+use crate::backend;
 use crate::errors::OrReport;
 use crate::security::pinned;
-use crate::backend;
 
 extension_sql_file!(
     "../sql/columns.sql",
@@ -30,7 +30,6 @@ extension_sql_file!(
         embed_model_info,
         _embed_needs_work,
         _embed_target,
-        _backfill_statements,
         _backfill_start,
         _backfill_batch
     ]
@@ -319,28 +318,6 @@ pub(crate) fn primary_key_index(rel: pg_sys::Oid) -> Option<pg_sys::Oid> {
         (*relation.as_ptr()).rd_pkindex
     };
     (index != pg_sys::Oid::INVALID).then_some(index)
-}
-
-/// The backfill's statements for one table of a run (see
-/// `clinembed_core::columns::backfill_statements`).
-#[pg_extern(stable, parallel_safe)]
-fn _backfill_statements(
-    rel: pg_sys::Oid,
-    source_column: &str,
-    target_column: &str,
-    model_column: Option<&str>,
-    target_type: &str,
-    model_id: &str,
-) -> TableIterator<'static, (name!(count_sql, String), name!(batch_sql, String))> {
-    let statements = rule::backfill_statements(
-        &qualified(rel),
-        &extension_schema(),
-        &columns(source_column, target_column, model_column),
-        target_type,
-        model_id,
-    )
-    .or_report();
-    TableIterator::once((statements.count, statements.batch))
 }
 
 /// The tables a backfill of `rel` reads and writes (see

@@ -9,6 +9,7 @@ mod backend;
 mod backfill;
 mod batch_trigger;
 mod columns;
+mod engine;
 mod errors;
 mod gucs;
 mod paths;

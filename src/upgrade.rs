@@ -116,3 +116,9 @@ removed!(
     "_embed_constraint_error",
     "0.10.1"
 );
+removed!(
+    pg_finfo__backfill_statements_wrapper,
+    _backfill_statements_wrapper,
+    "_backfill_statements",
+    "0.10.1"
+);

@@ -439,16 +439,6 @@ pub fn batch_statements(
             )
         }
     };
-    let model = columns
-        .model
-        .as_deref()
-        .map(|m| {
-            format!(
-                ", {} = CASE WHEN w.txt IS NULL THEN NULL ELSE $5 END",
-                quote_ident(m)
-            )
-        })
-        .unwrap_or_default();
     let numbered = format!(
         "WITH c AS MATERIALIZED (SELECT row_number() OVER (ORDER BY {key_aliases}) AS ord, * FROM ({candidates}) x), \
          w AS MATERIALIZED (SELECT * FROM c WHERE ord > $1 AND ord <= $1 + $2)"
@@ -457,24 +447,56 @@ pub fn batch_statements(
         count: format!("SELECT count(*) FROM ({candidates}) c"),
         read: format!("{numbered} SELECT w.txt FROM w ORDER BY w.ord"),
         write: format!(
-            "{numbered} UPDATE {table} r SET {} = CASE WHEN w.txt IS NULL THEN NULL ELSE \
-             ($3::pg_catalog.float4[])[((w.ord - $1 - 1) * $4 + 1)::pg_catalog.int4 : ((w.ord - $1) * $4)::pg_catalog.int4]::{target_type} END{model} \
-             FROM w WHERE {key_match}",
-            quote_ident(&columns.target)
+            "{numbered} UPDATE {table} r SET {} FROM w WHERE {key_match}",
+            vector_set(
+                columns,
+                target_type,
+                "(w.ord OPERATOR(pg_catalog.-) $1)",
+                "w.txt IS NULL"
+            )
         ),
     })
 }
 
-/// The backfill's two statements for one table of a run.
+/// The SET list of a write of one call's rows (the statement trigger's, the
+/// backfill's): row `ord` (1-based, an expression) gets elements
+/// `(ord - 1) * $4 + 1 ..= ord * $4` of `$3` (a `real[]` of the call's
+/// vectors one after another) cast to `target_type`, and the model column
+/// `$5`; where `cleared` holds, both get NULL.  Operators are named by
+/// schema: the backfill's statements run under the caller's `search_path`.
+pub fn vector_set(columns: &Columns, target_type: &str, ord: &str, cleared: &str) -> String {
+    let from = format!(
+        "(({ord} OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) $4 OPERATOR(pg_catalog.+) 1)::pg_catalog.int4"
+    );
+    let to = format!("({ord} OPERATOR(pg_catalog.*) $4)::pg_catalog.int4");
+    let model = columns
+        .model
+        .as_deref()
+        .map(|m| {
+            format!(
+                ", {} = CASE WHEN {cleared} THEN NULL ELSE $5 END",
+                quote_ident(m)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{} = CASE WHEN {cleared} THEN NULL ELSE ($3::pg_catalog.float4[])[{from} : {to}]::{target_type} END{model}",
+        quote_ident(&columns.target)
+    )
+}
+
+/// The backfill's statements for one table of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackfillStatements {
     /// `SELECT count(*)` of the table's rows that need work.
     pub count: String,
-    /// Takes up to `$2` rows that need work after ctid `$1` (locking them,
-    /// skipping locked ones), embeds them through one `embed_texts` call,
-    /// writes vector and model identity (`$3`), and returns how many rows it
-    /// wrote and the last ctid it took.
-    pub batch: String,
+    /// Takes up to `$2` rows that need work after ctid `$1`, locking them
+    /// and skipping locked ones: their ctids and texts.
+    pub read: String,
+    /// Writes the rows whose ctids are `$1` (a `tid[]`; `$2`, a `bool[]`,
+    /// says which have a text) as [`vector_set`] says, and returns one row
+    /// per row written.
+    pub write: String,
 }
 
 /// Builds the backfill's statements for `table` (qualified, quoted; its own
@@ -482,36 +504,24 @@ pub struct BackfillStatements {
 /// `search_path`, so every function, operator and type is named by schema.
 pub fn backfill_statements(
     table: &str,
-    schema: &str,
     columns: &Columns,
     target_type: &str,
     model_id: &str,
 ) -> Result<BackfillStatements> {
     let stale = needs_work(Event::Stored, columns, "", Some(model_id))?;
-    let model = columns
-        .model
-        .as_deref()
-        .map(|m| {
-            format!(
-                ", {} = CASE WHEN emb.embedding IS NULL THEN NULL ELSE $3 END",
-                quote_ident(m)
-            )
-        })
-        .unwrap_or_default();
     Ok(BackfillStatements {
         count: format!("SELECT pg_catalog.count(*) FROM ONLY {table} WHERE {stale}"),
-        batch: format!(
-            "WITH locked AS MATERIALIZED (SELECT ctid AS row_tid, {}::pg_catalog.text AS row_text FROM ONLY {table} \
-             WHERE ctid OPERATOR(pg_catalog.>) $1 AND {stale} LIMIT $2 FOR UPDATE SKIP LOCKED), \
-             batch AS MATERIALIZED (SELECT pg_catalog.row_number() OVER () AS ord, row_tid, row_text FROM locked), \
-             emb AS (SELECT e.ord, e.embedding FROM {schema}.embed_texts(\
-             (SELECT pg_catalog.array_agg(row_text ORDER BY ord) FROM batch)) e), \
-             written AS (UPDATE ONLY {table} w SET {} = emb.embedding::{target_type}{model} \
-             FROM batch JOIN emb ON emb.ord OPERATOR(pg_catalog.=) batch.ord \
-             WHERE w.ctid OPERATOR(pg_catalog.=) batch.row_tid RETURNING 1) \
-             SELECT (SELECT pg_catalog.count(*) FROM written), (SELECT pg_catalog.max(row_tid) FROM batch)",
-            quote_ident(&columns.source),
-            quote_ident(&columns.target)
+        read: format!(
+            "SELECT ctid, {}::pg_catalog.text FROM ONLY {table} \
+             WHERE ctid OPERATOR(pg_catalog.>) $1 AND {stale} LIMIT $2 FOR UPDATE SKIP LOCKED",
+            quote_ident(&columns.source)
+        ),
+        write: format!(
+            "UPDATE ONLY {table} w SET {} \
+             FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.bool[])) \
+             WITH ORDINALITY AS b(row_tid, has, ord) \
+             WHERE w.ctid OPERATOR(pg_catalog.=) b.row_tid RETURNING 1",
+            vector_set(columns, target_type, "b.ord", "NOT b.has")
         ),
     })
 }
@@ -949,8 +959,10 @@ mod tests {
         assert!(insert.count.starts_with("SELECT count(*) FROM (SELECT n.\"id\" AS k1, n.\"Part\" AS k2, n.\"note\"::text AS txt FROM \"new_rows\" n WHERE "));
         assert!(insert.write.contains(
             "UPDATE public.t r SET \"emb\" = CASE WHEN w.txt IS NULL THEN NULL ELSE \
-             ($3::pg_catalog.float4[])[((w.ord - $1 - 1) * $4 + 1)::pg_catalog.int4 : ((w.ord - $1) * $4)::pg_catalog.int4]::vector(384) END, \
-             \"m\" = CASE WHEN w.txt IS NULL THEN NULL ELSE $5 END"
+             ($3::pg_catalog.float4[])[(((w.ord OPERATOR(pg_catalog.-) $1) OPERATOR(pg_catalog.-) 1) \
+             OPERATOR(pg_catalog.*) $4 OPERATOR(pg_catalog.+) 1)::pg_catalog.int4 : \
+             ((w.ord OPERATOR(pg_catalog.-) $1) OPERATOR(pg_catalog.*) $4)::pg_catalog.int4]::vector(384) END, \
+             \"m\" = CASE WHEN w.txt IS NULL THEN NULL ELSE $5 END FROM w"
         ));
         assert!(insert.read.ends_with("SELECT w.txt FROM w ORDER BY w.ord"));
         assert!(!insert.write.contains("embed_texts"));
@@ -963,13 +975,18 @@ mod tests {
         assert!(update.count.contains(
             "LEFT JOIN \"old_rows\" o ON o.\"id\" = n.\"id\" AND o.\"Part\" = n.\"Part\""
         ));
-        let b = backfill_statements("public.t", "public", &columns(None), "real[]", "x@1").unwrap();
+        let b = backfill_statements("public.t", &columns(None), "real[]", "x@1").unwrap();
         assert!(b
             .count
             .starts_with("SELECT pg_catalog.count(*) FROM ONLY public.t WHERE "));
-        assert!(b
-            .batch
-            .contains("SET \"emb\" = emb.embedding::real[] FROM batch"));
-        assert!(b.batch.contains("public.embed_texts("));
+        assert!(b.read.ends_with("LIMIT $2 FOR UPDATE SKIP LOCKED"));
+        assert!(b.write.starts_with(
+            "UPDATE ONLY public.t w SET \"emb\" = CASE WHEN NOT b.has THEN NULL ELSE \
+             ($3::pg_catalog.float4[])[((b.ord OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) $4 \
+             OPERATOR(pg_catalog.+) 1)::pg_catalog.int4 : (b.ord OPERATOR(pg_catalog.*) $4)::pg_catalog.int4]::real[] END FROM"
+        ));
+        assert!(![&b.read, &b.write, &insert.read, &insert.write]
+            .iter()
+            .any(|s| s.contains("embed_texts")));
     }
 }
