@@ -1,5 +1,5 @@
 //! The step every path that writes many rows shares (the statement trigger,
-//! the backfill): the texts of one call's rows in, their vectors out as the
+//! the backfill, the queue workers): the texts of one call's rows in, their vectors out as the
 //! one `real[]` parameter of the one prepared UPDATE that writes them all
 //! (`clinembed_core::columns::vector_set`).  The dimension check runs once
 //! per call; vectors and the model identity come from `backend`.

@@ -7,8 +7,9 @@
 //! transaction: it takes up to `clinembed.queue_batch_rows` due keys of one
 //! table (`FOR UPDATE SKIP LOCKED`), locks their rows (`SKIP LOCKED`: a row a
 //! writer holds stays queued, and its writer's commit queues its newer
-//! text), embeds the texts through the `embed_texts` path, writes vector and
-//! model identity and deletes the keys.  The table's rows are read and
+//! text), embeds the texts and writes vectors and model identity with one
+//! UPDATE (`engine`, as the statement trigger and the backfill do) and
+//! deletes the keys.  The table's rows are read and
 //! written as the table's owner, in a restricted security context, with
 //! `search_path` pinned to `pg_catalog, pg_temp`: a trigger on the table
 //! runs with its owner's rights, never the worker's.
@@ -22,7 +23,7 @@
 //! queue before its row is written, in the same transaction.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -33,12 +34,11 @@ use clinembed_core::{Error, ErrorKind};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::columns::{self, select_one, select_two};
 use crate::queue::{queue, queue_trigger, spi_failed};
 use crate::security::{as_role, as_role_with, pinned, KEY_TEXT_SETTINGS};
-use crate::{backend, gucs, registry};
+use crate::{backend, engine, gucs, registry};
 
 /// Why a batch failed: its SQLSTATE and message.
 struct Failure {
@@ -682,61 +682,48 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     } else {
         HashSet::new()
     };
-    let texts: Vec<Option<&str>> = rows
+    // The texts to embed: None for a row whose vector is cleared.
+    let texts: Vec<Option<String>> = rows
         .iter()
         .map(|r| match q::worker_action(r.2.is_some()) {
-            Action::Embed => r.2.as_deref(),
+            Action::Embed => r.2.clone(),
             _ => None,
         })
         .collect();
-    let (vectors, model_id) = if texts.iter().any(Option::is_some) {
-        let dims = backend::with_embedder(|e| e.info().dimensions) as i32;
-        rule::check_dimensions(
-            || columns::relation_name(relid),
-            &columns::shown(&cols.target),
-            &target.type_name,
-            target.dims,
-            dims,
-        )
-        .unwrap_or_else(|e| crate::errors::report(e));
-        let vectors = backend::with_embedder(|e| backend::vectors_of(e, &texts, gucs::long_text()))
-            .unwrap_or_else(|e| crate::errors::report(e));
-        (vectors, Some(backend::model_id()))
-    } else {
-        (vec![None; texts.len()], None)
-    };
-    let write = q::write_statement(&table, &cols, &target.type_name);
-    as_role(owner, || {
+    let vectors = engine::embed(relid, &cols.target, &target, &texts);
+    let model_id = texts.iter().any(Option::is_some).then(backend::model_id);
+    let tids: Vec<pg_sys::ItemPointerData> = rows.iter().map(|r| r.1).collect();
+    let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
+    let write = rule::ctid_write(&table, &cols, &target.type_name);
+    // Each row's text as the write left it, by its place in the batch; a
+    // row a trigger skipped is missing.
+    let written: HashMap<i32, Option<String>> = as_role(owner, || {
         Spi::connect_mut(|c| {
-            let stmt = c.prepare_mut(
+            c.update(
                 write.as_str(),
+                None,
                 &[
-                    PgOid::BuiltIn(PgBuiltInOids::TIDOID),
-                    PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID),
-                    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                    tids.into(),
+                    has.into(),
+                    vectors.flat.into(),
+                    vectors.dims.into(),
+                    model_id.into(),
                 ],
-            )?;
-            let mut written = Vec::with_capacity(rows.len());
-            for (row, vector) in rows.iter().zip(vectors) {
-                let id = vector.as_ref().and(model_id.clone());
-                let after = c.update(&stmt, None, &[row.1.into(), vector.into(), id.into()])?;
-                // The row's text after its BEFORE UPDATE triggers; no row:
-                // a trigger skipped the write.
-                written.push(match after.len() {
-                    0 => None,
-                    _ => Some(after.first().get_one::<String>()?),
-                });
-            }
-            Ok::<_, pgrx::spi::SpiError>(written)
+            )?
+            .map(|r| Ok((r.get::<i32>(1)?.unwrap_or(0), r.get::<String>(2)?)))
+            .collect::<Result<HashMap<_, _>, pgrx::spi::SpiError>>()
         })
     })
-    .unwrap_or_else(|e| spi_failed(e))
-    .into_iter()
-    .zip(&rows)
-    .try_for_each(|(after, row)| {
-        q::check_written(row.2.as_deref(), after.as_ref().map(Option::as_deref))
-    })
-    .unwrap_or_else(|e| crate::errors::report(e));
+    .unwrap_or_else(|e| spi_failed(e));
+    rows.iter()
+        .enumerate()
+        .try_for_each(|(i, row)| {
+            q::check_written(
+                row.2.as_deref(),
+                written.get(&(i as i32 + 1)).map(Option::as_deref),
+            )
+        })
+        .unwrap_or_else(|e| crate::errors::report(e));
     let done: Vec<pg_sys::ItemPointerData> = entries
         .iter()
         .enumerate()

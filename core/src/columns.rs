@@ -459,7 +459,7 @@ pub fn batch_statements(
 }
 
 /// The SET list of a write of one call's rows (the statement trigger's, the
-/// backfill's): row `ord` (1-based, an expression) gets elements
+/// backfill's, a queue worker's): row `ord` (1-based, an expression) gets elements
 /// `(ord - 1) * $4 + 1 ..= ord * $4` of `$3` (a `real[]` of the call's
 /// vectors one after another) cast to `target_type`, and the model column
 /// `$5`; where `cleared` holds, both get NULL.  Operators are named by
@@ -493,9 +493,7 @@ pub struct BackfillStatements {
     /// Takes up to `$2` rows that need work after ctid `$1`, locking them
     /// and skipping locked ones: their ctids and texts.
     pub read: String,
-    /// Writes the rows whose ctids are `$1` (a `tid[]`; `$2`, a `bool[]`,
-    /// says which have a text) as [`vector_set`] says, and returns one row
-    /// per row written.
+    /// Writes the rows it took ([`ctid_write`]).
     pub write: String,
 }
 
@@ -516,14 +514,25 @@ pub fn backfill_statements(
              WHERE ctid OPERATOR(pg_catalog.>) $1 AND {stale} LIMIT $2 FOR UPDATE SKIP LOCKED",
             quote_ident(&columns.source)
         ),
-        write: format!(
-            "UPDATE ONLY {table} w SET {} \
-             FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.bool[])) \
-             WITH ORDINALITY AS b(row_tid, has, ord) \
-             WHERE w.ctid OPERATOR(pg_catalog.=) b.row_tid RETURNING 1",
-            vector_set(columns, target_type, "b.ord", "NOT b.has")
-        ),
+        write: ctid_write(table, columns, target_type),
     })
+}
+
+/// The write of one call's rows by ctid (the backfill's, a queue worker's):
+/// `$1` (a `tid[]`) the rows, `$2` (a `bool[]`) which of them have a text,
+/// and the vectors as [`vector_set`] takes them.  Returns, per row written,
+/// its place in `$1` (1-based) and its text as the write left it (after the
+/// table's BEFORE UPDATE triggers).
+pub fn ctid_write(table: &str, columns: &Columns, target_type: &str) -> String {
+    format!(
+        "UPDATE ONLY {table} w SET {} \
+         FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.bool[])) \
+         WITH ORDINALITY AS b(row_tid, has, ord) \
+         WHERE w.ctid OPERATOR(pg_catalog.=) b.row_tid \
+         RETURNING b.ord::pg_catalog.int4, w.{}::pg_catalog.text",
+        vector_set(columns, target_type, "b.ord", "NOT b.has"),
+        quote_ident(&columns.source)
+    )
 }
 
 /// One relation of a backfill's tree (the relation itself, its partitions
@@ -985,6 +994,13 @@ mod tests {
              ($3::pg_catalog.float4[])[((b.ord OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) $4 \
              OPERATOR(pg_catalog.+) 1)::pg_catalog.int4 : (b.ord OPERATOR(pg_catalog.*) $4)::pg_catalog.int4]::real[] END FROM"
         ));
+        // the model column is set only when there is one
+        assert!(!b.write.contains("$5"));
+        assert!(ctid_write("public.t", &columns(Some("m")), "real[]")
+            .contains(", \"m\" = CASE WHEN NOT b.has THEN NULL ELSE $5 END FROM ROWS FROM"));
+        assert!(b
+            .write
+            .ends_with("RETURNING b.ord::pg_catalog.int4, w.\"note\"::pg_catalog.text"));
         assert!(![&b.read, &b.write, &insert.read, &insert.write]
             .iter()
             .any(|s| s.contains("embed_texts")));

@@ -228,23 +228,6 @@ pub fn choose_batch(lengths: &[Option<usize>], limit: usize) -> Vec<usize> {
     order
 }
 
-/// The statement a worker writes one row with: vector `$2` (a `real[]`, or
-/// NULL to clear) cast to `target_type`, model identity `$3`, at ctid `$1`
-/// of a row it has locked.
-pub fn write_statement(table: &str, columns: &Columns, target_type: &str) -> String {
-    let model = columns
-        .model
-        .as_deref()
-        .map(|m| format!(", {} = $3", quote_ident(m)))
-        .unwrap_or_default();
-    format!(
-        "UPDATE ONLY {table} SET {} = $2::{target_type}{model} WHERE ctid OPERATOR(pg_catalog.=) $1 \
-         RETURNING {}::pg_catalog.text",
-        quote_ident(&columns.target),
-        quote_ident(&columns.source)
-    )
-}
-
 /// What a failed try keeps as its message in the queue table, which
 /// `embed_queue_failures` shows: the message of an error clinembed raised
 /// (`raised_by_clinembed`: its report names [`crate::ERROR_SOURCE`]), which
@@ -505,24 +488,6 @@ mod tests {
         // fewer candidates than the limit: all of them
         assert_eq!(choose_batch(&lengths, 10), vec![0, 1, 2, 3, 4, 5]);
         assert!(choose_batch(&[], 4).is_empty());
-    }
-
-    #[test]
-    fn write_sets_the_model_column_only_when_there_is_one() {
-        let mut c = Columns {
-            source: "n".into(),
-            target: "e".into(),
-            model: None,
-        };
-        assert_eq!(
-            write_statement("x.t", &c, "vector(384)"),
-            "UPDATE ONLY x.t SET \"e\" = $2::vector(384) WHERE ctid OPERATOR(pg_catalog.=) $1 \
-             RETURNING \"n\"::pg_catalog.text"
-        );
-        c.model = Some("m".into());
-        assert!(
-            write_statement("x.t", &c, "real[]").contains("\"e\" = $2::real[], \"m\" = $3 WHERE")
-        );
     }
 
     #[test]
