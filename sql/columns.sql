@@ -1,11 +1,11 @@
 -- Embeddings that stay next to their rows: triggers, a resumable backfill with
 -- progress, and provenance.  Included in the generated install script by
--- src/columns.rs; the upgrade scripts beside it carry the same objects
+-- src/write/columns.rs; the upgrade scripts beside it carry the same objects
 -- (tests/upgrade checks that an updated install equals a fresh one).
 --
 -- What to do with a row, the column checks, and every statement that reads
--- or writes a table's rows are built in the library (src/columns.rs over
--- clinembed_core::columns), and so are the backfill's steps (src/backfill.rs
+-- or writes a table's rows are built in the library (src/write/columns.rs over
+-- clinembed_core::columns), and so are the backfill's steps (src/write/backfill.rs
 -- over clinembed_core::backfill).  What stays here is the backfill's COMMIT
 -- loop (a procedure's COMMIT needs PL/pgSQL), and its progress table and
 -- view.
@@ -16,7 +16,7 @@
 -- identities.
 
 -- The row and statement triggers, embed_trigger and embed_batch_trigger, are
--- C functions (src/row_trigger.rs, src/batch_trigger.rs).
+-- C functions (src/write/row_trigger.rs, src/write/batch_trigger.rs).
 
 -- One row per backfill run: what it embeds, where its scan has got to, and
 -- its progress; names and counts, never note text.  Everyone may read it.  A

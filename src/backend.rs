@@ -88,6 +88,19 @@ pub fn vectors_of(
     }
 }
 
+/// Runs `f` with the configured model or installed model `model`, raising its
+/// error.
+pub fn using_model<T>(
+    model: Option<&str>,
+    f: impl FnOnce(&mut Embedder) -> clinembed_core::Result<T>,
+) -> T {
+    match model {
+        None => with_embedder(f),
+        Some(m) => with_named(m, f),
+    }
+    .or_report()
+}
+
 /// Lets a cancel or `statement_timeout` land between pieces of work.
 pub fn check_interrupts() {
     pgrx::pg_sys::check_for_interrupts!();

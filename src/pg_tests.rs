@@ -36,7 +36,7 @@ mod tests {
         Spi::run("SET clinembed.model = '/nonexistent/clinembed-model'").unwrap();
         assert_eq!(
             sqlstate_of(|| {
-                crate::embed_text("chest pain");
+                crate::api::embed::embed_text("chest pain");
             }),
             Some(PgSqlErrorCode::ERRCODE_UNDEFINED_FILE)
         );
@@ -53,7 +53,7 @@ mod tests {
         std::fs::copy(installed.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
         Spi::run(&format!("SET clinembed.model = '{}'", dir.display())).unwrap();
         let code = sqlstate_of(|| {
-            crate::embed_text("chest pain");
+            crate::api::embed::embed_text("chest pain");
         });
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(code, Some(PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR));
@@ -65,7 +65,7 @@ mod tests {
     fn model_name_cannot_escape_models_dir() {
         Spi::run("SET clinembed.model = '../../etc'").unwrap();
         let code = sqlstate_of(|| {
-            crate::embed_text("x");
+            crate::api::embed::embed_text("x");
         });
         Spi::run("RESET clinembed.model").unwrap();
         assert_eq!(code, Some(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE));

@@ -19,9 +19,9 @@ fn _backfill_tables(
     target_column: &str,
     model_column: Option<&str>,
 ) -> Vec<pg_sys::Oid> {
-    crate::columns::backfill_tables(
+    crate::write::columns::backfill_tables(
         rel,
-        &crate::columns::columns(source_column, target_column, model_column),
+        &crate::write::columns::columns(source_column, target_column, model_column),
     )
 }
 

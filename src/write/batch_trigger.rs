@@ -13,10 +13,10 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiError;
 use pgrx::{pg_sys, PgBuiltInOids, PgOid};
 
-use crate::columns::{self, shown};
 use crate::errors::{report, OrReport};
-use crate::trigger::{refuse_misfire, trigger_entry, Fires};
-use crate::{backend, engine, gucs};
+use crate::write::columns::{self, shown};
+use crate::write::trigger::{refuse_misfire, trigger_entry, Fires};
+use crate::{backend, gucs, write::engine};
 
 const TRIGGER: &str = "embed_batch_trigger";
 
@@ -130,7 +130,7 @@ fn embed_batch_trigger_body<'a>(
         _ => caught.rethrow(),
     })
     .execute();
-    result.unwrap_or_else(|e| crate::queue::spi_failed(e));
+    result.unwrap_or_else(|e| crate::write::queue::spi_failed(e));
     Ok(None)
 }
 

@@ -1,6 +1,5 @@
-//! The catalog reads and checks the triggers (`src/row_trigger.rs`,
-//! `src/batch_trigger.rs`, `src/queue.rs`), the backfill (`src/backfill.rs`)
-//! and the queue worker share: trigger arguments, the target column and its
+//! The catalog reads and checks the triggers (`row_trigger`, `batch_trigger`,
+//! `queue`), the backfill (`backfill`) and the queue workers share: trigger arguments, the target column and its
 //! dimensions, primary keys, privileges, relation trees, and constraint
 //! errors raised again without their row.
 //!
@@ -18,10 +17,10 @@ use pgrx::prelude::*;
 
 use crate::backend;
 use crate::errors::OrReport;
-use crate::security::pinned;
+use crate::pg::security::pinned;
 
 extension_sql_file!(
-    "../sql/columns.sql",
+    "../../sql/columns.sql",
     name = "columns",
     requires = [
         embed_text,
@@ -55,7 +54,7 @@ pub(crate) fn relation_name(rel: pg_sys::Oid) -> String {
 }
 
 /// One row's first column of a read-only query, run with `search_path`
-/// pinned (`crate::security`), whoever calls it.  (pgrx's `Spi::get_one*`
+/// pinned (`crate::pg::security`), whoever calls it.  (pgrx's `Spi::get_one*`
 /// run as writes and assign a transaction id, which a hot standby refuses.)
 pub(crate) fn select_one<T: IntoDatum + FromDatum>(
     sql: &str,

@@ -20,11 +20,11 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
-use crate::columns::{
+use crate::errors::{report, OrReport};
+use crate::pg::security::Settings;
+use crate::write::columns::{
     columns, extension_schema, qualified, raise_constraint_violation, relation_name,
 };
-use crate::errors::{report, OrReport};
-use crate::security::Settings;
 
 /// Starts a backfill run: checks the arguments, the columns and the model
 /// against the target column; refuses to start while a backfill of the
@@ -43,7 +43,7 @@ fn _backfill_start(
     refuse_in_recovery();
     let batch_size = step::check_batch_size(batch_size).or_report();
     let rel = rel.unwrap_or_else(|| report(step::no_relation()));
-    let target = crate::columns::target(rel, source_column, target_column, model_column);
+    let target = crate::write::columns::target(rel, source_column, target_column, model_column);
     // the column checks refuse a NULL source or target
     let cols = columns(
         source_column.unwrap_or_default(),
@@ -51,7 +51,7 @@ fn _backfill_start(
         model_column,
     );
     let model_id = crate::backend::model_id();
-    crate::columns::check_dims(rel, &cols.target, &target.type_name, target.dims);
+    crate::write::columns::check_dims(rel, &cols.target, &target.type_name, target.dims);
     let relation = relation_name(rel);
     let schema = extension_schema();
 
@@ -79,7 +79,7 @@ fn _backfill_start(
     }
 
     let mut total = 0i64;
-    for table in crate::columns::backfill_tables(rel, &cols) {
+    for table in crate::write::columns::backfill_tables(rel, &cols) {
         let statements =
             rule::backfill_statements(&qualified(table), &cols, &target.type_name, &model_id)
                 .or_report();
@@ -123,7 +123,7 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
         report(step::not_a_run(run, unsafe { pg_sys::MyProcPid }))
     });
     let model_column = r.model_column.as_deref();
-    let target = crate::columns::target(
+    let target = crate::write::columns::target(
         r.relid,
         Some(&r.source_column),
         Some(&r.target_column),
@@ -131,7 +131,7 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
     );
     let cols = columns(&r.source_column, &r.target_column, model_column);
     let relation = relation_name(r.relid);
-    let tables = crate::columns::backfill_tables(r.relid, &cols);
+    let tables = crate::write::columns::backfill_tables(r.relid, &cols);
     let at = match r.scan_relid {
         None => Resume::Fresh,
         Some(t) => tables
@@ -285,7 +285,7 @@ fn embed_batch(
             }
             let (tids, texts): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
             let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
-            let vectors = crate::engine::embed(table, target.0, target.1, &texts);
+            let vectors = crate::write::engine::embed(table, target.0, target.1, &texts);
             let last = tids
                 .iter()
                 .copied()
@@ -308,7 +308,7 @@ fn embed_batch(
     }))
     .catch_others(|caught| match &caught {
         CaughtError::PostgresError(e) | CaughtError::ErrorReport(e)
-            if crate::columns::is_integrity_violation(e.sql_error_code()) =>
+            if crate::write::columns::is_integrity_violation(e.sql_error_code()) =>
         {
             raise_constraint_violation(e.sql_error_code(), e.message(), &table_name)
         }

@@ -19,17 +19,17 @@ use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{PgBuiltInOids, PgOid, PgTupleDesc};
 
-use crate::columns::{self, shown};
+use crate::bgworker::registry;
 use crate::errors::report;
-use crate::registry;
-use crate::security::{as_role, as_role_with, pinned, Settings, KEY_TEXT_SETTINGS};
-use crate::trigger::{trigger_entry, RowFire};
-use crate::tuple::{attribute, output};
+use crate::pg::security::{as_role, as_role_with, pinned, Settings, KEY_TEXT_SETTINGS};
+use crate::pg::tuple::{attribute, output};
+use crate::write::columns::{self, shown};
+use crate::write::trigger::{trigger_entry, RowFire};
 
 const TRIGGER: &str = "embed_queue_trigger";
 
 extension_sql_file!(
-    "../sql/queue.sql",
+    "../../sql/queue.sql",
     name = "queue",
     requires = [
         "columns",
@@ -230,7 +230,7 @@ trigger_entry!(
 /// Runs no inference; a worker embeds the row after the transaction commits.
 ///
 /// The catalog reads and the enqueue it runs go through the pinned helpers
-/// of `crate::security`: the writer's own `search_path`, or one a database
+/// of `crate::pg::security`: the writer's own `search_path`, or one a database
 /// owner set, reaches none of its statements.  A row that needs no work
 /// runs no statement, and pays for no pinning.
 #[pg_trigger(

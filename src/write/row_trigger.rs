@@ -15,9 +15,9 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, IntoDatum, PgBox};
 
 use crate::errors::{report, OrReport};
-use crate::trigger::{trigger_entry, RowFire};
-use crate::tuple::output;
-use crate::{backend, columns, gucs};
+use crate::pg::tuple::output;
+use crate::write::trigger::{trigger_entry, RowFire};
+use crate::{backend, gucs, write::columns};
 
 const TRIGGER: &str = "embed_trigger";
 

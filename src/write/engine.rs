@@ -8,7 +8,7 @@ use clinembed_core::columns::Target;
 use pgrx::pg_sys;
 
 use crate::errors::OrReport;
-use crate::{backend, columns, gucs};
+use crate::{backend, gucs, write::columns};
 
 /// One call's vectors, one after another (zeros for a row whose text is
 /// NULL, which the write clears instead), each `dims` long.

@@ -8,9 +8,9 @@ use clinembed_core::{Error, ErrorKind};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTupleDesc};
 
-use crate::columns::{self, shown};
 use crate::errors::report;
-use crate::tuple::{output, value};
+use crate::pg::tuple::{output, value};
+use crate::write::columns::{self, shown};
 
 /// Defines the C entry point `$wrapper` of a trigger function whose pgrx
 /// wrapper is `$body`: pgrx's wrapper panics (XX000) when the function is

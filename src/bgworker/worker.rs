@@ -35,10 +35,10 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
-use crate::columns::{self, select_one, select_two};
-use crate::queue::{queue, queue_trigger, spi_failed};
-use crate::security::{as_role, as_role_with, pinned, KEY_TEXT_SETTINGS};
-use crate::{backend, engine, gucs, registry};
+use crate::pg::security::{as_role, as_role_with, pinned, KEY_TEXT_SETTINGS};
+use crate::write::columns::{self, select_one, select_two};
+use crate::write::queue::{queue, queue_trigger, spi_failed};
+use crate::{backend, bgworker::registry, gucs, write::engine};
 
 /// Why a batch failed: its SQLSTATE and message.
 struct Failure {
@@ -591,7 +591,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         )
     });
     // The rows are read and written as the role that set the trigger up
-    // (see `crate::queue::QueueTrigger::setter`), and only where no code of
+    // (see `crate::write::queue::QueueTrigger::setter`), and only where no code of
     // a role with fewer rights would run as it.
     let owner = trigger.setter;
     refuse_foreign_triggers(relid, owner);
@@ -626,8 +626,13 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         )
     });
     if !stale.is_empty() {
-        let requeued =
-            crate::queue::enqueue_stored(relid, &cols, pkey_now, &keys, &backend::model_id());
+        let requeued = crate::write::queue::enqueue_stored(
+            relid,
+            &cols,
+            pkey_now,
+            &keys,
+            &backend::model_id(),
+        );
         delete(&stale.iter().map(|e| e.ctid).collect::<Vec<_>>());
         pgrx::log!(
             "clinembed queue worker: {} queued keys of table oid {} were printed under a primary key it no longer has; {requeued} of its rows queued again under the current one",

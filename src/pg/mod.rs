@@ -1,0 +1,6 @@
+//! Helpers over PostgreSQL's own machinery that the rest of the crate
+//! shares: security contexts and pinned settings (`security`), and reading
+//! a trigger's tuples (`tuple`).
+
+pub(crate) mod security;
+pub(crate) mod tuple;
