@@ -5,8 +5,8 @@
 --
 -- What to do with a row, the column checks, and every statement that reads
 -- or writes a table's rows are built in the library (src/write/columns.rs over
--- clinembed_core::columns), and so are the backfill's steps (src/write/backfill.rs
--- over clinembed_core::backfill).  What stays here is the backfill's COMMIT
+-- clinembed_core::rows::columns), and so are the backfill's steps (src/write/backfill.rs
+-- over clinembed_core::rows::backfill).  What stays here is the backfill's COMMIT
 -- loop (a procedure's COMMIT needs PL/pgSQL), and its progress table and
 -- view.
 --

@@ -73,7 +73,7 @@ GRANT SELECT ON @extschema@.embed_queue_status TO PUBLIC;
 -- Rows whose last try failed: retrying (retry_at set) or parked (no more
 -- tries until embed_queue_retry).  Key, SQLSTATE and message, never text:
 -- a message is clinembed's own, or one built from the SQLSTATE alone when
--- the error came from elsewhere (clinembed_core::queue::failure_message).
+-- the error came from elsewhere (clinembed_core::rows::queue::failure_message).
 -- Tables the current role may read, and of a table under row-level
 -- security only to roles it does not apply to (its owner, BYPASSRLS): a
 -- key names a row the policy may hide.  Others see the counts in

@@ -174,35 +174,35 @@ pub const DEFAULT_WEIGHTS_CACHE_DIR: &str = "clinembed_cache";
 /// is a background worker (from `max_worker_processes`) holding its own
 /// model session, so its own memory (bench/RESULTS.md has the figures).
 pub static QUEUE_MAX_WORKERS: GucSetting<i32> =
-    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_MAX_WORKERS);
+    GucSetting::<i32>::new(clinembed_core::rows::queue::DEFAULT_MAX_WORKERS);
 
 /// `clinembed.queue_max_workers_per_database`: queue workers per database,
 /// at most.  One worker already uses every core through its intra-op
 /// threads; more help only when inference is a small part of the work.
 pub static QUEUE_MAX_WORKERS_PER_DATABASE: GucSetting<i32> =
-    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_MAX_WORKERS_PER_DATABASE);
+    GucSetting::<i32>::new(clinembed_core::rows::queue::DEFAULT_MAX_WORKERS_PER_DATABASE);
 
 /// `clinembed.queue_idle_exit`: seconds a queue worker with nothing to do
 /// waits before it exits and gives its memory back.
 pub static QUEUE_IDLE_EXIT: GucSetting<i32> =
-    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_IDLE_EXIT_SECONDS);
+    GucSetting::<i32>::new(clinembed_core::rows::queue::DEFAULT_IDLE_EXIT_SECONDS);
 
 /// `clinembed.queue_batch_rows`: queued rows a worker embeds and writes per
 /// transaction.
 pub static QUEUE_BATCH_ROWS: GucSetting<i32> =
-    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_BATCH_ROWS);
+    GucSetting::<i32>::new(clinembed_core::rows::queue::DEFAULT_BATCH_ROWS);
 
 /// `clinembed.queue_worker_nice`: the queue workers' scheduling priority
 /// (nice value, 0-19), set when a worker starts: above 0, the backends that
 /// write and read notes win the CPUs over the embedding when both want
 /// them (bench/RESULTS.md has the figures).
 pub static QUEUE_WORKER_NICE: GucSetting<i32> =
-    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_WORKER_NICE);
+    GucSetting::<i32>::new(clinembed_core::rows::queue::DEFAULT_WORKER_NICE);
 
 /// `clinembed.queue_max_attempts`: failed tries before a queued row is
 /// parked in `embed_queue_failures`.
 pub static QUEUE_MAX_ATTEMPTS: GucSetting<i32> =
-    GucSetting::<i32>::new(clinembed_core::queue::DEFAULT_MAX_ATTEMPTS);
+    GucSetting::<i32>::new(clinembed_core::rows::queue::DEFAULT_MAX_ATTEMPTS);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -363,14 +363,14 @@ pub fn init() {
             c"Most embedding queue workers per server.",
             &QUEUE_MAX_WORKERS,
             0,
-            clinembed_core::queue::WORKER_SLOTS as i32,
+            clinembed_core::rows::queue::WORKER_SLOTS as i32,
         ),
         (
             c"clinembed.queue_max_workers_per_database",
             c"Most embedding queue workers per database.",
             &QUEUE_MAX_WORKERS_PER_DATABASE,
             0,
-            clinembed_core::queue::WORKER_SLOTS as i32,
+            clinembed_core::rows::queue::WORKER_SLOTS as i32,
         ),
         (
             c"clinembed.queue_idle_exit",
@@ -384,7 +384,7 @@ pub fn init() {
             c"Queued rows a worker embeds per transaction.",
             &QUEUE_BATCH_ROWS,
             1,
-            clinembed_core::columns::ROWS_PER_CALL as i32,
+            clinembed_core::rows::columns::ROWS_PER_CALL as i32,
         ),
         (
             c"clinembed.queue_worker_nice",

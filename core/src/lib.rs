@@ -1,18 +1,19 @@
-//! The inference core of clinembed, free of Postgres: load a model, tokenize,
-//! batch, run and pool.  The extension crate is a thin layer over this one, so
-//! plain `cargo test` and benchmarks cover everything that computes.
+//! The core of clinembed, free of Postgres, in two domains: inference (load
+//! a model, tokenize, chunk, batch, run and pool, identities, settings) and
+//! rows (`rows`: the rule, column checks, the backfill's walk, the queue's
+//! decisions, and every statement the write paths run).  The extension crate
+//! is a thin layer over this one, so plain `cargo test` and benchmarks cover
+//! everything that computes and decides.
 
-pub mod backfill;
 pub mod batch;
 pub mod chunk;
-pub mod columns;
 pub mod error;
 pub mod identity;
 pub mod memory;
 pub mod model;
 pub mod plan;
 pub mod pool;
-pub mod queue;
+pub mod rows;
 pub mod runtime;
 pub mod settings;
 pub mod signals;
@@ -52,7 +53,7 @@ pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 
 /// The name clinembed's own error reports carry as the function that raised
 /// them: a caught error with this name was written by clinembed, and its
-/// message holds no note text (see [`queue::failure_message`]).
+/// message holds no note text (see [`rows::queue::failure_message`]).
 pub const ERROR_SOURCE: &str = "clinembed";
 
 pub use error::{Error, ErrorKind, Result};

@@ -28,7 +28,7 @@ use pgrx::pg_sys;
 use crate::gucs;
 
 /// Slots, so workers per server, at most.
-pub const SLOTS: usize = clinembed_core::queue::WORKER_SLOTS;
+pub const SLOTS: usize = clinembed_core::rows::queue::WORKER_SLOTS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -237,7 +237,7 @@ pub fn launch(datid: u32) -> bool {
             .enable_spi_access()
             .set_start_time(BgWorkerStartTime::RecoveryFinished)
             .set_restart_time(Some(Duration::from_secs(
-                clinembed_core::queue::RESTART_SECONDS,
+                clinembed_core::rows::queue::RESTART_SECONDS,
             )))
             .set_notify_pid(0)
             .load_dynamic()

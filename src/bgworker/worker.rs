@@ -28,16 +28,18 @@ use std::ffi::CStr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use clinembed_core::columns::{self as rule, Action};
-use clinembed_core::queue::{self as q, Retry};
+use clinembed_core::rows::columns::Action;
+use clinembed_core::rows::queue::{self as q, Retry};
+use clinembed_core::rows::statements::{self, QueueStatements};
 use clinembed_core::{Error, ErrorKind};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::pg::security::{as_role, as_role_with, pinned, KEY_TEXT_SETTINGS};
-use crate::write::columns::{self, select_one, select_two};
-use crate::write::queue::{queue, queue_trigger, spi_failed};
+use crate::pg::spi::{self, select_one, select_two, During};
+use crate::write::columns;
+use crate::write::queue::{queue_statements, queue_trigger};
 use crate::{backend, bgworker::registry, gucs, write::engine};
 
 /// Why a batch failed: its SQLSTATE and message.
@@ -96,7 +98,15 @@ fn transaction<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
 }
 
 // PostgreSQL's own signal handlers, as the C symbols (pgrx wraps the
-// functions it binds, and a signal handler must be the plain one).
+// functions it binds, and a signal handler must be the plain one).  Not
+// pgrx's `BackgroundWorker::attach_signal_handlers`: its SIGTERM handler
+// only sets a flag that a latch loop polls, so a worker in the middle of a
+// batch (inference, SPI) would run it to the end; PostgreSQL's `die` sets
+// ProcDiePending, and the next CHECK_FOR_INTERRUPTS (between micro-batches,
+// inside SPI) ends the worker, as it ends a backend.  pgrx's helpers are used
+// where they fit: `get_extra`, the builder (registry.rs).  The connection is
+// made by oid with BGWORKER_BYPASS_ALLOWCONN, which pgrx's by-name
+// `connect_worker_to_spi` cannot do.
 extern "C-unwind" {
     #[link_name = "die"]
     fn die(signal: std::ffi::c_int);
@@ -155,7 +165,7 @@ pub extern "C-unwind" fn clinembed_queue_worker(arg: pg_sys::Datum) {
         exit_unregistered();
     };
     // Before any ONNX Runtime thread exists, so they all inherit it.
-    if let Err(e) = clinembed_core::queue::lower_priority(gucs::queue_worker_nice()) {
+    if let Err(e) = clinembed_core::rows::queue::lower_priority(gucs::queue_worker_nice()) {
         pgrx::log!("clinembed queue worker: could not lower its priority: {e}");
     }
     // SAFETY: frees the slot however the process ends.
@@ -270,21 +280,12 @@ fn exit_unregistered() -> ! {
 /// Whether this database accepts connections (in a transaction): a worker
 /// drains no queue of a database its owner has closed.
 fn allows_connections() -> bool {
-    select_one::<bool>(
-        "SELECT datallowconn FROM pg_catalog.pg_database \
-          WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()",
-        &[],
-    )
-    .unwrap_or(false)
+    select_one::<bool>(statements::ALLOWS_CONNECTIONS, &[]).unwrap_or(false)
 }
 
 /// Whether clinembed is installed in this database (in a transaction).
 fn installed() -> bool {
-    select_one::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'clinembed')",
-        &[],
-    )
-    .unwrap_or(false)
+    select_one::<bool>(statements::EXTENSION_INSTALLED, &[]).unwrap_or(false)
 }
 
 /// What one look at the queue found.
@@ -361,14 +362,7 @@ fn drain(slot: usize, datid: u32) {
 /// How long until a queued key is due (zero: one is), or None when nothing
 /// is queued but parked rows.
 fn next_due() -> Option<Duration> {
-    let schema = queue().schema;
-    let secs = select_one::<f64>(
-        &format!(
-            "SELECT EXTRACT(EPOCH FROM pg_catalog.min(COALESCE(retry_at, queued_at)) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())::pg_catalog.float8 \
-               FROM {schema}.embed_queue WHERE parked_at IS NULL"
-        ),
-        &[],
-    )?;
+    let secs = select_one::<f64>(&queue_statements().next_due, &[])?;
     Some(Duration::from_secs_f64(secs.max(0.0)))
 }
 
@@ -449,13 +443,10 @@ fn log_failure(relid: pg_sys::Oid, f: &Failure, attempts: i32) {
 fn record_failure(relid: pg_sys::Oid, key: &[String], f: &Failure) {
     let max = gucs::queue_max_attempts();
     let recorded = transaction(|| {
-        let schema = queue().schema;
+        let qs = queue_statements();
         let attempts = Spi::connect_mut(|c| {
             c.update(
-                format!(
-                    "SELECT attempts OPERATOR(pg_catalog.+) 1 FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 FOR UPDATE"
-                )
-                .as_str(),
+                qs.next_attempt.as_str(),
                 Some(1),
                 &[relid.into(), key.to_vec().into()],
             )?
@@ -470,13 +461,7 @@ fn record_failure(relid: pg_sys::Oid, key: &[String], f: &Failure) {
         };
         Spi::connect_mut(|c| {
             c.update(
-                format!(
-                    "UPDATE {schema}.embed_queue SET attempts = $3, sqlstate = $4, message = $5, \
-                     retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $6), \
-                     parked_at = CASE WHEN $7 THEN pg_catalog.clock_timestamp() END \
-                     WHERE relid OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
-                )
-                .as_str(),
+                qs.record_failure.as_str(),
                 None,
                 &[
                     relid.into(),
@@ -490,7 +475,7 @@ fn record_failure(relid: pg_sys::Oid, key: &[String], f: &Failure) {
             )
             .map(|_| ())
         })
-        .unwrap_or_else(|e| spi_failed(e));
+        .unwrap_or_else(|e| spi::failed(During::Queue, e));
         Some(attempts)
     });
     if let Ok(Some(attempts)) = recorded {
@@ -502,48 +487,25 @@ fn record_failure(relid: pg_sys::Oid, key: &[String], f: &Failure) {
 /// and writes their rows, deletes the keys.  `taken` learns the keys as
 /// soon as they are taken, for the failure path.
 fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -> Step {
-    let schema = queue().schema;
+    let qs = queue_statements();
     let limit = gucs::queue_batch_rows();
     let (relid, entries) = match only {
         Some((relid, key)) => {
-            let entries = entries_of(
-                &format!(
-                    "SELECT ctid, key, pkey FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 \
-                     AND parked_at IS NULL FOR UPDATE SKIP LOCKED"
-                ),
-                &[relid.into(), key.into()],
-            );
+            let entries = entries_of(&qs.take_key, &[relid.into(), key.into()]);
             (relid, entries)
         }
         None => {
-            let due = "parked_at IS NULL AND COALESCE(retry_at, queued_at) OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()";
             // The oldest due row's table, after any other table's when the
             // last batch failed (FAILED_LAST).
             let Some(relid) = select_one::<pg_sys::Oid>(
-                &format!(
-                    "SELECT relid FROM {schema}.embed_queue WHERE {due} \
-                     ORDER BY relid OPERATOR(pg_catalog.=) $1, queued_at LIMIT 1"
-                ),
+                &qs.oldest_due_table,
                 &[FAILED_LAST.with(|f| f.get()).into()],
             ) else {
                 return Step::Idle(next_due());
             };
-            let entries = match choose(&schema, relid, due, limit) {
-                Some(ctids) => entries_of(
-                    &format!(
-                        "SELECT ctid, key, pkey FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
-                         AND ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]::pg_catalog.tid[]) \
-                         ORDER BY queued_at FOR UPDATE SKIP LOCKED"
-                    ),
-                    &[relid.into(), ctids.into()],
-                ),
-                None => entries_of(
-                    &format!(
-                        "SELECT ctid, key, pkey FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
-                         ORDER BY queued_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-                    ),
-                    &[relid.into(), (limit as i64).into()],
-                ),
+            let entries = match choose(&qs, relid, limit) {
+                Some(ctids) => entries_of(&qs.take_chosen, &[relid.into(), ctids.into()]),
+                None => entries_of(&qs.take_oldest, &[relid.into(), (limit as i64).into()]),
             };
             (relid, entries)
         }
@@ -558,23 +520,13 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     let delete = |ctids: &[pg_sys::ItemPointerData]| {
         Spi::connect_mut(|c| {
             for ctid in ctids {
-                c.update(
-                    format!(
-                        "DELETE FROM {schema}.embed_queue WHERE ctid OPERATOR(pg_catalog.=) $1"
-                    )
-                    .as_str(),
-                    None,
-                    &[(*ctid).into()],
-                )?;
+                c.update(qs.delete_entry.as_str(), None, &[(*ctid).into()])?;
             }
             Ok::<_, pgrx::spi::SpiError>(())
         })
-        .unwrap_or_else(|e| spi_failed(e));
+        .unwrap_or_else(|e| spi::failed(During::Queue, e));
     };
-    let exists = select_one::<bool>(
-        "SELECT true FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1 AND relkind OPERATOR(pg_catalog.=) 'r'",
-        &[relid.into()],
-    );
+    let exists = select_one::<bool>(statements::IS_ORDINARY_TABLE, &[relid.into()]);
     if exists.is_none() {
         // The table is gone (or is no table): its keys mean nothing now.
         delete(&entries.iter().map(|e| e.ctid).collect::<Vec<_>>());
@@ -654,7 +606,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         .collect();
     let args: Vec<pgrx::datum::DatumWithOid<'_>> =
         arrays.iter().map(|a| a.clone().into()).collect();
-    let claim = q::claim_statement(&table, &keys, &cols.source, true);
+    let claim = statements::claim_statement(&table, &keys, &cols.source, true);
     // Keys are read back under the settings the trigger printed them with.
     let rows: Vec<(i32, pg_sys::ItemPointerData, Option<String>)> =
         as_role_with(owner, KEY_TEXT_SETTINGS, || {
@@ -670,11 +622,11 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
                     .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
             })
         })
-        .unwrap_or_else(|e| spi_failed(e));
+        .unwrap_or_else(|e| spi::failed(During::Queue, e));
     // Keys whose row was not taken: locked by a writer (they stay queued)
     // or gone (deleted, or its key changed: the key is dropped).
     let found: HashSet<i32> = rows.iter().map(|r| r.0).collect();
-    let exists = q::claim_statement(&table, &keys, &cols.source, false);
+    let exists = statements::claim_statement(&table, &keys, &cols.source, false);
     let present: HashSet<i32> = if found.len() < entries.len() {
         as_role_with(owner, KEY_TEXT_SETTINGS, || {
             Spi::connect(|c| {
@@ -683,7 +635,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
                     .collect::<Result<HashSet<_>, pgrx::spi::SpiError>>()
             })
         })
-        .unwrap_or_else(|e| spi_failed(e))
+        .unwrap_or_else(|e| spi::failed(During::Queue, e))
     } else {
         HashSet::new()
     };
@@ -699,7 +651,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     let model_id = texts.iter().any(Option::is_some).then(backend::model_id);
     let tids: Vec<pg_sys::ItemPointerData> = rows.iter().map(|r| r.1).collect();
     let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
-    let write = rule::ctid_write(&table, &cols, &target.type_name);
+    let write = statements::ctid_write(&table, &cols, &target.type_name);
     // Each row's text as the write left it, by its place in the batch; a
     // row a trigger skipped is missing.
     let written: HashMap<i32, Option<String>> = as_role(owner, || {
@@ -719,7 +671,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             .collect::<Result<HashMap<_, _>, pgrx::spi::SpiError>>()
         })
     })
-    .unwrap_or_else(|e| spi_failed(e));
+    .unwrap_or_else(|e| spi::failed(During::Queue, e));
     rows.iter()
         .enumerate()
         .try_for_each(|(i, row)| {
@@ -742,24 +694,13 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     if !rows.is_empty() {
         Spi::connect_mut(|c| {
             c.update(
-                format!(
-                    "INSERT INTO {schema}.embed_queue_done (relid, rows) VALUES ($1, $2)"
-                )
-                .as_str(),
+                qs.record_done.as_str(),
                 None,
                 &[relid.into(), (rows.len() as i32).into()],
             )?;
-            c.update(
-                format!(
-                    "DELETE FROM {schema}.embed_queue_done WHERE done_at OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) interval '10 minutes')"
-                )
-                .as_str(),
-                None,
-                &[],
-            )
-            .map(|_| ())
+            c.update(qs.prune_done.as_str(), None, &[]).map(|_| ())
         })
-        .unwrap_or_else(|e| spi_failed(e));
+        .unwrap_or_else(|e| spi::failed(During::Queue, e));
     }
     registry::set_batch(slot, relid.to_u32(), 0, rows.len() as u64);
     if rows.is_empty() && done.is_empty() {
@@ -771,21 +712,25 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
 
 /// The queue entries (as ctid text) of the next batch of table `relid`,
 /// when more rows wait than a batch takes: the oldest and the rows whose
-/// texts are nearest its length (`clinembed_core::queue::choose_batch`).
+/// texts are nearest its length (`clinembed_core::rows::queue::choose_batch`).
 /// None: take the oldest rows as they come (few waiting, or the table cannot
 /// be read now; the batch itself then reports why).
-fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<Vec<String>> {
+fn choose(qs: &QueueStatements, relid: pg_sys::Oid, limit: usize) -> Option<Vec<String>> {
     let candidates: Vec<(String, Vec<String>)> = Spi::connect(|c| {
         c.select(
-            format!(
-                "SELECT ctid::pg_catalog.text, key FROM {schema}.embed_queue WHERE relid OPERATOR(pg_catalog.=) $1 AND {due} \
-                 ORDER BY queued_at LIMIT $2"
-            )
-            .as_str(),
+            qs.candidates.as_str(),
             None,
-            &[relid.into(), ((limit * q::CANDIDATES_PER_ROW) as i64).into()],
+            &[
+                relid.into(),
+                ((limit * q::CANDIDATES_PER_ROW) as i64).into(),
+            ],
         )?
-        .map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<Vec<String>>(2)?.unwrap_or_default())))
+        .map(|r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<Vec<String>>(2)?.unwrap_or_default(),
+            ))
+        })
         .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
     })
     .ok()?;
@@ -805,7 +750,7 @@ fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<V
         .collect();
     let args: Vec<pgrx::datum::DatumWithOid<'_>> =
         arrays.iter().map(|a| a.clone().into()).collect();
-    let sql = q::lengths_statement(&columns::qualified(relid), &keys, &cols.source);
+    let sql = statements::lengths_statement(&columns::qualified(relid), &keys, &cols.source);
     let found: Vec<(i32, i32)> = as_role_with(owner, KEY_TEXT_SETTINGS, || {
         Spi::connect(|c| {
             c.select(sql.as_str(), None, &args)?
@@ -836,23 +781,8 @@ fn choose(schema: &str, relid: pg_sys::Oid, due: &str, limit: usize) -> Option<V
 /// by a role with the TRIGGER privilege on someone else's table is the case
 /// this catches.
 fn refuse_foreign_triggers(relid: pg_sys::Oid, role: pg_sys::Oid) {
-    let foreign = select_two::<String, String>(
-        "SELECT t.tgname::pg_catalog.text, r.rolname::pg_catalog.text \
-           FROM pg_catalog.pg_trigger t \
-           JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid \
-           JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner \
-          WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal \
-            AND (t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A') \
-            AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) 16) OPERATOR(pg_catalog.<>) 0 \
-            AND NOT pg_catalog.pg_has_role(p.proowner, $2, 'USAGE') \
-            AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
-                  JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid \
-                 WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
-                   AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' \
-                   AND e.extname OPERATOR(pg_catalog.=) 'clinembed') \
-          ORDER BY t.tgname LIMIT 1",
-        &[relid.into(), role.into()],
-    );
+    let foreign =
+        select_two::<String, String>(statements::FOREIGN_TRIGGER, &[relid.into(), role.into()]);
     if let (Some(trigger), Some(author)) = foreign {
         crate::errors::report(
             Error::new(
@@ -883,5 +813,5 @@ fn entries_of(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Vec<Entry> {
             })
             .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
     })
-    .unwrap_or_else(|e| spi_failed(e))
+    .unwrap_or_else(|e| spi::failed(During::Queue, e))
 }

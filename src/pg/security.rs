@@ -20,7 +20,7 @@ use std::ffi::CString;
 
 use pgrx::pg_sys;
 
-pub(crate) use clinembed_core::queue::{KEY_TEXT_SETTINGS, PINNED_SEARCH_PATH};
+pub(crate) use clinembed_core::rows::queue::{KEY_TEXT_SETTINGS, PINNED_SEARCH_PATH};
 
 /// A GUC nest level with some settings changed; dropping it rolls back every
 /// setting changed at or below it, by clinembed or by code it ran.

@@ -3,8 +3,8 @@
 //! COMMITs, one transaction per batch.
 //!
 //! What they decide is in the core: the arguments, the scan's walk and the
-//! notices in `clinembed_core::backfill`, the tables and statements in
-//! `clinembed_core::columns`.  Here they read the run's row and the catalog,
+//! notices in `clinembed_core::rows::backfill`, the tables and statements in
+//! `clinembed_core::rows::columns`.  Here they read the run's row and the catalog,
 //! run the statements and record progress.  Both are declared with
 //! `SET search_path = pg_catalog, pg_temp`: what they run names the
 //! extension's objects by schema and finds everything else in pg_catalog,
@@ -14,14 +14,15 @@
 
 use std::panic::AssertUnwindSafe;
 
-use clinembed_core::backfill::{self as step, Resume};
-use clinembed_core::columns as rule;
-use pgrx::datum::DatumWithOid;
+use clinembed_core::rows::backfill::{self as step, Resume};
+use clinembed_core::rows::columns as rule;
+use clinembed_core::rows::statements::{self, RunStatements};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::errors::{report, OrReport};
 use crate::pg::security::Settings;
+use crate::pg::spi::{self, During};
 use crate::write::columns::{
     columns, extension_schema, qualified, raise_constraint_violation, relation_name,
 };
@@ -55,18 +56,13 @@ fn _backfill_start(
     let relation = relation_name(rel);
     let schema = extension_schema();
 
-    execute(
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('clinembed backfill'), $1)",
-        &[(rel.to_u32() as i32).into()],
-    );
+    let rs = RunStatements::new(&schema);
+    spi::execute(STEP, &rs.lock, &[(rel.to_u32() as i32).into()]);
     // after the lock, with a snapshot of its own: a run another start
     // committed while this one waited is seen
-    let (pid, running_model) = write_two::<i32, String>(
-        &format!(
-            "SELECT r.pid, r.model_id FROM {schema}.backfill_runs r \
-              WHERE r.relid OPERATOR(pg_catalog.=) $1 AND r.finished_at IS NULL AND r.model_id OPERATOR(pg_catalog.<>) $2 \
-                AND {schema}._backfill_active(r.run_id) LIMIT 1"
-        ),
+    let (pid, running_model) = spi::write_two::<i32, String>(
+        STEP,
+        &rs.other_model_running,
         &[rel.into(), model_id.as_str().into()],
     );
     if let (Some(pid), Some(running_model)) = (pid, running_model) {
@@ -81,16 +77,13 @@ fn _backfill_start(
     let mut total = 0i64;
     for table in crate::write::columns::backfill_tables(rel, &cols) {
         let statements =
-            rule::backfill_statements(&qualified(table), &cols, &target.type_name, &model_id)
+            statements::backfill_statements(&qualified(table), &cols, &target.type_name, &model_id)
                 .or_report();
-        total += write_one::<i64>(&statements.count, &[]).unwrap_or(0);
+        total += spi::write_one::<i64>(STEP, &statements.count, &[]).unwrap_or(0);
     }
-    let run = write_one::<i64>(
-        &format!(
-            "INSERT INTO {schema}.backfill_runs \
-                 (relid, source_column, target_column, model_column, model_id, batch_size, rows_total) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING run_id"
-        ),
+    let run = spi::write_one::<i64>(
+        STEP,
+        &rs.start,
         &[
             rel.into(),
             cols.source.as_str().into(),
@@ -117,8 +110,8 @@ fn _backfill_start(
 #[search_path(pg_catalog, pg_temp)]
 fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
     refuse_in_recovery();
-    let schema = extension_schema();
-    let r = Run::read(&schema, run).unwrap_or_else(|| {
+    let rs = RunStatements::new(&extension_schema());
+    let r = Run::read(&rs, run).unwrap_or_else(|| {
         // SAFETY: MyProcPid is set at backend start and never changes.
         report(step::not_a_run(run, unsafe { pg_sys::MyProcPid }))
     });
@@ -146,9 +139,13 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
             (false, Some(tid)) => tid,
             _ => pg_sys::ItemPointerData::default(),
         };
-        let statements =
-            rule::backfill_statements(&qualified(table), &cols, &target.type_name, &r.model_id)
-                .or_report();
+        let statements = statements::backfill_statements(
+            &qualified(table),
+            &cols,
+            &target.type_name,
+            &r.model_id,
+        )
+        .or_report();
         let (written, last) = embed_batch(
             table,
             &statements,
@@ -160,14 +157,9 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
         );
         if written > 0 {
             let done = r.rows_done + written;
-            let elapsed = write_one::<f64>(
-                &format!(
-                    "UPDATE {schema}.backfill_runs b \
-                        SET rows_done = $2, batches = b.batches OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.clock_timestamp(), \
-                            scan_relid = $3, scan_tid = $4, scan_found = true \
-                      WHERE b.run_id OPERATOR(pg_catalog.=) $1 \
-                  RETURNING pg_catalog.date_part('epoch', b.updated_at OPERATOR(pg_catalog.-) b.started_at)"
-                ),
+            let elapsed = spi::write_one::<f64>(
+                STEP,
+                &rs.record_batch,
                 &[r.id.into(), done.into(), table.into(), last.into()],
             )
             .unwrap_or_else(|| no_row("recording the batch"));
@@ -181,17 +173,8 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
         }
         scan = step::after_empty(s, tables.len());
     }
-    let elapsed = write_one::<f64>(
-        &format!(
-            "UPDATE {schema}.backfill_runs b \
-                SET finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp(), \
-                    scan_relid = NULL, scan_tid = NULL \
-              WHERE b.run_id OPERATOR(pg_catalog.=) $1 \
-          RETURNING pg_catalog.date_part('epoch', b.finished_at OPERATOR(pg_catalog.-) b.started_at)"
-        ),
-        &[r.id.into()],
-    )
-    .unwrap_or_else(|| no_row("finishing the run"));
+    let elapsed = spi::write_one::<f64>(STEP, &rs.finish, &[r.id.into()])
+        .unwrap_or_else(|| no_row("finishing the run"));
     notice(&step::finished_notice(&relation, r.rows_done, elapsed));
     false
 }
@@ -213,14 +196,9 @@ struct Run {
 }
 
 impl Run {
-    fn read(schema: &str, run: Option<i64>) -> Option<Run> {
+    fn read(rs: &RunStatements, run: Option<i64>) -> Option<Run> {
         let id = run?;
-        let sql = format!(
-            "SELECT b.relid, b.source_column, b.target_column, b.model_column, b.model_id, b.batch_size, \
-                    b.rows_total, b.rows_done, b.scan_relid, b.scan_tid, b.scan_found \
-               FROM {schema}.backfill_runs b \
-              WHERE b.run_id OPERATOR(pg_catalog.=) $1 AND b.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND b.finished_at IS NULL"
-        );
+        let sql = &rs.read;
         Spi::connect_mut(|c| {
             let table = c.update(sql.as_str(), Some(1), &[id.into()])?;
             if table.is_empty() {
@@ -242,7 +220,7 @@ impl Run {
                 scan_found: row.get(11)?.unwrap_or(false),
             }))
         })
-        .unwrap_or_else(|e| spi_error("reading the run", e))
+        .unwrap_or_else(|e| spi::failed(During::Backfill("reading the run"), e))
     }
 }
 
@@ -253,7 +231,7 @@ impl Run {
 /// [`raise_constraint_violation`]).
 fn embed_batch(
     table: pg_sys::Oid,
-    statements: &rule::BackfillStatements,
+    statements: &statements::BackfillStatements,
     target: (&str, &rule::Target),
     from: pg_sys::ItemPointerData,
     batch_size: i32,
@@ -281,7 +259,7 @@ fn embed_batch(
                 })
                 .collect::<Result<Vec<_>, pgrx::spi::Error>>()?;
             if rows.is_empty() {
-                return Ok((0, None));
+                return Ok::<_, pgrx::spi::Error>((0, None));
             }
             let (tids, texts): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
             let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
@@ -318,7 +296,7 @@ fn embed_batch(
     drop(caller);
     match result {
         Ok(done) => done,
-        Err(e) => spi_error("embedding a batch", e),
+        Err(e) => spi::failed(During::Backfill("embedding a batch"), e),
     }
 }
 
@@ -333,61 +311,15 @@ fn refuse_in_recovery() {
 }
 
 /// A progress NOTICE: names, counts and times only (built in
-/// `clinembed_core::backfill`).
+/// `clinembed_core::rows::backfill`).
 fn notice(progress: &str) {
     pgrx::notice!("{progress}");
 }
 
-/// Runs a statement through SPI as one that may write (with a snapshot of
-/// its own), for its effect.
-fn execute(sql: &str, args: &[DatumWithOid<'_>]) {
-    Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ()))
-        .unwrap_or_else(|e| spi_error("a backfill statement", e))
-}
+/// Each backfill statement's failure names the step.
+const STEP: During = During::Backfill("a backfill statement");
 
-/// The first column of the first row of a statement run as [`execute`].
-fn write_one<T: IntoDatum + FromDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
-    write_two::<T, bool>(sql, args).0
-}
-
-/// The first two columns of the first row, as [`write_one`].
-fn write_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
-    sql: &str,
-    args: &[DatumWithOid<'_>],
-) -> (Option<A>, Option<B>) {
-    Spi::connect_mut(|c| {
-        let table = c.update(sql, Some(1), args)?;
-        if table.is_empty() {
-            return Ok((None, None));
-        }
-        let row = table.first();
-        Ok((
-            row.get::<A>(1)?,
-            if row.columns()? > 1 {
-                row.get::<B>(2)?
-            } else {
-                None
-            },
-        ))
-    })
-    .unwrap_or_else(|e| spi_error("a backfill statement", e))
-}
-
-/// Raises an SPI failure of a backfill statement, `what` it was doing, as
-/// the bug it is.
-fn spi_error(what: &str, e: pgrx::spi::Error) -> ! {
-    spi_bug(what, &e.to_string())
-}
-
-/// As [`spi_error`], for a statement that returned no row where it must.
-fn no_row(what: &str) -> ! {
-    spi_bug(what, "no row returned")
-}
-
-fn spi_bug(what: &str, why: &str) -> ! {
-    report(
-        clinembed_core::Error::new(clinembed_core::ErrorKind::Runtime, "backfill step failed")
-            .detail(format!("SPI, {what}: {why}"))
-            .hint("This is a bug in clinembed; please report it."),
-    )
+/// A statement that must return a row returned none.
+fn no_row(what: &'static str) -> ! {
+    spi::failed(During::Backfill(what), "no row returned")
 }

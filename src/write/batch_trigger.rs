@@ -8,12 +8,15 @@
 
 use std::panic::AssertUnwindSafe;
 
-use clinembed_core::columns::{self as rule, BatchStatements};
+use clinembed_core::rows::columns as rule;
+use clinembed_core::rows::statements;
+use clinembed_core::rows::statements::BatchStatements;
 use pgrx::prelude::*;
 use pgrx::spi::SpiError;
 use pgrx::{pg_sys, PgBuiltInOids, PgOid};
 
 use crate::errors::{report, OrReport};
+use crate::pg::spi::{self, During};
 use crate::write::columns::{self, shown};
 use crate::write::trigger::{refuse_misfire, trigger_entry, Fires};
 use crate::{backend, gucs, write::engine};
@@ -130,11 +133,11 @@ fn embed_batch_trigger_body<'a>(
         _ => caught.rethrow(),
     })
     .execute();
-    result.unwrap_or_else(|e| crate::write::queue::spi_failed(e));
+    result.unwrap_or_else(|e| spi::failed(During::BatchTrigger, e));
     Ok(None)
 }
 
-/// The trigger's statements (see `clinembed_core::columns::batch_statements`),
+/// The trigger's statements (see `statements::batch_statements`),
 /// after checking what it needs: transition tables, a primary key, and the
 /// grants its write-back UPDATE uses.  The current model identity is looked
 /// up only on INSERT, where the rule compares labels with it.
@@ -205,7 +208,7 @@ fn statements(
         );
     }
     let model_id = insert.then(backend::model_id);
-    rule::batch_statements(
+    statements::batch_statements(
         &columns::qualified(rel),
         &new_rows,
         old_rows.as_deref(),

@@ -3,7 +3,7 @@
 //! dimensions, primary keys, privileges, relation trees, and constraint
 //! errors raised again without their row.
 //!
-//! What they decide lives in the core (`clinembed_core::columns`): which rows
+//! What they decide lives in the core (`clinembed_core::rows::columns`): which rows
 //! need work, the column and dimension checks, rows per call, and the
 //! statements that read and write rows.  This module reads the catalog for
 //! them (read-only SPI); a few of its functions are SQL functions too, for
@@ -11,13 +11,14 @@
 
 use std::ffi::{CStr, CString};
 
-use clinembed_core::columns::{self as rule, Action, Columns, Event, Label, Row};
-use pgrx::datum::DatumWithOid;
+use clinembed_core::rows::columns::{self as rule, Action, Columns, Event, Label, Row};
+use clinembed_core::rows::statements;
 use pgrx::prelude::*;
 
 use crate::backend;
 use crate::errors::OrReport;
 use crate::pg::security::pinned;
+use crate::pg::spi::{select_one, select_two};
 
 extension_sql_file!(
     "../../sql/columns.sql",
@@ -46,33 +47,8 @@ pub(crate) fn shown(name: &str) -> String {
 }
 
 pub(crate) fn relation_name(rel: pg_sys::Oid) -> String {
-    select_one::<String>(
-        "SELECT $1::pg_catalog.regclass::pg_catalog.text",
-        &[rel.into()],
-    )
-    .unwrap_or_else(|| format!("relation {}", rel.to_u32()))
-}
-
-/// One row's first column of a read-only query, run with `search_path`
-/// pinned (`crate::pg::security`), whoever calls it.  (pgrx's `Spi::get_one*`
-/// run as writes and assign a transaction id, which a hot standby refuses.)
-pub(crate) fn select_one<T: IntoDatum + FromDatum>(
-    sql: &str,
-    args: &[DatumWithOid<'_>],
-) -> Option<T> {
-    pinned(|| Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_one::<T>()))
-        .ok()
-        .flatten()
-}
-
-/// One row's first two columns of a read-only query (pinned as
-/// [`select_one`]).
-pub(crate) fn select_two<A: IntoDatum + FromDatum, B: IntoDatum + FromDatum>(
-    sql: &str,
-    args: &[DatumWithOid<'_>],
-) -> (Option<A>, Option<B>) {
-    pinned(|| Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_two::<A, B>()))
-        .unwrap_or((None, None))
+    select_one::<String>(statements::RELATION_NAME, &[rel.into()])
+        .unwrap_or_else(|| format!("relation {}", rel.to_u32()))
 }
 
 pub(crate) fn columns(source: &str, target: &str, model: Option<&str>) -> Columns {
@@ -85,13 +61,7 @@ pub(crate) fn columns(source: &str, target: &str, model: Option<&str>) -> Column
 
 /// A relation's name, schema-qualified and quoted, for statements.
 pub(crate) fn qualified(rel: pg_sys::Oid) -> String {
-    select_one::<String>(
-        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
-           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-          WHERE c.oid OPERATOR(pg_catalog.=) $1",
-        &[rel.into()],
-    )
-    .unwrap_or_else(|| {
+    select_one::<String>(statements::QUALIFIED_NAME, &[rel.into()]).unwrap_or_else(|| {
         crate::errors::report(
             clinembed_core::Error::new(
                 clinembed_core::ErrorKind::NotFound,
@@ -105,13 +75,7 @@ pub(crate) fn qualified(rel: pg_sys::Oid) -> String {
 
 /// The extension's schema, quoted, for statements that call its functions.
 pub(crate) fn extension_schema() -> String {
-    select_one::<String>(
-        "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e \
-           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
-          WHERE e.extname OPERATOR(pg_catalog.=) 'clinembed'",
-        &[],
-    )
-    .unwrap_or_else(|| "public".into())
+    select_one::<String>(statements::EXTENSION_SCHEMA, &[]).unwrap_or_else(|| "public".into())
 }
 
 fn event(name: &str) -> Event {
@@ -120,7 +84,7 @@ fn event(name: &str) -> Event {
 
 /// The SQL condition true for the rows that need embedding or clearing under
 /// `event` (`inserted`, `text_changed`, `stored`): the rule of
-/// `clinembed_core::columns::action`, state by state.  Columns are read as
+/// `clinembed_core::rows::columns::action`, state by state.  Columns are read as
 /// `alias.column`, or unqualified when `alias` is empty.  `model_id` may be
 /// NULL where the event never compares labels with it (`text_changed`).
 #[pg_extern(immutable, parallel_safe)]
@@ -133,7 +97,7 @@ fn _embed_needs_work(
     alias: default!(&str, "''"),
 ) -> String {
     let columns = columns(source_column, target_column, model_column);
-    rule::needs_work(self::event(event), &columns, alias, model_id).or_report()
+    statements::needs_work(self::event(event), &columns, alias, model_id).or_report()
 }
 
 /// What a row trigger does with one row: keep, embed or clear.
@@ -210,7 +174,7 @@ pub(crate) fn trigger_args(
 }
 
 /// The column checks of the triggers and the backfill (see
-/// `clinembed_core::columns::check_columns`): how to cast a `real[]` into the
+/// `clinembed_core::rows::columns::check_columns`): how to cast a `real[]` into the
 /// target column and how many dimensions it requires (NULL: any).
 #[pg_extern(stable, parallel_safe)]
 fn _embed_target(
@@ -235,17 +199,13 @@ pub(crate) fn target(
         pinned(|| {
             Spi::connect(|client| {
                 let row = client
-                .select(
-                    "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod), t.typname::pg_catalog.text, \
-                            t.typcategory::pg_catalog.text, a.atttypmod \
-                       FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid \
-                      WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2 \
-                        AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
-                    Some(1),
-                    &[rel.into(), name.into()],
-                )
-                .ok()?
-                .first();
+                    .select(
+                        statements::TARGET_COLUMN,
+                        Some(1),
+                        &[rel.into(), name.into()],
+                    )
+                    .ok()?
+                    .first();
                 Some(rule::ColumnType {
                     name: row.get::<String>(1).ok()??,
                     typname: row.get::<String>(2).ok()??,
@@ -291,15 +251,8 @@ pub(crate) fn check_dims(
 /// The primary key's columns of `rel`, in key order, with their types as
 /// `format_type` prints them; None without a primary key.
 pub(crate) fn primary_key(rel: pg_sys::Oid) -> Option<Vec<(String, String)>> {
-    let (names, types) = select_two::<Vec<String>, Vec<String>>(
-        "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.n), \
-                pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.n) \
-           FROM pg_catalog.pg_index i \
-          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n) \
-           JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum \
-          WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary",
-        &[rel.into()],
-    );
+    let (names, types) =
+        select_two::<Vec<String>, Vec<String>>(statements::PRIMARY_KEY, &[rel.into()]);
     let keys: Vec<(String, String)> = names?.into_iter().zip(types?).collect();
     (!keys.is_empty()).then_some(keys)
 }
@@ -320,7 +273,7 @@ pub(crate) fn primary_key_index(rel: pg_sys::Oid) -> Option<pg_sys::Oid> {
 }
 
 /// The tables a backfill of `rel` reads and writes (see
-/// `clinembed_core::columns::backfill_tables`): itself, its partitions and
+/// `clinembed_core::rows::columns::backfill_tables`): itself, its partitions and
 /// its inheritance children, those with storage, by oid; raises for a
 /// foreign table or one the role may not use.
 pub(crate) fn backfill_tables(rel: pg_sys::Oid, columns: &Columns) -> Vec<pg_sys::Oid> {
@@ -337,24 +290,24 @@ pub(crate) fn backfill_tables(rel: pg_sys::Oid, columns: &Columns) -> Vec<pg_sys
 /// `rel` itself, its partitions and its inheritance children, by oid, as
 /// the catalog describes them.
 pub(crate) fn relation_tree(rel: pg_sys::Oid) -> Vec<rule::Member> {
-    pinned(|| Spi::connect(|c| {
-        c.select(
-            "WITH RECURSIVE tree(relid) AS (SELECT $1 UNION \
-                 SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid) \
-             SELECT c.oid, c.oid::pg_catalog.regclass::pg_catalog.text, c.relkind::pg_catalog.text \
-               FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid ORDER BY c.oid",
-            None,
-            &[rel.into()],
-        )?
-        .map(|row| {
-            Ok(rule::Member {
-                oid: row.get::<pg_sys::Oid>(1)?.unwrap_or_default().to_u32(),
-                name: row.get::<String>(2)?.unwrap_or_default(),
-                relkind: row.get::<String>(3)?.unwrap_or_default().chars().next().unwrap_or(' '),
-            })
+    pinned(|| {
+        Spi::connect(|c| {
+            c.select(statements::RELATION_TREE, None, &[rel.into()])?
+                .map(|row| {
+                    Ok(rule::Member {
+                        oid: row.get::<pg_sys::Oid>(1)?.unwrap_or_default().to_u32(),
+                        name: row.get::<String>(2)?.unwrap_or_default(),
+                        relkind: row
+                            .get::<String>(3)?
+                            .unwrap_or_default()
+                            .chars()
+                            .next()
+                            .unwrap_or(' '),
+                    })
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
         })
-        .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    }))
+    })
     .unwrap_or_else(|e| {
         crate::errors::report(
             clinembed_core::Error::new(
@@ -374,7 +327,7 @@ pub(crate) fn missing_privileges(rel: pg_sys::Oid, wanted: &[(&str, &str)]) -> V
         .iter()
         .filter(|(privilege, column)| {
             !select_one::<bool>(
-                "SELECT pg_catalog.has_column_privilege($1, $2, $3)",
+                statements::COLUMN_PRIVILEGE,
                 &[rel.into(), (*column).into(), (*privilege).into()],
             )
             .unwrap_or(false)
@@ -386,19 +339,12 @@ pub(crate) fn missing_privileges(rel: pg_sys::Oid, wanted: &[(&str, &str)]) -> V
 /// The current role's name, quoted as `%I` would.
 /// A role's name, for messages.
 pub(crate) fn role_name(role: pg_sys::Oid) -> String {
-    select_one::<String>(
-        "SELECT rolname::pg_catalog.text FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) $1",
-        &[role.into()],
-    )
-    .unwrap_or_else(|| format!("role {}", role.to_u32()))
+    select_one::<String>(statements::ROLE_NAME, &[role.into()])
+        .unwrap_or_else(|| format!("role {}", role.to_u32()))
 }
 
 pub(crate) fn current_role() -> String {
-    select_one::<String>(
-        "SELECT pg_catalog.quote_ident(current_user::pg_catalog.text)",
-        &[],
-    )
-    .unwrap_or_default()
+    select_one::<String>(statements::CURRENT_ROLE, &[]).unwrap_or_default()
 }
 
 /// Whether `code` is of class 23, integrity constraint violation.
@@ -417,7 +363,7 @@ pub(crate) fn raise_constraint_violation(
     message: &str,
     table: &str,
 ) -> ! {
-    let (detail, hint) = clinembed_core::backfill::constraint_violation_parts(table);
+    let (detail, hint) = clinembed_core::rows::backfill::constraint_violation_parts(table);
     crate::errors::report_as(code, message, detail, hint.into())
 }
 

@@ -1,10 +1,11 @@
 //! The step every path that writes many rows shares (the statement trigger,
-//! the backfill, the queue workers): the texts of one call's rows in, their vectors out as the
-//! one `real[]` parameter of the one prepared UPDATE that writes them all
-//! (`clinembed_core::columns::vector_set`).  The dimension check runs once
-//! per call; vectors and the model identity come from `backend`.
+//! the backfill, the queue workers): the texts of one call's rows in, their
+//! vectors out as the one `real[]` parameter of the one prepared UPDATE that
+//! writes them all (`clinembed_core::rows::statements::vector_set`).  The
+//! dimension check runs once per call; vectors and the model identity come
+//! from `backend`.
 
-use clinembed_core::columns::Target;
+use clinembed_core::rows::columns::Target;
 use pgrx::pg_sys;
 
 use crate::errors::OrReport;

@@ -1,7 +1,7 @@
 //! The embedding queue: its trigger, the wake-up at commit, and the SQL
 //! functions around it.  The workers that drain it are in `worker.rs`;
 //! what the trigger and the workers decide is in
-//! `clinembed_core::queue` (over the one rule of `clinembed_core::columns`).
+//! `clinembed_core::rows::queue` (over the one rule of `clinembed_core::rows::columns`).
 //!
 //! `embed_queue_trigger('source', 'target' [, 'model_column'])`, BEFORE
 //! INSERT OR UPDATE ... FOR EACH ROW, runs no inference: where the rule says
@@ -13,8 +13,10 @@
 
 use std::cell::{Cell, RefCell};
 
-use clinembed_core::columns::Columns;
-use clinembed_core::{queue as q, Error, ErrorKind};
+use clinembed_core::rows::columns::Columns;
+use clinembed_core::rows::queue as q;
+use clinembed_core::rows::statements::{self, QueueStatements};
+use clinembed_core::{Error, ErrorKind};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{PgBuiltInOids, PgOid, PgTupleDesc};
@@ -22,6 +24,7 @@ use pgrx::{PgBuiltInOids, PgOid, PgTupleDesc};
 use crate::bgworker::registry;
 use crate::errors::report;
 use crate::pg::security::{as_role, as_role_with, pinned, Settings, KEY_TEXT_SETTINGS};
+use crate::pg::spi::{self, During};
 use crate::pg::tuple::{attribute, output};
 use crate::write::columns::{self, shown};
 use crate::write::trigger::{trigger_entry, RowFire};
@@ -70,27 +73,21 @@ fn extension_oid() -> pg_sys::Oid {
 /// The queue of the installed extension.
 pub(crate) fn queue() -> Queue {
     let ext = extension_oid();
-    let row = pinned(|| Spi::connect(|c| {
-        let r = c
-            .select(
-                "SELECT pg_catalog.quote_ident(n.nspname), c.relowner, c.oid FROM pg_catalog.pg_extension e \
-                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
-                   JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid \
-                    AND c.relname OPERATOR(pg_catalog.=) 'embed_queue' \
-                  WHERE e.oid OPERATOR(pg_catalog.=) $1",
-                Some(1),
-                &[ext.into()],
-            )?
-            .first();
-        if r.is_empty() {
-            return Ok(None);
-        }
-        Ok::<_, pgrx::spi::SpiError>(Some((
-            r.get::<String>(1)?,
-            r.get::<pg_sys::Oid>(2)?,
-            r.get::<pg_sys::Oid>(3)?,
-        )))
-    }))
+    let row = pinned(|| {
+        Spi::connect(|c| {
+            let r = c
+                .select(statements::QUEUE_TABLE, Some(1), &[ext.into()])?
+                .first();
+            if r.is_empty() {
+                return Ok(None);
+            }
+            Ok::<_, pgrx::spi::SpiError>(Some((
+                r.get::<String>(1)?,
+                r.get::<pg_sys::Oid>(2)?,
+                r.get::<pg_sys::Oid>(3)?,
+            )))
+        })
+    })
     .ok()
     .flatten();
     match row {
@@ -105,6 +102,11 @@ pub(crate) fn queue() -> Queue {
                 .hint("ALTER EXTENSION clinembed UPDATE installs it."),
         ),
     }
+}
+
+/// The statements on the queue's tables, in the installed extension's schema.
+pub(crate) fn queue_statements() -> QueueStatements {
+    QueueStatements::new(&queue().schema)
 }
 
 /// Wakes a worker for this database when the transaction commits.
@@ -162,7 +164,7 @@ fn enqueue(rel: pg_sys::Oid, key: Vec<String>, pkey: pg_sys::Oid) {
     });
     if stale {
         let queue = queue();
-        let sql = q::enqueue_statement(&queue.schema);
+        let sql = statements::enqueue_statement(&queue.schema);
         // planned under the search_path it is run with (in as_role)
         let stmt = pinned(|| {
             Spi::connect(|c| {
@@ -177,7 +179,7 @@ fn enqueue(rel: pg_sys::Oid, key: Vec<String>, pkey: pg_sys::Oid) {
                 .map(|s| s.keep())
             })
         })
-        .unwrap_or_else(|e| spi_failed(e));
+        .unwrap_or_else(|e| spi::failed(During::Queue, e));
         ENQUEUE.with(|e| *e.borrow_mut() = Some((queue, stmt)));
     }
     ENQUEUE.with(|e| {
@@ -189,17 +191,9 @@ fn enqueue(rel: pg_sys::Oid, key: Vec<String>, pkey: pg_sys::Oid) {
                     .map(|_| ())
             })
         })
-        .unwrap_or_else(|e| spi_failed(e));
+        .unwrap_or_else(|e| spi::failed(During::Queue, e));
     });
     wake_at_commit();
-}
-
-pub(crate) fn spi_failed(e: pgrx::spi::SpiError) -> ! {
-    report(
-        Error::new(ErrorKind::Runtime, "the embedding queue could not be used")
-            .detail(format!("SPI: {e}"))
-            .hint("Check that extension clinembed is installed and up to date in this database."),
-    )
 }
 
 /// The checks a trigger passed, valid while the table's columns and primary
@@ -212,7 +206,7 @@ struct Checked {
     pk_index: pg_sys::Oid,
     keys: Vec<i16>,
     /// Every key column prints the same under any session settings
-    /// (`clinembed_core::queue::key_text_is_stable`).
+    /// (`clinembed_core::rows::queue::key_text_is_stable`).
     stable: bool,
 }
 
@@ -384,41 +378,22 @@ pub(crate) struct QueueTrigger {
 /// The queue trigger of `rel` (its first by name, enabled).  None: the
 /// table has none.
 pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<QueueTrigger> {
-    let row = pinned(|| Spi::connect(|c| {
-        let t = c
-            .select(
-                "WITH RECURSIVE found AS ( \
-                   SELECT t.tgname::pg_catalog.text AS name, t.tgargs AS args, t.oid, t.tgparentid, t.tgrelid \
-                     FROM pg_catalog.pg_trigger t \
-                     JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid \
-                     JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) p.pronamespace \
-                      AND e.extname OPERATOR(pg_catalog.=) 'clinembed' \
-                    WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 \
-                      AND p.proname OPERATOR(pg_catalog.=) 'embed_queue_trigger' \
-                      AND t.tgenabled OPERATOR(pg_catalog.<>) 'D' \
-                    ORDER BY t.tgname LIMIT 1), \
-                 up AS ( \
-                   SELECT oid, tgparentid, tgrelid FROM found \
-                   UNION ALL \
-                   SELECT t.oid, t.tgparentid, t.tgrelid FROM pg_catalog.pg_trigger t \
-                     JOIN up ON t.oid OPERATOR(pg_catalog.=) up.tgparentid) \
-                 SELECT f.name, f.args, c.relowner FROM found f, up \
-                   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) up.tgrelid \
-                  WHERE up.tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid",
-                Some(1),
-                &[rel.into()],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::SpiError>(if t.is_empty() {
-            None
-        } else {
-            Some((
-                t.get::<String>(1)?.unwrap_or_default(),
-                t.get::<Vec<u8>>(2)?.unwrap_or_default(),
-                t.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::Oid::INVALID),
-            ))
+    let row = pinned(|| {
+        Spi::connect(|c| {
+            let t = c
+                .select(statements::QUEUE_TRIGGER, Some(1), &[rel.into()])?
+                .first();
+            Ok::<_, pgrx::spi::SpiError>(if t.is_empty() {
+                None
+            } else {
+                Some((
+                    t.get::<String>(1)?.unwrap_or_default(),
+                    t.get::<Vec<u8>>(2)?.unwrap_or_default(),
+                    t.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::Oid::INVALID),
+                ))
+            })
         })
-    }))
+    })
     .ok()
     .flatten()?;
     let (name, raw, setter) = row;
@@ -526,7 +501,7 @@ pub(crate) fn enqueue_stored(
 ) -> i64 {
     let queue = queue();
     let names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
-    let sql = q::enqueue_stored_statement(
+    let sql = statements::enqueue_stored_statement(
         &columns::qualified(t),
         t.to_u32(),
         pkey.to_u32(),
@@ -540,7 +515,7 @@ pub(crate) fn enqueue_stored(
     as_role_with(queue.owner, KEY_TEXT_SETTINGS, || {
         Spi::connect_mut(|c| c.update(sql.as_str(), None, &[]).map(|r| r.len() as i64))
     })
-    .unwrap_or_else(|e| spi_failed(e))
+    .unwrap_or_else(|e| spi::failed(During::Queue, e))
 }
 
 /// Queues every row of `rel` (partitions and children included) that the
@@ -596,21 +571,14 @@ fn _embed_queue_retry(rel: Option<pg_sys::Oid>) -> i64 {
     let queue = queue();
     // SAFETY: the current role.
     let me = unsafe { pg_sys::GetUserId() };
-    let sql = format!(
-        "UPDATE {}.embed_queue q SET attempts = 0, retry_at = NULL, parked_at = NULL, sqlstate = NULL, \
-         message = NULL, queued_at = pg_catalog.clock_timestamp() \
-         WHERE q.parked_at IS NOT NULL AND ($1::pg_catalog.oid IS NULL OR q.relid OPERATOR(pg_catalog.=) $1) \
-           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) q.relid) \
-           AND pg_catalog.has_table_privilege($2, q.relid, 'UPDATE')",
-        queue.schema
-    );
+    let sql = QueueStatements::new(&queue.schema).retry_parked;
     let n = as_role(queue.owner, || {
         Spi::connect_mut(|c| {
             c.update(sql.as_str(), None, &[rel.into(), me.into()])
                 .map(|r| r.len() as i64)
         })
     })
-    .unwrap_or_else(|e| spi_failed(e));
+    .unwrap_or_else(|e| spi::failed(During::Queue, e));
     if n > 0 {
         wake_at_commit();
     }

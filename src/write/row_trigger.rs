@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 
-use clinembed_core::columns::Action;
+use clinembed_core::rows::columns::Action;
 use clinembed_core::{Error, ErrorKind};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, IntoDatum, PgBox};

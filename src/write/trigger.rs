@@ -3,7 +3,7 @@
 //! and reading the row that fired them through the relation's tuple
 //! descriptor, decided by the one rule (`columns::row_action`).
 
-use clinembed_core::columns::Action;
+use clinembed_core::rows::columns::Action;
 use clinembed_core::{Error, ErrorKind};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTupleDesc};

@@ -1,4 +1,4 @@
--- One rule for which rows need embedding (clinembed_core::columns::action),
+-- One rule for which rows need embedding (clinembed_core::rows::columns::action),
 -- used by the row trigger, the statement trigger and the backfill: the SQL
 -- conditions the library derives from it agree with it in every state, and
 -- a row without text but with a vector is cleared in every path.

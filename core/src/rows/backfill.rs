@@ -1,7 +1,7 @@
 //! The resumable backfill's decisions: its arguments, where its scan goes
 //! after each batch, when it is done, its refusals and what it reports.
 //! Which tables it writes and the statements it runs on each are in
-//! [`crate::columns`]; the extension reads the catalog and the run's row for
+//! [`super::columns`]; the extension reads the catalog and the run's row for
 //! these and runs the statements.
 //!
 //! A run scans the tables of its relation (the relation, its partitions and

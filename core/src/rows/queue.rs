@@ -2,7 +2,7 @@
 //! embeds and writes queued rows, and when a failed row is tried again.
 //!
 //! The queue holds a table's oid and a row's primary key as text, never note
-//! text.  The trigger decides with the one rule of [`crate::columns`]: a row
+//! text.  The trigger decides with the one rule of [`super::columns`]: a row
 //! whose rule says *embed* has its vector cleared (no vector ever describes
 //! an older text) and its key queued; *clear* clears; *keep* does nothing,
 //! so an UPDATE that leaves the text alone queues nothing.  A worker takes
@@ -11,7 +11,7 @@
 //! statement here names functions, operators and types by schema: the
 //! worker runs them with `search_path` pinned to `pg_catalog, pg_temp`.
 
-use crate::columns::{self, quote_ident, Action, Columns, Event, Row};
+use super::columns::{self, Action, Event, Row};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Rows a worker takes per transaction, by default.
@@ -155,61 +155,6 @@ pub fn after_failure(attempts: i32, max_attempts: i32) -> Retry {
     Retry::After((RETRY_BASE_SECONDS << exp).min(RETRY_MAX_SECONDS))
 }
 
-/// The statement a worker locks and reads queued rows with: `$1`, `$2`, ...
-/// are `text[]`s, one per key column, holding the queued keys in order; it
-/// returns each found row's position in them (1-based), its ctid and its
-/// text, and locks the rows, skipping rows another transaction has locked
-/// (they stay queued).  `keys` are the key columns with their types as
-/// `format_type` prints them; `table` is qualified and quoted.  Only the
-/// table's own rows (`ONLY`): a partition's queue entries carry its own oid.
-/// Without `lock`, the same rows without locking: which keys still exist.
-pub fn claim_statement(table: &str, keys: &[(String, String)], source: &str, lock: bool) -> String {
-    // ROWS FROM: unnest with several arguments is syntax, not a function
-    // that can be named by schema.
-    let args = (1..=keys.len())
-        .map(|i| format!("pg_catalog.unnest(${i}::pg_catalog.text[])"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let names = (1..=keys.len())
-        .map(|i| format!("k{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let join = keys
-        .iter()
-        .enumerate()
-        .map(|(i, (name, ty))| {
-            format!(
-                "t.{} OPERATOR(pg_catalog.=) q.k{}::{ty}",
-                quote_ident(name),
-                i + 1
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    format!(
-        "SELECT q.ord::pg_catalog.int4, t.ctid, t.{}::pg_catalog.text \
-         FROM ROWS FROM ({args}) WITH ORDINALITY AS q({names}, ord) \
-         JOIN ONLY {table} t ON {join}{}",
-        quote_ident(source),
-        if lock {
-            " FOR UPDATE OF t SKIP LOCKED"
-        } else {
-            ""
-        }
-    )
-}
-
-/// The statement a worker reads the text lengths of queued rows with (same
-/// arguments as [`claim_statement`]): each found row's position and its
-/// text's length in bytes (the third column, after the ctid), without locking.
-pub fn lengths_statement(table: &str, keys: &[(String, String)], source: &str) -> String {
-    claim_statement(table, keys, source, false).replacen(
-        &format!("t.{}::pg_catalog.text", quote_ident(source)),
-        &format!("pg_catalog.octet_length(t.{})", quote_ident(source)),
-        1,
-    )
-}
-
 /// Queued keys a worker looks over to choose a batch, per row of a batch.
 pub const CANDIDATES_PER_ROW: usize = 16;
 
@@ -280,17 +225,6 @@ pub fn check_written(embedded: Option<&str>, written: Option<Option<&str>>) -> R
     }
 }
 
-/// The statement the trigger queues a row with (`$1` the table's oid, `$2`
-/// its key as `text[]`, `$3` the primary key index that printed it).  A key already queued is queued again as a new
-/// text version: its tries and failure are forgotten.
-pub fn enqueue_statement(schema: &str) -> String {
-    format!(
-        "INSERT INTO {schema}.embed_queue AS q (relid, key, pkey) VALUES ($1, $2, $3) \
-         ON CONFLICT (relid, key) DO UPDATE SET queued_at = EXCLUDED.queued_at, attempts = 0, \
-         retry_at = NULL, parked_at = NULL, sqlstate = NULL, message = NULL, pkey = EXCLUDED.pkey"
-    )
-}
-
 /// Whether a queued key was printed under another primary key than the
 /// table's now (`pkey`, the index it was queued under: `None` for keys
 /// 0.10.0 queued, checked by their number of columns only).  Such a key
@@ -303,32 +237,6 @@ pub fn key_is_stale(
     columns_now: usize,
 ) -> bool {
     key_columns != columns_now || pkey.is_some_and(|p| p != current)
-}
-
-/// The statement `embed_queue_enqueue` queues a table's stored rows with:
-/// every row the rule says needs work (a missing vector, another model's,
-/// a vector beside no text), keys already queued left as they are.  Returns
-/// nothing; its row count is the number queued.
-pub fn enqueue_stored_statement(
-    table: &str,
-    relid: u32,
-    pkey: u32,
-    schema: &str,
-    keys: &[String],
-    columns: &Columns,
-    model_id: &str,
-) -> Result<String> {
-    let key = keys
-        .iter()
-        .map(|k| format!("t.{}::pg_catalog.text", quote_ident(k)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Ok(format!(
-        "INSERT INTO {schema}.embed_queue (relid, key, pkey) \
-         SELECT {relid}::pg_catalog.oid, ARRAY[{key}], {pkey}::pg_catalog.oid FROM ONLY {table} t WHERE {} \
-         ON CONFLICT (relid, key) DO NOTHING",
-        columns::needs_work(Event::Stored, columns, "t", Some(model_id))?
-    ))
 }
 
 /// Lowers the calling thread's scheduling priority to `nice` (0-19): threads
@@ -440,42 +348,6 @@ mod tests {
     }
 
     #[test]
-    fn claim_joins_every_key_column_with_its_type() {
-        let keys = vec![
-            ("site".to_string(), "text".to_string()),
-            ("Id".to_string(), "bigint".to_string()),
-        ];
-        let s = claim_statement("\"public\".\"notes\"", &keys, "exp text", true);
-        assert!(
-            s.contains("ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS q(k1, k2, ord)"),
-            "{s}"
-        );
-        assert!(
-            s.contains("t.\"site\" OPERATOR(pg_catalog.=) q.k1::text AND t.\"Id\" OPERATOR(pg_catalog.=) q.k2::bigint"),
-            "{s}"
-        );
-        assert!(s.contains("t.\"exp text\"::pg_catalog.text"), "{s}");
-        assert!(s.contains("JOIN ONLY \"public\".\"notes\" t"), "{s}");
-        assert!(s.ends_with("FOR UPDATE OF t SKIP LOCKED"), "{s}");
-        let peek = claim_statement("\"public\".\"notes\"", &keys, "exp text", false);
-        assert_eq!(peek, s.replace(" FOR UPDATE OF t SKIP LOCKED", ""));
-    }
-
-    #[test]
-    fn lengths_read_the_same_rows_without_the_text() {
-        let keys = vec![("id".to_string(), "int4".to_string())];
-        let s = lengths_statement("x.t", &keys, "note");
-        assert_eq!(
-            s,
-            claim_statement("x.t", &keys, "note", false).replace(
-                "t.\"note\"::pg_catalog.text",
-                "pg_catalog.octet_length(t.\"note\")"
-            )
-        );
-        assert!(!s.contains("FOR UPDATE"));
-    }
-
-    #[test]
     fn a_batch_is_the_oldest_row_and_its_nearest_lengths() {
         let lengths = [Some(100), Some(900), Some(120), None, Some(95), Some(400)];
         assert_eq!(choose_batch(&lengths, 3), vec![0, 2, 4]);
@@ -534,22 +406,5 @@ mod tests {
         assert!(!key_is_stale(None, 1, 9, 1));
         assert!(key_is_stale(None, 1, 9, 2));
         assert!(key_is_stale(Some(9), 2, 9, 1));
-    }
-
-    #[test]
-    fn enqueue_stored_takes_the_rules_condition() {
-        let c = Columns {
-            source: "n".into(),
-            target: "e".into(),
-            model: Some("m".into()),
-        };
-        let s = enqueue_stored_statement("x.t", 42, 7, "ce", &["id".into()], &c, "m@1").unwrap();
-        let want = columns::needs_work(Event::Stored, &c, "t", Some("m@1")).unwrap();
-        assert!(s.contains(&want), "{s}");
-        assert!(s.contains(
-            "SELECT 42::pg_catalog.oid, ARRAY[t.\"id\"::pg_catalog.text], 7::pg_catalog.oid"
-        ));
-        assert!(s.ends_with("ON CONFLICT (relid, key) DO NOTHING"));
-        assert!(enqueue_stored_statement("x.t", 42, 7, "ce", &["id".into()], &c, "m@1").is_ok());
     }
 }
