@@ -5,16 +5,12 @@ the same notes; run by bench/int8.sh."""
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
-import gen_notes  # noqa: E402
-import run  # noqa: E402
+import gen_notes  # scripts/gen_notes.py, on the project environment's path
+import run  # bench/run.py, beside this script
 
 
 def db_rate(model):

@@ -20,15 +20,12 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
-import gen_notes  # noqa: E402
-import sweep  # noqa: E402
+import gen_notes  # scripts/gen_notes.py, on the project environment's path
+import sweep  # bench/sweep.py, beside this script
 
 # BERT-base: per token, 12 layers x 2 x (4*768*768 + 2*768*3072) in the linear
 # layers; per sequence of length L, 12 layers x 2 matmuls x 2*L*L*768 in attention.

@@ -27,4 +27,9 @@ if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$WANT" ] || [ ! -x "$VENV/bi
     "$VENV/bin/pip" install --quiet --require-hashes --only-binary=:all: -r "$LOCK" >&2
     echo "$WANT" > "$VENV/.requirements"
 fi
+# scripts/ on the environment's path: the tools import as a package
+# (model_tools.reference), the notes generator as gen_notes.
+for site in "$VENV"/lib/python3*/site-packages; do
+    [ "$(cat "$site/clinembed.pth" 2>/dev/null)" = "$REPO/scripts" ] || echo "$REPO/scripts" > "$site/clinembed.pth"
+done
 echo "$VENV/bin/python"

@@ -16,15 +16,11 @@ writes the numbers.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-from reference import Reference
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
+from model_tools.reference import Reference
 
 
 def unit(m):

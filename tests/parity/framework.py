@@ -10,16 +10,13 @@ extension's.
 
 import argparse
 import json
-import os
 import sys
 
 import torch
 import transformers
 
+from model_tools.reference import framework_vectors
 from texts import TEXTS
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "model_tools"))
-from reference import framework_vectors  # noqa: E402
 
 
 def main():

@@ -22,8 +22,7 @@ import psycopg
 
 from texts import TEXTS
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "model_tools"))
-from reference import Reference  # noqa: E402  (the one reference: scripts/model_tools/reference.py)
+from model_tools.reference import Reference  # the one reference: scripts/model_tools/reference.py
 
 
 # Every pooling and output option, as clinembed.json contents.
@@ -109,6 +108,7 @@ def main():
     ap.add_argument("--framework", metavar="FILE",
                     help="vectors of the same texts from the original framework (framework.py), "
                          "compared with embed_text of the model as configured")
+    ap.add_argument("--summary", metavar="FILE", help="also write the counts there, as 'PASSED FAILED'")
     args = ap.parse_args()
 
     ref = Reference(args.model_dir)
@@ -129,6 +129,9 @@ def main():
             passed, failed = passed + p, failed + f
             shutil.rmtree(path, ignore_errors=True)
     print(f"parity: {passed} passed, {failed} failed")
+    if args.summary:
+        with open(args.summary, "w") as f:
+            f.write(f"{passed} {failed}\n")
     sys.exit(1 if failed else 0)
 
 

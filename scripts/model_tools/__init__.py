@@ -1,0 +1,4 @@
+"""clinembed's Python tools, importable as a package from both of the
+project's environments (scripts/python-env.sh puts scripts/ on their path):
+the one reference implementation (`model_tools.reference`), file helpers,
+the export's last step, quantization and its agreement report."""
