@@ -6,32 +6,26 @@
 #   4. regress    pg_regress golden SQL against the installed release build
 #   5. parity     embed_text vs Python onnxruntime + tokenizers, within 1e-5;
 #                 the default model also vs its checkpoint run in PyTorch
-#      weights    shared weights (pytest): the same vectors as private
-#                 weights, built once by racing backends, damaged files
-#                 rebuilt, parallel workers, memory per extra backend
-#   6. integration several sessions, on pytest with psycopg (tests/integration/):
-#                 backfill progress, pg_terminate_backend and crash recovery
-#                 mid-backfill, resume (integration); statement_timeout,
-#                 pg_cancel_backend, pg_terminate_backend (cancel); model
-#                 directory replaced, kill -9 mid-COPY (faults); no note text
-#                 in any message or log line (phi); the embedding queue and
-#                 its background workers: exactly once through cancel,
-#                 terminate, kill -9, two workers, restarts with and without
-#                 shared_preload_libraries; no superuser rights (queue);
-#                 hostile search_paths, operators, functions and domains
-#                 before pg_catalog, partitions and triggers of other
-#                 roles: no ordinary role becomes superuser (security);
-#                 memory and time bounds, concurrent backfills, cancelled
-#                 runs, no backtraces in errors (hardening); a coordinator
-#                 and two shards (postgres_fdw, dblink) and a hot standby
-#                 (sharded)
-#   7. upgrade    (pytest) released scripts unchanged; ALTER EXTENSION UPDATE
-#                 from every frozen earlier release equals a fresh install
+#   6. pytest     every Python test in one run (pytest.ini; the scratch
+#                 cluster is a session fixture, clusters of a test's own
+#                 are marked multicluster), by file: shared weights
+#                 (weights); backfill progress, pg_terminate_backend and
+#                 crash recovery mid-backfill, resume (integration);
+#                 statement_timeout, pg_cancel_backend, pg_terminate_backend
+#                 (cancel); model directory replaced, kill -9 mid-COPY
+#                 (faults); no note text in any message or log line (phi);
+#                 the embedding queue and its background workers (queue); no
+#                 ordinary role becomes superuser (security); memory and
+#                 time bounds, concurrent backfills (hardening); a
+#                 coordinator, two shards and a hot standby (sharded);
+#                 released scripts unchanged, ALTER EXTENSION UPDATE from
+#                 every frozen release equals a fresh install (upgrade)
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
-# (default 18, the newest), the pg_test, regress, parity, weights, queue and
-# security tiers, and pg_upgrade (pytest) of a database with clinembed from $PG to it.
+# (default 18, the newest), the pg_test, regress and parity tiers and the
+# pytest tests marked every_major, and pg_upgrade (pytest -m pg_upgrade) of a
+# database with clinembed from $PG to it.
 #   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
-#   ONLY="regress hardening" bash ...     just those tiers, on $PG
+#   ONLY="regress hardening" bash ...     just those tiers (pytest ones by file), on $PG
 #   ONLY=pg_upgrade bash ...              just pg_upgrade from 15 to 18
 #   REGRESS=embed_rule ONLY=regress ...   just that regress file
 #   bash scripts/test-matrix.sh          every tier on every major here
@@ -69,9 +63,12 @@ count_cargo() {
 # release build is installed whenever a tier needs the server).
 wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY install " == *" $1 "* ]]; }
 
-stage() { # name command...: runs a tier, logs it, notes a failure
+stage() { # name command...: runs a wanted tier (see run_stage)
+    wanted "$1" || return 0
+    run_stage "$@"
+}
+run_stage() { # name command...: runs a tier, logs it, notes a failure
     local name=$1; shift
-    wanted "$name" || return 0
     echo "==> $name"
     if "$@" >"$LOGS/$name.log" 2>&1; then
         echo "    ok"
@@ -85,6 +82,11 @@ stage() { # name command...: runs a tier, logs it, notes a failure
 # must fail the tier explicitly.
 lint() {
     cargo fmt --all -- --check || return 1
+    # Every statement is built in core/src/rows/statements.rs (the #[pg_test]s
+    # aside): an SQL literal anywhere else in src/ fails the tier.
+    if grep -rnE '"(SELECT|WITH|UPDATE|INSERT|DELETE) ' src --include='*.rs' | grep -v '^src/pg_tests.rs:'; then
+        echo "SQL text outside core/src/rows/statements.rs" >&2; return 1
+    fi
     cargo clippy --workspace --all-targets --features "pg$PG pg_test" --no-default-features -- -D warnings || return 1
 }
 if wanted lint; then
@@ -174,11 +176,11 @@ regress() {
     done
     models_root ''
     echo "regress: $passed passed, $failed failed"
+    PASSED=$((PASSED + passed)) FAILED=$((FAILED + failed))
     [ "$failed" -eq 0 ]
 }
+# (stage runs a tier in this shell: what regress counts stays counted.)
 stage regress regress
-c=$(grep -soE '^regress: [0-9]+ passed, [0-9]+ failed' "$LOGS/regress.log" | awk '{print $2, $4}' || true)
-[ -n "$c" ] && { PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); }
 
 # The project's Python environment (.venv, scripts/python-env.sh): the
 # parity reference, PyTorch for the check against the original framework,
@@ -192,50 +194,68 @@ parity() {
     local ckpt
     ckpt=$(default_checkpoint /tmp/clinembed-parity-checkpoint) || return 1
     "$PY" tests/parity/framework.py "$ckpt" /tmp/clinembed-parity-framework.json || return 1
-    "$PY" tests/parity/parity.py --model-dir "$(default_model_dir)" --framework /tmp/clinembed-parity-framework.json
+    "$PY" tests/parity/parity.py --model-dir "$(default_model_dir)" --framework /tmp/clinembed-parity-framework.json \
+        --summary "$LOGS/parity.counts"
 }
 stage parity parity
-grep -hs '^parity' "$LOGS/parity.log" || true
-p=$(grep -soE '^parity: [0-9]+ passed, [0-9]+ failed' "$LOGS/parity.log" | awk '{print $2, $4}' || true)
-[ -n "$p" ] && { PASSED=$((PASSED + ${p% *})); FAILED=$((FAILED + ${p#* })); }
-
-# Tests on pytest with psycopg (several sessions on real threads, server
-# restarts, clusters of their own, the upgrade paths): each test is one check,
-# counted from pytest's verbose lines ("NAME: N passed, M failed").
-pytest_tier() { # file [VAR=value...]: that file's tests, with those variables
-    python_env || return 1
-    env PG_BIN="$PG_BIN" CLINEMBED_MODEL_DIR="$(default_model_dir)" "${@:2}" \
-        "$PY" -m pytest -v -p no:cacheprovider "$1"
-}
-count_pytest() { # name
-    local lines=' (PASSED|FAILED|ERROR) +\[ *[0-9]+%\]$' p f
-    grep -hsE "$lines" "$LOGS/$1.log" | sed 's/^/    /' || true
-    p=$(grep -hsE "$lines" "$LOGS/$1.log" | grep -c ' PASSED' || true)
-    f=$(grep -hsE "$lines" "$LOGS/$1.log" | grep -cE ' (FAILED|ERROR)' || true)
-    [ -f "$LOGS/$1.log" ] && echo "$1: $p passed, $f failed" >> "$LOGS/$1.log"
+if [ -f "$LOGS/parity.counts" ] && read -r p f < "$LOGS/parity.counts"; then
     PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
+    echo "    parity: $p passed, $f failed"
+fi
+
+# cluster_stop: the SQL tiers are done with it; pytest starts its own.
+cluster_stop
+trap - EXIT
+
+# Every pytest test in one run (pytest.ini; the scratch cluster is a session
+# fixture in tests/integration/conftest.py), counted from the JUnit summary
+# pytest writes.  ONLY names tiers by file (below), pytest (all of them) or
+# every_major (the tests marked so).
+PYTEST_TIERS="weights:test_shared_weights cancel:test_cancel faults:test_faults
+    integration:test_backfill_resume phi:test_phi queue:test_queue security:test_security
+    hardening:test_hardening sharded:test_sharded upgrade:test_upgrade"
+# pytest_args: the files (in this order, the order the tiers have always
+# run in on one cluster) or marks of the wanted tiers; "none" when ONLY
+# wants no pytest tier.
+pytest_args() {
+    local t args=()
+    for t in $PYTEST_TIERS; do
+        if [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" pytest "* ]] || wanted "${t%%:*}"; then
+            args+=("tests/integration/${t#*:}.py")
+        fi
+    done
+    if [[ " ${ONLY:-} " == *" every_major "* ]]; then args=(tests/integration -m every_major); fi
+    [ ${#args[@]} -gt 0 ] && echo "${args[@]}" || echo none
 }
-pytest_stage() { # name file
-    stage "$1" pytest_tier "$2"
-    count_pytest "$1"
+pytest_run() { # junit-file [pytest arguments...]
+    python_env || return 1
+    local junit=$1; shift
+    rm -f "$junit"
+    env PG_BIN="$PG_BIN" "$PY" -m pytest -v --junitxml="$junit" "$@"
 }
-pytest_stage weights tests/integration/test_shared_weights.py
-pytest_stage cancel tests/integration/test_cancel.py
-pytest_stage faults tests/integration/test_faults.py
-pytest_stage integration tests/integration/test_backfill_resume.py
-pytest_stage phi tests/integration/test_phi.py
-pytest_stage queue tests/integration/test_queue.py
-pytest_stage security tests/integration/test_security.py
-pytest_stage hardening tests/integration/test_hardening.py
-pytest_stage sharded tests/integration/test_sharded.py
-pytest_stage upgrade tests/integration/test_upgrade.py
+# count_junit FILE: adds the tests of a JUnit summary to PASSED and FAILED
+# (none: pytest did not get as far as writing it, which the tier's failure
+# counts).
+count_junit() {
+    local c
+    c=$(python3 -c 'import sys, xml.etree.ElementTree as E
+r = E.parse(sys.argv[1]).getroot()
+n = lambda k: sum(int(s.get(k, 0)) for s in r.iter("testsuite"))
+print(n("tests") - n("failures") - n("errors") - n("skipped"), n("failures") + n("errors"))' "$1" 2>/dev/null) || return 0
+    PASSED=$((PASSED + ${c% *})) FAILED=$((FAILED + ${c#* }))
+    echo "    pytest: ${c% *} passed, ${c#* } failed"
+}
+args=$(pytest_args)
+if [ "$args" != none ]; then
+    # shellcheck disable=SC2086  # file names and marks, no spaces
+    run_stage pytest pytest_run "$LOGS/pytest.xml" $args
+    count_junit "$LOGS/pytest.xml"
+fi
 
 # Nothing of the tests' own is left among the installed models.
 left=$(find "$("$PG_CONFIG" --sharedir)/clinembed/models" -mindepth 1 -maxdepth 1 -name 'clinembed-regress-*' | wc -l)
 if [ "$left" -eq 0 ]; then PASSED=$((PASSED + 1)); echo "==> no test fixture left in the installed model directory"
 else FAILED=$((FAILED + 1)); echo "==> FAILED: $left test fixtures left in the installed model directory"; fi
-cluster_stop
-trap - EXIT
 
 # The other majors: the tiers that touch PostgreSQL's APIs, then pg_upgrade
 # from this major to each.
@@ -244,16 +264,18 @@ pg_upgrade_tier() { # old new: this build of clinembed in both, then the test
     for v in "$1" "$2"; do
         PG_CONFIG=$(pg_prefix "$v")/bin/pg_config install_release "$LOGS/pg_upgrade-install-$v.log" || return 1
     done
-    pytest_tier tests/integration/test_pg_upgrade.py OLD_PG_BIN="$(pg_prefix "$1")/bin" NEW_PG_BIN="$(pg_prefix "$2")/bin"
+    OLD_PG_BIN="$(pg_prefix "$1")/bin" NEW_PG_BIN="$(pg_prefix "$2")/bin" \
+        pytest_run "$LOGS/pg_upgrade.xml" -m pg_upgrade tests/integration/test_pg_upgrade.py
 }
 for m in $ALSO; do
-    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity weights queue security" bash scripts/test.sh
-    grep -sE '^(==> |    (ok|FAILED)|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
-    c=$(grep -soE '^total: [0-9]+ passed, [0-9]+ failed' "$LOGS/pg$m.log" | awk '{print $2, $4}' || true)
-    if [ -n "$c" ]; then PASSED=$((PASSED + ${c% *})); FAILED=$((FAILED + ${c#* })); fi
+    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity every_major" bash scripts/test.sh
+    grep -sE '^(==> |    (ok|FAILED|pytest: )|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
+    # what that run counted (its TOTALS file, below)
+    t=/tmp/clinembed-test-logs/pg$m/totals
+    if [ -f "$t" ] && read -r p f < "$t"; then PASSED=$((PASSED + p)) FAILED=$((FAILED + f)); fi
     if [ -n "$UPGRADE_FROM" ]; then
         stage pg_upgrade pg_upgrade_tier "$UPGRADE_FROM" "$m"
-        count_pytest pg_upgrade
+        count_junit "$LOGS/pg_upgrade.xml"
     fi
 done
 
@@ -261,5 +283,6 @@ if [ ${#BROKEN[@]} -gt 0 ]; then
     echo "failed tiers: ${BROKEN[*]}"
     FAILED=$((FAILED > 0 ? FAILED : 1))
 fi
+echo "$PASSED $FAILED" > "$LOGS/totals"
 echo "total: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

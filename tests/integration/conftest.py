@@ -1,11 +1,17 @@
-"""What the pytest tiers share: connections to the scratch cluster of
-scripts/test.sh, a database per test module, its server log, waiting and
-running statements on threads, and clusters of a test's own.
+"""What the pytest tests share: the scratch cluster every test module uses
+(started once per run, stopped at its end), a database per test module, its
+server log, waiting and running statements on threads, and clusters of a
+test's own.
 
-Environment: PGHOST, PGPORT, PGUSER of a running cluster with clinembed
-installed, CLUSTER_DIR (its server.log is read; its data directory for a
-restart), PG_BIN (its binaries) and CLINEMBED_MODEL_DIR (the default model's
-directory).
+One run takes every file here (`pytest` from the repository root reads
+pytest.ini); one test alone is, say,
+
+    .venv/bin/python -m pytest tests/integration/test_queue.py -k exactly_once
+
+after `cargo pgrx install --release` into the PostgreSQL under test.
+Settings, all optional: PG (the major, default 15) or PG_BIN (its
+binaries), CLINEMBED_MODEL_DIR (the default model's directory; default:
+where scripts/setup.sh installs it for that major).
 """
 
 import os
@@ -21,7 +27,34 @@ from pathlib import Path
 import psycopg
 import pytest
 
-SERVER_LOG = Path(os.environ.get("CLUSTER_DIR", "/nonexistent")) / "server.log"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pg_bin():
+    """scripts/lib.sh's pg_prefix, for $PG."""
+    major = os.environ.get("PG", "15")
+    prefix = "/usr/lib/postgresql/15" if major == "15" else f"/opt/clinembed/postgresql-{major}"
+    return os.environ.get("PG_BIN") or f"{prefix}/bin"
+
+
+def _default_model():
+    """The default model's name, from core/src/lib.rs where it is defined once."""
+    text = (REPO / "core/src/lib.rs").read_text()
+    return re.search(r'macro_rules! default_model \{\s*\(\) => \{\s*"([^"]+)"', text).group(1)
+
+
+PG_BIN = _pg_bin()
+DEFAULT_MODEL = _default_model()
+# The helpers and the test modules read these two from the environment.
+os.environ["PG_BIN"] = PG_BIN
+if not os.environ.get("CLINEMBED_MODEL_DIR"):
+    sharedir = subprocess.run([os.path.join(PG_BIN, "pg_config"), "--sharedir"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    os.environ["CLINEMBED_MODEL_DIR"] = f"{sharedir}/clinembed/models/{DEFAULT_MODEL}"
+# The scratch cluster: data directory CLUSTER_DIR/data, its socket in
+# CLUSTER_DIR, its log SERVER_LOG.
+CLUSTER_DIR = Path("/tmp/clinembed-pytest-" + Path(PG_BIN).parent.name)
+SERVER_LOG = CLUSTER_DIR / "server.log"
 # A backend that died, as opposed to one that was asked to end.
 CRASH = re.compile(r"terminated by signal|PANIC|was terminated|all server processes terminated")
 
@@ -79,9 +112,8 @@ def as_postgres(cmd, env=None, **kw):
 
 def restart(mode="fast", env=None):
     """Restarts the scratch cluster with `pg_ctl -m MODE` (and `env`, a dict,
-    in the server's environment), logging where it did."""
-    as_postgres([os.path.join(os.environ["PG_BIN"], "pg_ctl"), "-D", os.path.join(os.environ["CLUSTER_DIR"], "data"),
-                 "-l", str(SERVER_LOG), "-m", mode, "-w", "restart"], env)
+    in the server's environment)."""
+    SCRATCH.ctl("restart", "-m", mode, env=env)
 
 
 def wait_until(predicate, limit_s=60, step=0.05):
@@ -150,13 +182,14 @@ def scratch_dir(path):
 class Cluster:
     """A PostgreSQL cluster of a test's own: data directory ROOT/NAME, its
     Unix socket in ROOT (listening on no TCP address), log ROOT/NAME.log, a
-    port picked free, binaries from `bin_dir` (default $PG_BIN)."""
+    port picked free, binaries from `bin_dir` (default $PG_BIN); `log`
+    another log file."""
 
-    def __init__(self, root, name, bin_dir=None):
+    def __init__(self, root, name, bin_dir=None, log=None):
         self.root = Path(root)
         self.name = name
         self.data = self.root / name
-        self.log = self.root / f"{name}.log"
+        self.log = Path(log) if log else self.root / f"{name}.log"
         self.bin = Path(bin_dir or os.environ["PG_BIN"])
         self.port = free_port()
 
@@ -217,3 +250,20 @@ class ServerLog:
 @pytest.fixture(scope="module")
 def server_log():
     return ServerLog()
+
+
+# The scratch cluster, started by the `scratch_cluster` fixture.
+SCRATCH = Cluster(CLUSTER_DIR, "data", log=SERVER_LOG)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_cluster():
+    """The cluster the tests connect to through libpq's PGHOST, PGPORT and
+    PGUSER: a fresh one per run, started before the first test and stopped
+    after the last.  A test with clusters of its own (`multicluster`) does
+    not use it, and it costs that test a second."""
+    scratch_dir(CLUSTER_DIR)
+    SCRATCH.initdb().start()
+    os.environ.update(PGHOST=str(CLUSTER_DIR), PGPORT=str(SCRATCH.port), PGUSER="postgres")
+    yield SCRATCH
+    SCRATCH.stop()

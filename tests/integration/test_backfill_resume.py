@@ -1,5 +1,5 @@
 """embed_backfill with several sessions and a crash, against the scratch
-cluster of scripts/test.sh:
+cluster (conftest.py):
 
   - progress is visible from a second session while a backfill runs;
   - pg_terminate_backend mid-run leaves no half-written row;
@@ -7,12 +7,11 @@ cluster of scripts/test.sh:
     next run resumes;
   - a rerun completes, and every row was embedded exactly once.
 
-    ONLY=integration bash scripts/test.sh      # the tier, on the scratch cluster
-    .venv/bin/python -m pytest -v tests/integration/test_backfill_resume.py -k terminate
-                                               # one test, with PGHOST/PGPORT set
+    ONLY=integration bash scripts/test.sh      # the tier
+    .venv/bin/python -m pytest tests/integration/test_backfill_resume.py -k terminate  # one test
 
-The crash test restarts the server with `pg_ctl -m immediate` (PG_BIN and
-CLUSTER_DIR), as root or as the server's user.
+The crash test restarts the server with `pg_ctl -m immediate`, as root or
+as the server's user.
 """
 
 import threading

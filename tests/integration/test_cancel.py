@@ -1,4 +1,4 @@
-"""Cancellation, against the scratch cluster of scripts/test.sh.
+"""Cancellation, against the scratch cluster (conftest.py).
 
 statement_timeout and pg_cancel_backend stop a long `SELECT embed_text(...)
 FROM ...`, a large `embed_texts` call and a backfill within about one
@@ -7,9 +7,8 @@ session works afterwards; pg_terminate_backend ends a backend in the middle
 of a batch while the server and other sessions carry on; the server log shows
 no crash.  Real sessions on real threads:
 
-    ONLY=cancel bash scripts/test.sh           # the tier, on the scratch cluster
-    .venv/bin/python -m pytest -v tests/integration/test_cancel.py -k "cancel and backfill"
-                                               # one test, with PGHOST/PGPORT set
+    ONLY=cancel bash scripts/test.sh           # the tier
+    .venv/bin/python -m pytest tests/integration/test_cancel.py -k "cancel and backfill"  # one test
 """
 
 import os

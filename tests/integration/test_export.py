@@ -2,8 +2,7 @@
 a small BERT made here.  Slow and outside the test command (it exports with
 optimum in the exporter's environment, scripts/python-env.sh export):
 
-    PG_BIN=/usr/lib/postgresql/15/bin CLINEMBED_MODEL_DIR=$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/clinembed/models/all-minilm-l6-v2 \\
-        .venv/bin/python -m pytest -v tests/integration/test_export.py
+    .venv/bin/python -m pytest -m slow tests/integration/test_export.py
 
 1. makes a local checkpoint (safetensors, config, tokenizer) with
    transformers.BertModel(BertConfig(...)) and the default model's WordPiece
@@ -26,6 +25,8 @@ import numpy as np
 import pytest
 
 from conftest import Cluster, scratch_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.multicluster]
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Path("/tmp/clinembed-export-test")

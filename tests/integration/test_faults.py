@@ -1,5 +1,5 @@
 """Faults that need several sessions or a crash, against the scratch cluster
-of scripts/test.sh:
+(conftest.py):
 
   - the model directory is replaced while backends hold sessions: a session
     picks up the new files at its next statement, and no statement mixes
@@ -8,9 +8,8 @@ of scripts/test.sh:
     recovery no row holds a partial or mismatched embedding, and the server
     embeds again.
 
-    ONLY=faults bash scripts/test.sh           # the tier, on the scratch cluster
-    .venv/bin/python -m pytest -v tests/integration/test_faults.py -k kill
-                                               # one test, with PGHOST/PGPORT set
+    ONLY=faults bash scripts/test.sh           # the tier
+    .venv/bin/python -m pytest tests/integration/test_faults.py -k kill  # one test
 
 Runs as root (or as the server's user): it kills a backend.
 """

@@ -3,11 +3,10 @@ backend's own memory figures: the peak memory of huge texts and of a huge
 micro-batch budget, a second backfill with another model, a cancelled
 backfill whose session stays connected, and error details with RUST_BACKTRACE
 in the server's environment.  The single-session cases are in
-tests/regress/sql/embed_hardening.sql.  Against the scratch cluster of
-scripts/test.sh:
+tests/regress/sql/embed_hardening.sql.  Against the scratch cluster (conftest.py):
 
     ONLY=hardening bash scripts/test.sh
-    .venv/bin/python -m pytest -v tests/integration/test_hardening.py -k backtrace
+    .venv/bin/python -m pytest tests/integration/test_hardening.py -k backtrace
 """
 
 import os

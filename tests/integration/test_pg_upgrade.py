@@ -8,7 +8,7 @@ own, on ports it picks.  scripts/test.sh runs it from 15.18 built from source
 each newer major, after installing clinembed into both:
 
     ONLY=pg_upgrade bash scripts/test.sh
-    OLD_PG_BIN=... NEW_PG_BIN=... .venv/bin/python -m pytest -v tests/integration/test_pg_upgrade.py
+    OLD_PG_BIN=... NEW_PG_BIN=... .venv/bin/python -m pytest tests/integration/test_pg_upgrade.py
 """
 
 import os
@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Cluster, as_postgres, one, pg_config, scratch_dir
+
+pytestmark = [pytest.mark.multicluster, pytest.mark.pg_upgrade]
 
 ROOT = Path("/tmp/clinembed-pg_upgrade")
 OLD_BIN = os.environ.get("OLD_PG_BIN", "")

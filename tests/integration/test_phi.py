@@ -7,9 +7,8 @@ of every error and notice).  The sentinel reaches the server only as table
 data, so the server's own "STATEMENT:" lines (the query text, which holds no
 note) cannot hide a leak or cause a false one.
 
-    ONLY=phi bash scripts/test.sh              # the tier, on the scratch cluster
-    .venv/bin/python -m pytest -v tests/integration/test_phi.py -k backfill
-                                               # one path, with PGHOST/PGPORT set
+    ONLY=phi bash scripts/test.sh              # the tier
+    .venv/bin/python -m pytest tests/integration/test_phi.py -k backfill  # one path
 
 The queue's workers are covered too: their failures, parked and logged.
 """

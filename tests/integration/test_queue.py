@@ -1,5 +1,5 @@
 """The embedding queue and its background workers, against the scratch
-cluster of scripts/test.sh (restarted by some tests, with and without
+cluster (conftest.py) (restarted by some tests, with and without
 clinembed in shared_preload_libraries).
 
 Every table here has an audit trigger that records each write of a vector
@@ -7,9 +7,8 @@ in the same transaction as the write, so "embedded exactly once" is counted,
 not assumed: a batch rolled back (cancel, terminate, crash) leaves no audit
 row.
 
-    ONLY=queue bash scripts/test.sh            # the tier, on the scratch cluster
-    .venv/bin/python -m pytest -v tests/integration/test_queue.py -k cancel
-                                               # one test, with PGHOST/PGPORT set
+    ONLY=queue bash scripts/test.sh            # the tier
+    .venv/bin/python -m pytest tests/integration/test_queue.py -k cancel  # one test
 """
 
 import os
@@ -20,6 +19,8 @@ import pytest
 
 from conftest import ServerLog, alter_system, connect, drop_database, fresh_database, one, restart
 from conftest import wait_until as wait_for
+
+pytestmark = pytest.mark.every_major
 
 DB = "clinembed_queue"
 WAIT_S = float(os.environ.get("QUEUE_WAIT_S", "90"))

@@ -1,5 +1,5 @@
 """Whose rights clinembed's statements run with, against real roles in real
-sessions of the scratch cluster of scripts/test.sh: an ordinary role must
+sessions of the scratch cluster (conftest.py): an ordinary role must
 not become superuser through the queue trigger or its workers, and hostile
 objects placed before pg_catalog in a search_path must never run as anyone
 but their author.
@@ -22,7 +22,7 @@ compare, functions named as the catalog's, and domains named as its types;
 each records the role it ran as and tries ALTER ROLE ... SUPERUSER.
 
     ONLY=security bash scripts/test.sh
-    .venv/bin/python -m pytest -v tests/integration/test_security.py -k partition
+    .venv/bin/python -m pytest tests/integration/test_security.py -k partition
 """
 
 import os
@@ -33,10 +33,12 @@ import pytest
 from conftest import alter_system, connect, drop_database, fresh_database, one
 from conftest import wait_until as wait_for
 
+pytestmark = pytest.mark.every_major
+
 DB = "clinembed_security"
 WAIT_S = float(os.environ.get("QUEUE_WAIT_S", "90"))
 SHORT = "Patient seen in clinic, afebrile, plan unchanged."
-# clinembed_core::queue::RESTART_SECONDS: how soon the postmaster would start
+# clinembed_core::rows::queue::RESTART_SECONDS: how soon the postmaster would start
 # a failed worker again.
 RESTART_S = 5
 

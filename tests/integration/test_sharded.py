@@ -11,7 +11,7 @@ clear failure when one differs; embed_text on a hot standby.  Needs
 postgres_fdw and dblink (PostgreSQL's contrib).
 
     ONLY=sharded bash scripts/test.sh
-    .venv/bin/python -m pytest -v tests/integration/test_sharded.py -k standby
+    .venv/bin/python -m pytest tests/integration/test_sharded.py -k standby
 
 Each test needs only the module's fixtures: the clusters, and for the search
 and the standby, every shard backfilled.
@@ -26,6 +26,8 @@ import psycopg
 import pytest
 
 from conftest import Cluster, as_postgres, one, pg_config, scratch_dir, wait_until
+
+pytestmark = pytest.mark.multicluster
 
 ROOT = Path("/tmp/clinembed-sharded")
 MODEL = os.path.basename(os.environ.get("CLINEMBED_MODEL_DIR", "all-minilm-l6-v2"))

@@ -1,17 +1,13 @@
-"""Shared weights (issue 11), against the scratch cluster of scripts/test.sh.
+"""Shared weights, against the scratch cluster (conftest.py).
 
 Sessions map a model's weights from a form derived once per server
 (clinembed.shared_weights, clinembed.weights_cache).  These tests need
 several sessions at once, the server log or files the server writes, so
 they run here, with psycopg and real threads:
 
-    ONLY=weights bash scripts/test.sh          # the tier, on the scratch cluster
-    .venv/bin/python -m pytest -v tests/integration/test_shared_weights.py -k parallel
-                                               # one test, with PGHOST/PGPORT set
-
-Environment: PGHOST, PGPORT, PGUSER of a running cluster with clinembed
-installed, CLUSTER_DIR (its server.log is read) and CLINEMBED_MODEL_DIR (the
-default model's directory).
+    ONLY=weights bash scripts/test.sh          # the tier
+    .venv/bin/python -m pytest tests/integration/test_shared_weights.py -k parallel
+                                               # one test
 """
 
 import os
@@ -23,7 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import alter_system, one
+from conftest import SERVER_LOG, alter_system, one
+
+pytestmark = pytest.mark.every_major
 
 TEXTS = [
     "",
@@ -35,7 +33,6 @@ TEXTS = [
 ]
 SCRATCH = Path("/tmp/clinembed-weights-test")
 MODEL_DIR = Path(os.environ.get("CLINEMBED_MODEL_DIR", ""))
-SERVER_LOG = Path(os.environ.get("CLUSTER_DIR", "/nonexistent")) / "server.log"
 BUILT = "derived the shared weights of model"
 DB = "clinembed_weights"
 

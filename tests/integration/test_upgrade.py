@@ -1,4 +1,4 @@
-"""The upgrade path, against the scratch cluster of scripts/test.sh: every
+"""The upgrade path, against the scratch cluster (conftest.py): every
 earlier release is installed from its frozen script
 (tests/upgrade/clinembed--X.sql), updated with ALTER EXTENSION clinembed
 UPDATE, and compared with a fresh install of the current version, object by
@@ -6,7 +6,7 @@ object; and no released script has changed since its release
 (tests/upgrade/released.sha256).
 
     ONLY=upgrade bash scripts/test.sh
-    .venv/bin/python -m pytest -v tests/integration/test_upgrade.py -k 0.5.0
+    .venv/bin/python -m pytest tests/integration/test_upgrade.py -k 0.5.0
 """
 
 import hashlib
