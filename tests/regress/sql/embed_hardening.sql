@@ -1,4 +1,4 @@
--- Hardening (issue 15): each defect found by adversarial testing and each
+-- Hardening: each defect found by adversarial testing and each
 -- decided behaviour, one section each, named by what must hold.  Fixtures
 -- (/tmp/clinembed-regress-normalized) are made by scripts/test.sh.
 CREATE EXTENSION IF NOT EXISTS clinembed;
