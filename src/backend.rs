@@ -14,8 +14,8 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 
-use clinembed_core::chunk::ChunkOptions;
-use clinembed_core::{runtime, Embedder, SessionOptions, Weights};
+use clinembed_core::inference::chunk::ChunkOptions;
+use clinembed_core::{inference::runtime, Embedder, SessionOptions, Weights};
 
 use crate::errors::OrReport;
 use crate::{gucs, paths};
@@ -209,7 +209,7 @@ pub fn for_each_loaded<R>(mut f: impl FnMut(&mut Loaded) -> R) -> Vec<R> {
     CACHE.with(|cell| cell.borrow_mut().iter_mut().map(&mut f).collect())
 }
 
-/// This backend process's memory (see [`clinembed_core::memory`]).
-pub fn memory() -> Option<clinembed_core::memory::Memory> {
-    clinembed_core::memory::of_this_process()
+/// This backend process's memory (see [`clinembed_core::inference::memory`]).
+pub fn memory() -> Option<clinembed_core::inference::memory::Memory> {
+    clinembed_core::inference::memory::of_this_process()
 }

@@ -130,12 +130,12 @@ pub static LONG_TEXT: GucSetting<LongText> = GucSetting::<LongText>::new(LongTex
 /// `clinembed.chunk_tokens`: window size in tokens, special tokens included.
 /// Default 128, the sequence length Bio_ClinicalBERT was trained at.
 pub static CHUNK_TOKENS: GucSetting<i32> =
-    GucSetting::<i32>::new(clinembed_core::chunk::DEFAULT_WINDOW_TOKENS as i32);
+    GucSetting::<i32>::new(clinembed_core::inference::chunk::DEFAULT_WINDOW_TOKENS as i32);
 
 /// `clinembed.chunk_overlap`: tokens shared by consecutive windows, at most.
 /// Default 32, a quarter of the default window.
 pub static CHUNK_OVERLAP: GucSetting<i32> =
-    GucSetting::<i32>::new(clinembed_core::chunk::DEFAULT_OVERLAP_TOKENS as i32);
+    GucSetting::<i32>::new(clinembed_core::inference::chunk::DEFAULT_OVERLAP_TOKENS as i32);
 
 /// `clinembed.max_loaded_models`: models one backend keeps loaded at once; the
 /// least recently used is dropped to load another.  Default 2: a model and
@@ -498,15 +498,15 @@ pub fn batch_limits() -> clinembed_core::BatchLimits {
 }
 
 /// The window settings from `clinembed.chunk_tokens` and `clinembed.chunk_overlap`.
-pub fn chunk_options() -> clinembed_core::chunk::ChunkOptions {
-    clinembed_core::chunk::ChunkOptions {
+pub fn chunk_options() -> clinembed_core::inference::chunk::ChunkOptions {
+    clinembed_core::inference::chunk::ChunkOptions {
         window: CHUNK_TOKENS.get().max(1) as usize,
         overlap: CHUNK_OVERLAP.get().max(0) as usize,
     }
 }
 
 /// The chunk options when `clinembed.long_text` is `chunk`, else `None`.
-pub fn long_text() -> Option<clinembed_core::chunk::ChunkOptions> {
+pub fn long_text() -> Option<clinembed_core::inference::chunk::ChunkOptions> {
     (LONG_TEXT.get() == LongText::Chunk).then(chunk_options)
 }
 

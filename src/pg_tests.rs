@@ -95,7 +95,7 @@ mod tests {
     /// are the core's, and so are the settings' boot values.
     #[pg_test]
     fn window_defaults_are_the_cores() {
-        use clinembed_core::chunk::{DEFAULT_OVERLAP_TOKENS, DEFAULT_WINDOW_TOKENS};
+        use clinembed_core::inference::chunk::{DEFAULT_OVERLAP_TOKENS, DEFAULT_WINDOW_TOKENS};
         let want = format!("{DEFAULT_WINDOW_TOKENS}, {DEFAULT_OVERLAP_TOKENS}");
         let defaults: Vec<String> = Spi::connect(|c| {
             c.select(

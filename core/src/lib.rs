@@ -1,23 +1,14 @@
-//! The core of clinembed, free of Postgres, in two domains: inference (load
-//! a model, tokenize, chunk, batch, run and pool, identities, settings) and
-//! rows (`rows`: the rule, column checks, the backfill's walk, the queue's
-//! decisions, and every statement the write paths run).  The extension crate
-//! is a thin layer over this one, so plain `cargo test` and benchmarks cover
+//! The core of clinembed, free of Postgres, in two domains: inference
+//! (`inference`: load a model, tokenize, chunk, batch, run and pool,
+//! identities, settings) and rows (`rows`: the rule, column checks, the
+//! backfill's walk, the queue's decisions, and every statement the write
+//! paths run); errors (`error`) are shared.  The extension crate is a thin
+//! layer over this one, so plain `cargo test` and benchmarks cover
 //! everything that computes and decides.
 
-pub mod batch;
-pub mod chunk;
 pub mod error;
-pub mod identity;
-pub mod memory;
-pub mod model;
-pub mod plan;
-pub mod pool;
+pub mod inference;
 pub mod rows;
-pub mod runtime;
-pub mod settings;
-pub mod signals;
-pub mod tokenize;
 
 /// The installed model used when nothing is configured, as a literal for
 /// `concat!`.  Defined here once: the extension's setting default, the tests
@@ -57,10 +48,10 @@ pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 pub const ERROR_SOURCE: &str = "clinembed";
 
 pub use error::{Error, ErrorKind, Result};
-pub use model::{
+pub use inference::model::{
     intra_op_threads, micro_batch_budget, BatchLimits, Embedder, ModelInfo, SessionOptions, Usage,
     Weights, WeightsForm, ARENA_KEEP_TOKENS, DEFAULT_MAX_TEXTS, DEFAULT_MAX_TOKENS,
     DEFAULT_MICRO_BATCH_TOKENS,
 };
-pub use settings::Pooling;
-pub use tokenize::Encoded;
+pub use inference::settings::Pooling;
+pub use inference::tokenize::Encoded;

@@ -11,7 +11,7 @@
 
 mod common;
 
-use clinembed_core::memory::of_this_process;
+use clinembed_core::inference::memory::of_this_process;
 use clinembed_core::BatchLimits;
 
 fn private_kb() -> i64 {

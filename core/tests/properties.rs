@@ -5,7 +5,7 @@
 
 mod common;
 
-use clinembed_core::pool::{l2_normalize, mean_pool};
+use clinembed_core::inference::pool::{l2_normalize, mean_pool};
 use clinembed_core::{BatchLimits, Embedder};
 use common::load;
 use ndarray::{Array2, Array3};

@@ -4,7 +4,7 @@
 
 mod common;
 
-use clinembed_core::{runtime, Embedder, ErrorKind, SessionOptions, Weights};
+use clinembed_core::{inference::runtime, Embedder, ErrorKind, SessionOptions, Weights};
 use common::{library, load, model_dir};
 
 #[test]
@@ -212,7 +212,9 @@ fn identity_is_name_and_content_hash() {
     assert_eq!(id.len(), name.len() + 1 + 16);
     assert_eq!(id, load().identity(None).unwrap());
     let chunked = load()
-        .identity(Some(clinembed_core::chunk::ChunkOptions::default()))
+        .identity(Some(
+            clinembed_core::inference::chunk::ChunkOptions::default(),
+        ))
         .unwrap();
     assert_eq!(chunked, format!("{id}+chunk128/32"));
 }

@@ -6,8 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use clinembed_core::model::weights::DERIVED_DATA;
-use clinembed_core::{runtime, BatchLimits, Embedder, SessionOptions, Weights, WeightsForm};
+use clinembed_core::inference::model::weights::DERIVED_DATA;
+use clinembed_core::{
+    inference::runtime, BatchLimits, Embedder, SessionOptions, Weights, WeightsForm,
+};
 use common::{library, model_dir};
 
 const TEXTS: [&str; 5] = [

@@ -2,8 +2,8 @@
 //! and truncation, and the pinned IMMUTABLE forms, each with the configured
 //! model or an installed one named per call.
 
-use clinembed_core::chunk::ChunkOptions;
-use clinembed_core::identity::{check_pin, parse_pin};
+use clinembed_core::inference::chunk::ChunkOptions;
+use clinembed_core::inference::identity::{check_pin, parse_pin};
 use pgrx::prelude::*;
 
 use crate::errors::OrReport;

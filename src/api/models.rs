@@ -33,7 +33,7 @@ fn embed_model_info() -> TableIterator<
     ),
 > {
     let info = backend::with_embedder(|e| e.info().clone());
-    let ort = clinembed_core::runtime::loaded_version().unwrap_or_default();
+    let ort = clinembed_core::inference::runtime::loaded_version().unwrap_or_default();
     TableIterator::once((
         gucs::model_setting(),
         info.dir.display().to_string(),
@@ -160,7 +160,7 @@ fn embed_models() -> TableIterator<
         .map(|name| {
             let dir = root.join(&name);
             let held = loaded.iter().find(|(d, _)| *d == dir).map(|&(_, n)| n);
-            match clinembed_core::settings::describe(&dir) {
+            match clinembed_core::inference::settings::describe(&dir) {
                 Ok(d) => (
                     name,
                     dir.display().to_string(),

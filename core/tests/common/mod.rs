@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use clinembed_core::{runtime, Embedder, SessionOptions, Weights};
+use clinembed_core::{inference::runtime, Embedder, SessionOptions, Weights};
 
 fn pg_dir(flag: &str) -> PathBuf {
     let out = Command::new("pg_config")

@@ -13,7 +13,7 @@ use once_cell::sync::OnceCell;
 use ort::environment::Environment;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::signals::with_signals_blocked;
+use crate::inference::signals::with_signals_blocked;
 
 struct Runtime {
     library: PathBuf,

@@ -1,17 +1,17 @@
-//! The chunked long-text policy: a text's windows (see [`crate::chunk`]),
+//! The chunked long-text policy: a text's windows (see [`crate::inference::chunk`]),
 //! embedded in micro-batches and pooled by a token-weighted mean.
 
 use ndarray::Array2;
 
 use super::batching::check_text_count;
 use super::{BatchLimits, Embedder};
-use crate::chunk::{ChunkOptions, Window};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pool;
-use crate::tokenize::Encoded;
+use crate::inference::chunk::{ChunkOptions, Window};
+use crate::inference::pool;
+use crate::inference::tokenize::Encoded;
 
 impl Embedder {
-    /// The windows of `text` (see [`crate::chunk`]) with their vectors, in
+    /// The windows of `text` (see [`crate::inference::chunk`]) with their vectors, in
     /// text order, run in micro-batches like [`Embedder::embed_batch`].
     pub fn embed_windows(
         &mut self,
@@ -34,7 +34,7 @@ impl Embedder {
                     .hint("Raise clinembed.batch_max_tokens, or split the text."),
             );
         }
-        let windows = crate::chunk::windows(&tokens, specials, opts);
+        let windows = crate::inference::chunk::windows(&tokens, specials, opts);
         let rows: Vec<&Encoded> = windows.iter().map(|w| &w.encoded).collect();
         let vectors = self.run_micro_batches(&rows, limits, &mut check_interrupts)?;
         Ok(windows.into_iter().zip(vectors).collect())
@@ -71,7 +71,7 @@ impl Embedder {
         let parts = self.embed_windows(text, opts, limits, check_interrupts)?;
         let weights: Vec<usize> = parts.iter().map(|(w, _)| w.tokens.max(1)).collect();
         let vectors: Vec<Vec<f32>> = parts.into_iter().map(|(_, v)| v).collect();
-        let mean = crate::chunk::weighted_mean(&vectors, &weights);
+        let mean = crate::inference::chunk::weighted_mean(&vectors, &weights);
         if !self.info.normalize {
             return Ok(mean);
         }

@@ -8,12 +8,12 @@ use ort::session::SessionInputValue;
 use ort::value::Tensor;
 
 use super::{Embedder, IdType, Output};
-use crate::batch::Batch;
 use crate::error::{Error, ErrorKind, Result};
-use crate::plan::padded_tokens;
-use crate::pool;
-use crate::settings::Pooling;
-use crate::tokenize::Encoded;
+use crate::inference::batch::Batch;
+use crate::inference::plan::padded_tokens;
+use crate::inference::pool;
+use crate::inference::settings::Pooling;
+use crate::inference::tokenize::Encoded;
 
 /// Padded tokens of the largest run whose activations the CPU arena keeps
 /// between calls: one text at the usual maximum length.  A call that ran

@@ -15,11 +15,11 @@ use std::path::PathBuf;
 
 use ort::session::Session;
 
-use crate::chunk::ChunkOptions;
 use crate::error::Result;
-use crate::identity::PinnedFile;
-use crate::settings::Pooling;
-use crate::tokenize::{Encoded, Encoder};
+use crate::inference::chunk::ChunkOptions;
+use crate::inference::identity::PinnedFile;
+use crate::inference::settings::Pooling;
+use crate::inference::tokenize::{Encoded, Encoder};
 
 pub use batching::{
     micro_batch_budget, BatchLimits, DEFAULT_MAX_TEXTS, DEFAULT_MAX_TOKENS,
@@ -151,7 +151,7 @@ impl Embedder {
         self.files.iter().any(PinnedFile::replaced)
     }
 
-    /// The model's identity (see [`crate::identity`]), hashed on first use
+    /// The model's identity (see [`crate::inference::identity`]), hashed on first use
     /// from the files as they were loaded (held open since), then remembered:
     /// it describes this session even if the directory is replaced later.
     ///
@@ -170,14 +170,14 @@ impl Embedder {
                 .dir
                 .file_name()
                 .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
-            self.identity = Some(crate::identity::model_identity(
+            self.identity = Some(crate::inference::identity::model_identity(
                 &name,
                 &self.files,
                 &settings,
             )?);
         }
         let base = self.identity.as_deref().unwrap_or_default();
-        Ok(crate::identity::with_long_text(base, long_text))
+        Ok(crate::inference::identity::with_long_text(base, long_text))
     }
 
     /// Tokenizes one text, truncated to the model's maximum length.

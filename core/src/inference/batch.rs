@@ -2,7 +2,7 @@
 
 use ndarray::Array2;
 
-use crate::tokenize::Encoded;
+use crate::inference::tokenize::Encoded;
 
 /// Input tensors for one micro-batch, padded to its own longest sequence.
 #[derive(Debug, Clone, PartialEq)]

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::{hex, PinnedFile};
+use crate::inference::identity::{hex, PinnedFile};
 
 /// Bump when the way entries are built changes: old entries are then
 /// rebuilt, never reused.

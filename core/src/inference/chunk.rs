@@ -14,7 +14,7 @@
 //! the tokens of its character span tokenized alone.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::tokenize::{Encoded, Specials, Tokens};
+use crate::inference::tokenize::{Encoded, Specials, Tokens};
 
 /// Window settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

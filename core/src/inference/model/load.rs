@@ -13,10 +13,10 @@ use super::{
     Embedder, IdType, ModelInfo, Output, SessionOptions, Usage, MODEL_FILE, TOKENIZER_FILE,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::{PinnedDir, PinnedFile};
-use crate::settings::{self, ModelSettings, Pooling};
-use crate::signals::with_signals_blocked;
-use crate::tokenize::Encoder;
+use crate::inference::identity::{PinnedDir, PinnedFile};
+use crate::inference::settings::{self, ModelSettings, Pooling};
+use crate::inference::signals::with_signals_blocked;
+use crate::inference::tokenize::Encoder;
 
 /// Largest difference between a text embedded alone and inside a padded
 /// micro-batch for the model to count as batch-invariant.  Dynamically
@@ -70,7 +70,7 @@ impl Embedder {
         }
         let settings = ModelSettings::load(dir)?;
         if let Some(want) = &settings.sha256 {
-            let got = crate::identity::hex(&files[0].sha256()?);
+            let got = crate::inference::identity::hex(&files[0].sha256()?);
             if !got.eq_ignore_ascii_case(want.trim()) {
                 return Err(Error::new(
                     ErrorKind::InvalidModel,
@@ -234,7 +234,7 @@ struct Source<'a> {
 fn open_session(
     env: &Environment,
     model_path: &Source<'_>,
-    model: &crate::identity::PinnedFile,
+    model: &crate::inference::identity::PinnedFile,
     opts: &SessionOptions,
     weights: &Weights,
 ) -> Result<(Session, WeightsForm, bool)> {
@@ -242,7 +242,7 @@ fn open_session(
         let session = build_session(env, model_path, opts, GraphOptimizationLevel::All, None)?;
         return Ok((session, WeightsForm::Private(None), false));
     };
-    let version = crate::runtime::loaded_version().unwrap_or_else(|| "unknown".into());
+    let version = crate::inference::runtime::loaded_version().unwrap_or_else(|| "unknown".into());
     let derived = weights::derived_model(cache, model, &version, weights::this_cpu(), |out| {
         // Optimized as a private session would be, then saved with its
         // weights and ONNX Runtime's packed copies of them in one

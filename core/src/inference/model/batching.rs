@@ -3,7 +3,7 @@
 
 use super::Embedder;
 use crate::error::{Error, ErrorKind, Result};
-use crate::tokenize::Encoded;
+use crate::inference::tokenize::Encoded;
 
 /// Bounds for one batched call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ impl Embedder {
     }
 
     /// Runs `rows` in micro-batches of at most `limits.micro_batch_tokens`
-    /// padded tokens, grouped by length (see [`crate::plan`]), one row at a
+    /// padded tokens, grouped by length (see [`crate::inference::plan`]), one row at a
     /// time for a model that is not batch-invariant, with `check_interrupts` before
     /// each; returns their vectors in the order of `rows`.
     pub(super) fn run_micro_batches(
@@ -142,8 +142,10 @@ impl Embedder {
             1
         };
         let mut out = vec![Vec::new(); rows.len()];
-        let batches = crate::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows);
-        let padded = |b: &Vec<usize>| crate::plan::padded_tokens(b.iter().map(|&i| lengths[i]));
+        let batches =
+            crate::inference::plan::micro_batches(&lengths, limits.micro_batch_tokens, max_rows);
+        let padded =
+            |b: &Vec<usize>| crate::inference::plan::padded_tokens(b.iter().map(|&i| lengths[i]));
         let shrink = super::onnx::shrink_after(batches.iter().map(padded).max().unwrap_or(0));
         let last = batches.len().saturating_sub(1);
         for (n, batch) in batches.iter().enumerate() {

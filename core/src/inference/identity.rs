@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::chunk::ChunkOptions;
 use crate::error::{Error, ErrorKind, Result};
+use crate::inference::chunk::ChunkOptions;
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
