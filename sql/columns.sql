@@ -101,9 +101,9 @@ GRANT SELECT ON @extschema@.backfill_status TO PUBLIC;
 -- Embeds every row whose source is not NULL and whose target is NULL or, with
 -- a model column, from another model, and clears the vector (and model) of
 -- rows without text: the rule of _embed_needs_work('stored', ...); partitions
--- and inheritance children included.  Each batch is one transaction: it locks its rows (SKIP LOCKED),
--- embeds them through embed_texts, writes them and commits, with the run's
--- progress.  Killed or restarted, it loses at most the batch in flight, and a
+-- and inheritance children included.  Each batch is one transaction: it
+-- locks its rows (SKIP LOCKED), embeds them in the library, writes them and
+-- commits, with the run's progress.  Killed or restarted, it loses at most the batch in flight, and a
 -- second CALL continues where the first stopped.  Call it outside a
 -- transaction block.
 -- A procedure that COMMITs cannot pin search_path, so this body calls only

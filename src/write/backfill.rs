@@ -12,7 +12,10 @@
 //! embeds a batch runs under the caller's search_path, so the table's own
 //! triggers see what they would for the caller's own UPDATE.
 
+use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clinembed_core::rows::backfill::{self as step, Resume};
 use clinembed_core::rows::columns as rule;
@@ -110,46 +113,31 @@ fn _backfill_start(
 #[search_path(pg_catalog, pg_temp)]
 fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
     refuse_in_recovery();
-    let rs = RunStatements::new(&extension_schema());
+    forget_if_stale();
+    let rs = run_statements();
     let r = Run::read(&rs, run).unwrap_or_else(|| {
         // SAFETY: MyProcPid is set at backend start and never changes.
         report(step::not_a_run(run, unsafe { pg_sys::MyProcPid }))
     });
-    let model_column = r.model_column.as_deref();
-    let target = crate::write::columns::target(
-        r.relid,
-        Some(&r.source_column),
-        Some(&r.target_column),
-        model_column,
-    );
-    let cols = columns(&r.source_column, &r.target_column, model_column);
-    let relation = relation_name(r.relid);
-    let tables = crate::write::columns::backfill_tables(r.relid, &cols);
+    let shape = Resolved::of(&r);
+    let (target, relation, tables) = (&shape.target, &shape.relation, &shape.tables);
     let at = match r.scan_relid {
         None => Resume::Fresh,
         Some(t) => tables
             .iter()
-            .position(|x| *x == t)
+            .position(|x| x.oid == t)
             .map_or(Resume::Lost, Resume::At),
     };
     let mut scan = step::resume(at, tables.len(), r.scan_found);
     while let Some(s) = scan {
-        let table = tables[s.table];
+        let table = &tables[s.table];
         let from = match (s.from_start, r.scan_tid) {
             (false, Some(tid)) => tid,
             _ => pg_sys::ItemPointerData::default(),
         };
-        let statements = statements::backfill_statements(
-            &qualified(table),
-            &cols,
-            &target.type_name,
-            &r.model_id,
-        )
-        .or_report();
         let (written, last) = embed_batch(
             table,
-            &statements,
-            (&r.target_column, &target),
+            (&r.target_column, target),
             from,
             r.batch_size,
             &r.model_id,
@@ -160,11 +148,11 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
             let elapsed = spi::write_one::<f64>(
                 STEP,
                 &rs.record_batch,
-                &[r.id.into(), done.into(), table.into(), last.into()],
+                &[r.id.into(), done.into(), table.oid.into(), last.into()],
             )
             .unwrap_or_else(|| no_row("recording the batch"));
             notice(&step::progress_notice(
-                &relation,
+                relation,
                 done,
                 r.rows_total,
                 elapsed,
@@ -175,8 +163,113 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
     }
     let elapsed = spi::write_one::<f64>(STEP, &rs.finish, &[r.id.into()])
         .unwrap_or_else(|| no_row("finishing the run"));
-    notice(&step::finished_notice(&relation, r.rows_done, elapsed));
+    notice(&step::finished_notice(relation, r.rows_done, elapsed));
     false
+}
+
+/// What a run's batches need of the catalog (its target column, the tables
+/// of its relation tree, their statements and names, the extension's
+/// schema), resolved at the run's first batch in this backend and kept for
+/// the next ones until PostgreSQL invalidates any relation's cache entry
+/// (ALTER TABLE, GRANT, a partition attached or detached, ALTER EXTENSION
+/// ... SET SCHEMA all do, and each batch's transaction accepts them when it
+/// starts).  A backend runs one backfill at a time.
+struct Resolved {
+    run: i64,
+    target: rule::Target,
+    relation: String,
+    tables: Vec<Table>,
+}
+
+/// One table of a run's relation tree.
+struct Table {
+    oid: pg_sys::Oid,
+    /// As messages show it.
+    name: String,
+    statements: statements::BackfillStatements,
+}
+
+thread_local! {
+    static RUNS: RefCell<Option<Rc<RunStatements>>> = const { RefCell::new(None) };
+    static RESOLVED: RefCell<Option<Rc<Resolved>>> = const { RefCell::new(None) };
+    static CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+/// Set by the relation cache callback; the next batch resolves again.
+static STALE: AtomicBool = AtomicBool::new(false);
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    STALE.store(true, Ordering::Relaxed);
+}
+
+/// Drops what was resolved when the catalog changed since, and makes sure
+/// the callback that says so is registered.
+fn forget_if_stale() {
+    if STALE.swap(false, Ordering::Relaxed) {
+        RUNS.with(|c| c.borrow_mut().take());
+        RESOLVED.with(|c| c.borrow_mut().take());
+    }
+    if !CALLBACK.with(|c| c.replace(true)) {
+        // SAFETY: registers a function of this library for the life of the
+        // backend, once.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(
+                Some(relcache_invalidated),
+                pg_sys::Datum::from(0),
+            )
+        };
+    }
+}
+
+/// The statements on the runs' table, in the extension's schema.
+fn run_statements() -> Rc<RunStatements> {
+    RUNS.with(|c| {
+        c.borrow_mut()
+            .get_or_insert_with(|| Rc::new(RunStatements::new(&extension_schema())))
+            .clone()
+    })
+}
+
+impl Resolved {
+    /// Run `r`'s shape: the one resolved for it, or resolved now.
+    fn of(r: &Run) -> Rc<Resolved> {
+        if let Some(done) = RESOLVED
+            .with(|c| c.borrow().clone())
+            .filter(|d| d.run == r.id)
+        {
+            return done;
+        }
+        let model_column = r.model_column.as_deref();
+        let target = crate::write::columns::target(
+            r.relid,
+            Some(&r.source_column),
+            Some(&r.target_column),
+            model_column,
+        );
+        let cols = columns(&r.source_column, &r.target_column, model_column);
+        let tables = crate::write::columns::backfill_tables(r.relid, &cols)
+            .into_iter()
+            .map(|oid| Table {
+                oid,
+                name: relation_name(oid),
+                statements: statements::backfill_statements(
+                    &qualified(oid),
+                    &cols,
+                    &target.type_name,
+                    &r.model_id,
+                )
+                .or_report(),
+            })
+            .collect();
+        let done = Rc::new(Resolved {
+            run: r.id,
+            relation: relation_name(r.relid),
+            target,
+            tables,
+        });
+        RESOLVED.with(|c| *c.borrow_mut() = Some(done.clone()));
+        done
+    }
 }
 
 /// An unfinished run of this backend, as its row records it.
@@ -230,15 +323,14 @@ impl Run {
 /// constraint violation is raised again without the failing row (see
 /// [`raise_constraint_violation`]).
 fn embed_batch(
-    table: pg_sys::Oid,
-    statements: &statements::BackfillStatements,
+    table: &Table,
     target: (&str, &rule::Target),
     from: pg_sys::ItemPointerData,
     batch_size: i32,
     model_id: &str,
     caller_search_path: Option<&str>,
 ) -> (i64, Option<pg_sys::ItemPointerData>) {
-    let table_name = relation_name(table);
+    let (statements, table_name) = (&table.statements, &table.name);
     // The caller's search_path for the table's own triggers, in a nest level
     // rolled back after the statement: what they set (even at session level)
     // does not reach the steps' own statements, nor outlive the call.
@@ -263,7 +355,7 @@ fn embed_batch(
             }
             let (tids, texts): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
             let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
-            let vectors = crate::write::engine::embed(table, target.0, target.1, &texts);
+            let vectors = crate::write::engine::embed(table.oid, target.0, target.1, &texts);
             let last = tids
                 .iter()
                 .copied()
@@ -288,7 +380,7 @@ fn embed_batch(
         CaughtError::PostgresError(e) | CaughtError::ErrorReport(e)
             if crate::write::columns::is_integrity_violation(e.sql_error_code()) =>
         {
-            raise_constraint_violation(e.sql_error_code(), e.message(), &table_name)
+            raise_constraint_violation(e.sql_error_code(), e.message(), table_name)
         }
         _ => caught.rethrow(),
     })

@@ -198,6 +198,28 @@ CALL embed_backfill('old_notes', 'exp_text', 'embedding');
 RESET client_min_messages;
 SELECT count(*) FILTER (WHERE exp_text IS NOT NULL AND embedding IS NULL) AS missing FROM old_notes;
 
+---------------------------------------------------------------- a run's batches see the catalog change between them
+-- A run resolves its tables and statements at its first batch and keeps
+-- them until the catalog changes: a partition attached after the first
+-- batch is walked too, and a target column retyped is written as its new
+-- type.
+CREATE TABLE parted (id integer PRIMARY KEY, exp_text text, embedding real[]) PARTITION BY RANGE (id);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+INSERT INTO parted (id, exp_text) SELECT g, 'Note ' || g || ': afebrile.' FROM generate_series(1, 4) g;
+SET client_min_messages = warning;
+SELECT _backfill_start('parted'::regclass, 'exp_text', 'embedding', 2, NULL) AS parted_run \gset
+SELECT _backfill_batch(:parted_run, 'public') AS more;
+CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (100) TO (200);
+INSERT INTO parted (id, exp_text) VALUES (101, 'Late note: afebrile.'), (102, 'Late note: stable.');
+ALTER TABLE parted ALTER COLUMN embedding TYPE vector(384) USING embedding::vector(384);
+SELECT _backfill_batch(:parted_run, 'public') AS more;
+SELECT _backfill_batch(:parted_run, 'public') AS more;
+SELECT _backfill_batch(:parted_run, 'public') AS more;
+RESET client_min_messages;
+SELECT tableoid::regclass AS part, count(*) AS rows, count(embedding) AS embedded FROM parted GROUP BY 1 ORDER BY 1;
+SELECT bool_and(embedding = embed_text(exp_text)::vector(384)) AS same_as_embed_text FROM parted;
+DROP TABLE parted;
+
 ---------------------------------------------------------------- pgvector search with an HNSW index
 CREATE INDEX bulk_embedding_hnsw ON bulk USING hnsw (embedding vector_cosine_ops);
 ANALYZE bulk;
