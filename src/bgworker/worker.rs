@@ -36,6 +36,7 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
+use crate::pg::catalog;
 use crate::pg::security::{as_role, as_role_with, pinned, KEY_TEXT_SETTINGS};
 use crate::pg::spi::{self, select_one, select_two, During};
 use crate::write::columns;
@@ -537,7 +538,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             Error::new(ErrorKind::InvalidTable, "the table has no queue trigger")
                 .detail(format!(
                     "Rows of {} are queued, and it has no enabled embed_queue_trigger to say which columns to embed.",
-                    columns::relation_name(relid)
+                    catalog::relation_name(relid)
                 ))
                 .hint("Create or enable the trigger, then call embed_queue_retry()."),
         )
@@ -554,21 +555,21 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         Some(&cols.target),
         cols.model.as_deref(),
     );
-    let keys = columns::primary_key(relid).unwrap_or_else(|| {
+    let keys = catalog::primary_key(relid).unwrap_or_else(|| {
         crate::errors::report(
             Error::new(ErrorKind::InvalidTable, "the table has no primary key")
                 .detail(format!(
                     "Rows of {} are queued by key, and it has none now.",
-                    columns::relation_name(relid)
+                    catalog::relation_name(relid)
                 ))
                 .hint("Add the primary key back, then call embed_queue_retry()."),
         )
     });
-    let table = columns::qualified(relid);
+    let table = catalog::qualified(relid);
     // Keys printed under a primary key the table no longer has name no
     // row, or the wrong one: the table's rows that need work are queued
     // again under its key now, and those keys are forgotten.
-    let pkey_now = columns::primary_key_index(relid).unwrap_or(pg_sys::Oid::INVALID);
+    let pkey_now = catalog::primary_key_index(relid).unwrap_or(pg_sys::Oid::INVALID);
     let (stale, entries): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| {
         q::key_is_stale(
             e.pkey.map(|p| p.to_u32()),
@@ -739,7 +740,7 @@ fn choose(qs: &QueueStatements, relid: pg_sys::Oid, limit: usize) -> Option<Vec<
     }
     let trigger = queue_trigger(relid)?;
     let (owner, cols) = (trigger.setter, trigger.columns);
-    let keys = columns::primary_key(relid)?;
+    let keys = catalog::primary_key(relid)?;
     let arrays: Vec<Vec<String>> = (0..keys.len())
         .map(|i| {
             candidates
@@ -750,7 +751,7 @@ fn choose(qs: &QueueStatements, relid: pg_sys::Oid, limit: usize) -> Option<Vec<
         .collect();
     let args: Vec<pgrx::datum::DatumWithOid<'_>> =
         arrays.iter().map(|a| a.clone().into()).collect();
-    let sql = statements::lengths_statement(&columns::qualified(relid), &keys, &cols.source);
+    let sql = statements::lengths_statement(&catalog::qualified(relid), &keys, &cols.source);
     let found: Vec<(i32, i32)> = as_role_with(owner, KEY_TEXT_SETTINGS, || {
         Spi::connect(|c| {
             c.select(sql.as_str(), None, &args)?
@@ -791,10 +792,10 @@ fn refuse_foreign_triggers(relid: pg_sys::Oid, role: pg_sys::Oid) {
             )
             .detail(format!(
                 "Trigger {} on {} runs a function owned by role {}, which does not have the rights of role {}, whose rights the worker writes with.",
-                columns::shown(&trigger),
-                columns::relation_name(relid),
-                columns::shown(&author),
-                columns::shown(&columns::role_name(role)),
+                catalog::shown(&trigger),
+                catalog::relation_name(relid),
+                catalog::shown(&author),
+                catalog::shown(&catalog::role_name(role)),
             ))
             .hint("Have the table's owner own the trigger's function (ALTER FUNCTION ... OWNER TO), or drop the trigger; then call embed_queue_retry()."),
         );

@@ -24,11 +24,10 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::errors::{report, OrReport};
+use crate::pg::catalog::{extension_schema, qualified, relation_name};
 use crate::pg::security::Settings;
 use crate::pg::spi::{self, During};
-use crate::write::columns::{
-    columns, extension_schema, qualified, raise_constraint_violation, relation_name,
-};
+use crate::write::columns::{columns, raise_constraint_violation};
 
 /// Starts a backfill run: checks the arguments, the columns and the model
 /// against the target column; refuses to start while a backfill of the

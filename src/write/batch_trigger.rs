@@ -16,8 +16,9 @@ use pgrx::spi::SpiError;
 use pgrx::{pg_sys, PgBuiltInOids, PgOid};
 
 use crate::errors::{report, OrReport};
+use crate::pg::catalog::{self, shown};
 use crate::pg::spi::{self, During};
-use crate::write::columns::{self, shown};
+use crate::write::columns;
 use crate::write::trigger::{refuse_misfire, trigger_entry, Fires};
 use crate::{backend, gucs, write::engine};
 
@@ -69,7 +70,7 @@ fn embed_batch_trigger_body<'a>(
         &target.type_name,
     );
     let td = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
-    let table = columns::relation_name(rel);
+    let table = catalog::relation_name(rel);
     let result = PgTryBuilder::new(AssertUnwindSafe(|| {
         Spi::connect_mut(|c| {
             // SAFETY: the trigger's own data, valid while it runs, given to
@@ -156,7 +157,7 @@ fn statements(
                 .hint(hint),
         )
     };
-    let table = columns::relation_name(rel);
+    let table = catalog::relation_name(rel);
     // SAFETY: the trigger's catalog entry, NUL-terminated names or NULL.
     let named = |p: *mut std::ffi::c_char| {
         (!p.is_null()).then(|| {
@@ -178,7 +179,7 @@ fn statements(
             "Create it with REFERENCING NEW TABLE AS new_rows (AFTER INSERT), or REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows (AFTER UPDATE).".into(),
         ),
     };
-    let keys = columns::primary_key(rel)
+    let keys = catalog::primary_key(rel)
         .map(|k| k.into_iter().map(|(name, _)| name).collect::<Vec<_>>())
         .filter(|k| !k.is_empty())
         .unwrap_or_else(|| {
@@ -196,10 +197,10 @@ fn statements(
     if let Some(m) = &cols.model {
         wanted.push(("UPDATE", m.as_str()));
     }
-    let missing = columns::missing_privileges(rel, &wanted);
+    let missing = catalog::missing_privileges(rel, &wanted);
     if !missing.is_empty() {
         let missing = missing.join(", ");
-        let role = columns::current_role();
+        let role = catalog::current_role();
         fail(
             clinembed_core::ErrorKind::Forbidden,
             &format!("embed_batch_trigger needs {missing}"),
@@ -209,7 +210,7 @@ fn statements(
     }
     let model_id = insert.then(backend::model_id);
     statements::batch_statements(
-        &columns::qualified(rel),
+        &catalog::qualified(rel),
         &new_rows,
         old_rows.as_deref(),
         &keys,

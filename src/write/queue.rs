@@ -23,10 +23,11 @@ use pgrx::{PgBuiltInOids, PgOid, PgTupleDesc};
 
 use crate::bgworker::registry;
 use crate::errors::report;
+use crate::pg::catalog::{self, shown};
 use crate::pg::security::{as_role, as_role_with, pinned, Settings, KEY_TEXT_SETTINGS};
 use crate::pg::spi::{self, During};
 use crate::pg::tuple::{attribute, output};
-use crate::write::columns::{self, shown};
+use crate::write::columns;
 use crate::write::trigger::{trigger_entry, RowFire};
 
 const TRIGGER: &str = "embed_queue_trigger";
@@ -263,13 +264,13 @@ fn embed_queue_trigger_body<'a>(
                 fire.target.as_deref(),
                 fire.model.as_deref(),
             );
-            let primary = columns::primary_key(rel)
+            let primary = catalog::primary_key(rel)
                 .unwrap_or_else(|| {
                     report(
                         Error::new(ErrorKind::InvalidTable, "embed_queue_trigger needs a primary key")
                             .detail(format!(
                                 "Table {} has none; the queue records rows by key.",
-                                columns::relation_name(rel)
+                                catalog::relation_name(rel)
                             ))
                             .hint("Add a primary key, or use embed_trigger, which embeds in the writing transaction."),
                     )
@@ -356,7 +357,7 @@ fn refuse_update_of_without_keys(
         .detail(format!(
             "Trigger {} on {} fires on UPDATE OF some columns only; an UPDATE of the key alone would leave a row that waits for its vector queued under a key that no longer exists.",
             shown(name),
-            columns::relation_name(rel)
+            catalog::relation_name(rel)
         ))
         .hint("Add the key columns to the UPDATE OF list, or fire the trigger on every UPDATE (BEFORE INSERT OR UPDATE)."),
     );
@@ -461,7 +462,7 @@ fn embed_queue_start() -> bool {
 /// The tables that hold `rel`'s rows: itself, its partitions and
 /// inheritance children with storage.
 fn leaf_tables(rel: pg_sys::Oid) -> Vec<pg_sys::Oid> {
-    columns::relation_tree(rel)
+    catalog::relation_tree(rel)
         .into_iter()
         .filter(|m| m.relkind == 'r')
         .map(|m| pg_sys::Oid::from(m.oid))
@@ -469,13 +470,13 @@ fn leaf_tables(rel: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 }
 
 fn require(rel: pg_sys::Oid, privilege: &str, column: &str) {
-    if !columns::missing_privileges(rel, &[(privilege, column)]).is_empty() {
+    if !catalog::missing_privileges(rel, &[(privilege, column)]).is_empty() {
         report(
             Error::new(
                 ErrorKind::Forbidden,
                 format!(
                     "permission denied to queue rows of {}",
-                    columns::relation_name(rel)
+                    catalog::relation_name(rel)
                 ),
             )
             .detail(format!(
@@ -502,7 +503,7 @@ pub(crate) fn enqueue_stored(
     let queue = queue();
     let names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
     let sql = statements::enqueue_stored_statement(
-        &columns::qualified(t),
+        &catalog::qualified(t),
         t.to_u32(),
         pkey.to_u32(),
         &queue.schema,
@@ -538,13 +539,13 @@ fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
             Some(&cols.target),
             cols.model.as_deref(),
         );
-        let keys = columns::primary_key(t).unwrap_or_default();
+        let keys = catalog::primary_key(t).unwrap_or_default();
         require(t, "SELECT", &cols.source);
         require(t, "UPDATE", &cols.target);
         for k in &keys {
             require(t, "SELECT", &k.0);
         }
-        let pkey = columns::primary_key_index(t).unwrap_or(pg_sys::Oid::INVALID);
+        let pkey = catalog::primary_key_index(t).unwrap_or(pg_sys::Oid::INVALID);
         queued += enqueue_stored(t, &cols, pkey, &keys, &model_id);
     }
     if with_trigger == 0 {
@@ -552,7 +553,7 @@ fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
             Error::new(ErrorKind::InvalidTable, "the table has no queue trigger")
                 .detail(format!(
                     "No table that holds rows of {} has an enabled embed_queue_trigger.",
-                    columns::relation_name(rel)
+                    catalog::relation_name(rel)
                 ))
                 .hint("Create the trigger first: the workers take its columns from it."),
         );

@@ -9,8 +9,9 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, PgTupleDesc};
 
 use crate::errors::report;
+use crate::pg::catalog::{self, shown};
 use crate::pg::tuple::{output, value};
-use crate::write::columns::{self, shown};
+use crate::write::columns;
 
 /// Defines the C entry point `$wrapper` of a trigger function whose pgrx
 /// wrapper is `$body`: pgrx's wrapper panics (XX000) when the function is
@@ -99,7 +100,7 @@ pub(crate) fn refuse_misfire(
         .detail(format!(
             "Trigger {} on {} fired {} {} FOR EACH {}.",
             shown(name),
-            columns::relation_name(rel),
+            catalog::relation_name(rel),
             match when {
                 PgTriggerWhen::Before => "BEFORE",
                 PgTriggerWhen::After => "AFTER",
