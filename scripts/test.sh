@@ -4,13 +4,13 @@
 #   2. core       cargo test of the Postgres-free inference core, on the real model
 #   3. pg_test    #[pg_test]s inside a real PostgreSQL (debug build)
 #   4. regress    pg_regress golden SQL against the installed release build
-#   5. parity     embed_text vs Python onnxruntime + tokenizers, within 1e-5;
-#                 the default model also vs its checkpoint run in PyTorch
-#   6. pytest     every Python test in one run (pytest.ini; the scratch
+#   5. pytest     every Python test in one run (pytest.ini; the scratch
 #                 cluster is a session fixture, clusters of a test's own
-#                 are marked multicluster), by file: shared weights
-#                 (weights); backfill progress, pg_terminate_backend and
-#                 crash recovery mid-backfill, resume (integration);
+#                 are marked multicluster), by file: embed_text vs Python
+#                 onnxruntime + tokenizers within 1e-5, the default model
+#                 also vs its checkpoint run in PyTorch (parity); shared
+#                 weights (weights); backfill progress, pg_terminate_backend
+#                 and crash recovery mid-backfill, resume (integration);
 #                 statement_timeout, pg_cancel_backend, pg_terminate_backend
 #                 (cancel); model directory replaced, kill -9 mid-COPY
 #                 (faults); no note text in any message or log line (phi);
@@ -21,8 +21,8 @@
 #                 released scripts unchanged, ALTER EXTENSION UPDATE from
 #                 every frozen release equals a fresh install (upgrade)
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
-# (default 18, the newest), the pg_test, regress and parity tiers and the
-# pytest tests marked every_major, and pg_upgrade (pytest -m pg_upgrade) of a
+# (default 18, the newest), the pg_test and regress tiers and the pytest
+# tests marked every_major (parity among them), and pg_upgrade (pytest -m pg_upgrade) of a
 # database with clinembed from $PG to it.
 #   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
 #   ONLY="regress hardening" bash ...     just those tiers (pytest ones by file), on $PG
@@ -186,22 +186,6 @@ stage regress regress
 # parity reference, PyTorch for the check against the original framework,
 # and pytest.
 python_env() { PY=$(bash scripts/python-env.sh) || return 1; }
-# The default model is also checked against its checkpoint run in PyTorch
-# (the original framework, not ONNX).  (Under `stage`, every step must fail
-# the tier explicitly.)
-parity() {
-    python_env || return 1
-    local ckpt
-    ckpt=$(default_checkpoint /tmp/clinembed-parity-checkpoint) || return 1
-    "$PY" tests/parity/framework.py "$ckpt" /tmp/clinembed-parity-framework.json || return 1
-    "$PY" tests/parity/parity.py --model-dir "$(default_model_dir)" --framework /tmp/clinembed-parity-framework.json \
-        --summary "$LOGS/parity.counts"
-}
-stage parity parity
-if [ -f "$LOGS/parity.counts" ] && read -r p f < "$LOGS/parity.counts"; then
-    PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
-    echo "    parity: $p passed, $f failed"
-fi
 
 # cluster_stop: the SQL tiers are done with it; pytest starts its own.
 cluster_stop
@@ -211,7 +195,7 @@ trap - EXIT
 # fixture in tests/integration/conftest.py), counted from the JUnit summary
 # pytest writes.  ONLY names tiers by file (below), pytest (all of them) or
 # every_major (the tests marked so).
-PYTEST_TIERS="weights:test_shared_weights cancel:test_cancel faults:test_faults
+PYTEST_TIERS="parity:test_parity weights:test_shared_weights cancel:test_cancel faults:test_faults
     integration:test_backfill_resume phi:test_phi queue:test_queue security:test_security
     hardening:test_hardening sharded:test_sharded upgrade:test_upgrade"
 # pytest_args: the files (in this order, the order the tiers have always
@@ -268,8 +252,8 @@ pg_upgrade_tier() { # old new: this build of clinembed in both, then the test
         pytest_run "$LOGS/pg_upgrade.xml" -m pg_upgrade tests/integration/test_pg_upgrade.py
 }
 for m in $ALSO; do
-    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress parity every_major" bash scripts/test.sh
-    grep -sE '^(==> |    (ok|FAILED|pytest: )|parity|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
+    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress every_major" bash scripts/test.sh
+    grep -sE '^(==> |    (ok|FAILED|pytest: )|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
     # what that run counted (its TOTALS file, below)
     t=/tmp/clinembed-test-logs/pg$m/totals
     if [ -f "$t" ] && read -r p f < "$t"; then PASSED=$((PASSED + p)) FAILED=$((FAILED + f)); fi

