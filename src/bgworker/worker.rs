@@ -22,13 +22,13 @@
 //! worker is started again by the postmaster; nothing is deleted from the
 //! queue before its row is written, in the same transaction.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use clinembed_core::rows::columns::Action;
+use clinembed_core::rows::columns::{Action, Columns, Target};
 use clinembed_core::rows::queue::{self as q, Retry};
 use clinembed_core::rows::statements::{self, QueueStatements};
 use clinembed_core::{Error, ErrorKind};
@@ -533,7 +533,7 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         delete(&entries.iter().map(|e| e.ctid).collect::<Vec<_>>());
         return Step::Worked { full };
     }
-    let trigger = queue_trigger(relid).unwrap_or_else(|| {
+    let Some(shape) = &*shape(relid) else {
         crate::errors::report(
             Error::new(ErrorKind::InvalidTable, "the table has no queue trigger")
                 .detail(format!(
@@ -542,20 +542,24 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
                 ))
                 .hint("Create or enable the trigger, then call embed_queue_retry()."),
         )
-    });
+    };
     // The rows are read and written as the role that set the trigger up
     // (see `crate::write::queue::QueueTrigger::setter`), and only where no code of
     // a role with fewer rights would run as it.
-    let owner = trigger.setter;
+    let owner = shape.owner;
     refuse_foreign_triggers(relid, owner);
-    let cols = trigger.columns;
-    let target = columns::target(
-        relid,
-        Some(&cols.source),
-        Some(&cols.target),
-        cols.model.as_deref(),
-    );
-    let keys = catalog::primary_key(relid).unwrap_or_else(|| {
+    let cols = &shape.cols;
+    let (target, write) = shape.target.get_or_init(|| {
+        let target = columns::target(
+            relid,
+            Some(&cols.source),
+            Some(&cols.target),
+            cols.model.as_deref(),
+        );
+        let write = statements::ctid_write(&shape.table, cols, &target.type_name);
+        (target, write)
+    });
+    let Some(keyed) = &shape.keyed else {
         crate::errors::report(
             Error::new(ErrorKind::InvalidTable, "the table has no primary key")
                 .detail(format!(
@@ -564,12 +568,11 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
                 ))
                 .hint("Add the primary key back, then call embed_queue_retry()."),
         )
-    });
-    let table = catalog::qualified(relid);
+    };
+    let (keys, pkey_now) = (&keyed.keys, keyed.index);
     // Keys printed under a primary key the table no longer has name no
     // row, or the wrong one: the table's rows that need work are queued
     // again under its key now, and those keys are forgotten.
-    let pkey_now = catalog::primary_key_index(relid).unwrap_or(pg_sys::Oid::INVALID);
     let (stale, entries): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| {
         q::key_is_stale(
             e.pkey.map(|p| p.to_u32()),
@@ -579,13 +582,8 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         )
     });
     if !stale.is_empty() {
-        let requeued = crate::write::queue::enqueue_stored(
-            relid,
-            &cols,
-            pkey_now,
-            &keys,
-            &backend::model_id(),
-        );
+        let requeued =
+            crate::write::queue::enqueue_stored(relid, cols, pkey_now, keys, &backend::model_id());
         delete(&stale.iter().map(|e| e.ctid).collect::<Vec<_>>());
         pgrx::log!(
             "clinembed queue worker: {} queued keys of table oid {} were printed under a primary key it no longer has; {requeued} of its rows queued again under the current one",
@@ -607,12 +605,11 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         .collect();
     let args: Vec<pgrx::datum::DatumWithOid<'_>> =
         arrays.iter().map(|a| a.clone().into()).collect();
-    let claim = statements::claim_statement(&table, &keys, &cols.source, true);
     // Keys are read back under the settings the trigger printed them with.
     let rows: Vec<(i32, pg_sys::ItemPointerData, Option<String>)> =
         as_role_with(owner, KEY_TEXT_SETTINGS, || {
             Spi::connect_mut(|c| {
-                c.update(claim.as_str(), None, &args)?
+                c.update(keyed.claim.as_str(), None, &args)?
                     .map(|r| {
                         Ok((
                             r.get::<i32>(1)?.unwrap_or(0),
@@ -627,11 +624,10 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     // Keys whose row was not taken: locked by a writer (they stay queued)
     // or gone (deleted, or its key changed: the key is dropped).
     let found: HashSet<i32> = rows.iter().map(|r| r.0).collect();
-    let exists = statements::claim_statement(&table, &keys, &cols.source, false);
     let present: HashSet<i32> = if found.len() < entries.len() {
         as_role_with(owner, KEY_TEXT_SETTINGS, || {
             Spi::connect(|c| {
-                c.select(exists.as_str(), None, &args)?
+                c.select(keyed.exists.as_str(), None, &args)?
                     .map(|r| Ok(r.get::<i32>(1)?.unwrap_or(0)))
                     .collect::<Result<HashSet<_>, pgrx::spi::SpiError>>()
             })
@@ -648,11 +644,10 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             _ => None,
         })
         .collect();
-    let vectors = engine::embed(relid, &cols.target, &target, &texts);
+    let vectors = engine::embed(relid, &cols.target, target, &texts);
     let model_id = texts.iter().any(Option::is_some).then(backend::model_id);
     let tids: Vec<pg_sys::ItemPointerData> = rows.iter().map(|r| r.1).collect();
     let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
-    let write = statements::ctid_write(&table, &cols, &target.type_name);
     // Each row's text as the write left it, by its place in the batch; a
     // row a trigger skipped is missing.
     let written: HashMap<i32, Option<String>> = as_role(owner, || {
@@ -711,6 +706,63 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     Step::Worked { full }
 }
 
+/// What a queued table's batches need of the catalog, worked out at its
+/// first batch in this worker and kept until the catalog changes
+/// (`catalog::Cached`): the queue trigger's columns and the role that set
+/// it up, the table's name, its primary key and the statements on it.  Who
+/// owns the functions of the table's other triggers is no relation's and
+/// is checked on every batch (`refuse_foreign_triggers`).
+struct Shape {
+    owner: pg_sys::Oid,
+    cols: Columns,
+    /// Qualified and quoted.
+    table: String,
+    /// None: the table has no primary key now.
+    keyed: Option<Keyed>,
+    /// The target column and the write, worked out at the first batch
+    /// that gets as far (an error there fails that batch's keys).
+    target: OnceCell<(Target, String)>,
+}
+
+/// The primary key and the statements that find rows by it.
+struct Keyed {
+    keys: Vec<(String, String)>,
+    /// The key's index: what the queue's entries record.
+    index: pg_sys::Oid,
+    claim: String,
+    exists: String,
+    lengths: String,
+}
+
+thread_local! {
+    static SHAPES: catalog::Cached<pg_sys::Oid, Option<Shape>> = catalog::Cached::new();
+}
+
+/// Table `relid`'s shape; None without an enabled queue trigger.
+fn shape(relid: pg_sys::Oid) -> std::rc::Rc<Option<Shape>> {
+    SHAPES.with(|c| {
+        c.get(relid, || {
+            let trigger = queue_trigger(relid)?;
+            let cols = trigger.columns;
+            let table = catalog::qualified(relid);
+            let keyed = catalog::primary_key(relid).map(|keys| Keyed {
+                index: catalog::primary_key_index(relid).unwrap_or(pg_sys::Oid::INVALID),
+                claim: statements::claim_statement(&table, &keys, &cols.source, true),
+                exists: statements::claim_statement(&table, &keys, &cols.source, false),
+                lengths: statements::lengths_statement(&table, &keys, &cols.source),
+                keys,
+            });
+            Some(Shape {
+                owner: trigger.setter,
+                cols,
+                table,
+                keyed,
+                target: OnceCell::new(),
+            })
+        })
+    })
+}
+
 /// The queue entries (as ctid text) of the next batch of table `relid`,
 /// when more rows wait than a batch takes: the oldest and the rows whose
 /// texts are nearest its length (`clinembed_core::rows::queue::choose_batch`).
@@ -738,10 +790,10 @@ fn choose(qs: &QueueStatements, relid: pg_sys::Oid, limit: usize) -> Option<Vec<
     if candidates.len() <= limit {
         return None;
     }
-    let trigger = queue_trigger(relid)?;
-    let (owner, cols) = (trigger.setter, trigger.columns);
-    let keys = catalog::primary_key(relid)?;
-    let arrays: Vec<Vec<String>> = (0..keys.len())
+    let shape = shape(relid);
+    let shape = shape.as_ref().as_ref()?;
+    let keyed = shape.keyed.as_ref()?;
+    let arrays: Vec<Vec<String>> = (0..keyed.keys.len())
         .map(|i| {
             candidates
                 .iter()
@@ -751,10 +803,9 @@ fn choose(qs: &QueueStatements, relid: pg_sys::Oid, limit: usize) -> Option<Vec<
         .collect();
     let args: Vec<pgrx::datum::DatumWithOid<'_>> =
         arrays.iter().map(|a| a.clone().into()).collect();
-    let sql = statements::lengths_statement(&catalog::qualified(relid), &keys, &cols.source);
-    let found: Vec<(i32, i32)> = as_role_with(owner, KEY_TEXT_SETTINGS, || {
+    let found: Vec<(i32, i32)> = as_role_with(shape.owner, KEY_TEXT_SETTINGS, || {
         Spi::connect(|c| {
-            c.select(sql.as_str(), None, &args)?
+            c.select(keyed.lengths.as_str(), None, &args)?
                 .map(|r| Ok((r.get::<i32>(1)?.unwrap_or(0), r.get::<i32>(3)?.unwrap_or(0))))
                 .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
         })

@@ -1,10 +1,16 @@
 //! Catalog reads the rest of the crate shares: relation and role names for
 //! messages and statements, the extension's schema, primary keys, relation
-//! trees and column privileges.  The statements are in
+//! trees and column privileges, and a cache of what is worked out from them
+//! ([`Cached`]).  The statements are in
 //! `clinembed_core::rows::statements`; they run read-only, with
 //! `search_path` pinned (`crate::pg::spi`).
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
+use std::hash::Hash;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clinembed_core::rows::columns as rule;
 use clinembed_core::rows::statements;
@@ -131,4 +137,68 @@ pub(crate) fn role_name(role: pg_sys::Oid) -> String {
 /// The current role's name, quoted as `%I` would.
 pub(crate) fn current_role() -> String {
     select_one::<String>(statements::CURRENT_ROLE, &[]).unwrap_or_default()
+}
+
+/// Values worked out from the catalog (a table's columns, key, statements),
+/// kept in this backend until PostgreSQL invalidates any relation's cache
+/// entry: ALTER TABLE, GRANT and REVOKE, CREATE or DROP TRIGGER, a partition
+/// attached or detached, a new owner, ALTER EXTENSION ... SET SCHEMA all
+/// do, and a transaction accepts them as it takes its first lock.  What is
+/// not a relation's (a function's owner, a role's rights) must not be
+/// cached here.  One per use, in a `thread_local!`.
+pub(crate) struct Cached<K, V> {
+    entries: RefCell<HashMap<K, Rc<V>>>,
+    epoch: Cell<u64>,
+}
+
+/// Bumped by the relation cache callback.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The relation cache's epoch, with the callback that bumps it registered
+/// (once per backend).
+fn epoch() -> u64 {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a function of this library for the life of the
+        // backend, once.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(
+                Some(relcache_invalidated),
+                pg_sys::Datum::from(0),
+            )
+        }
+    });
+    EPOCH.load(Ordering::Relaxed)
+}
+
+impl<K: Hash + Eq, V> Cached<K, V> {
+    pub(crate) fn new() -> Self {
+        Cached {
+            entries: RefCell::new(HashMap::new()),
+            epoch: Cell::new(0),
+        }
+    }
+
+    /// The value kept for `key`, or `make()`'s, kept from now on.  A `make`
+    /// that raises an error keeps nothing.
+    pub(crate) fn get(&self, key: K, make: impl FnOnce() -> V) -> Rc<V> {
+        let now = epoch();
+        if self.epoch.replace(now) != now {
+            self.entries.borrow_mut().clear();
+        }
+        if let Some(v) = self.entries.borrow().get(&key) {
+            return v.clone();
+        }
+        let v = Rc::new(make());
+        // `make` ran catalog reads: anything they invalidated is stale.
+        if epoch() == now {
+            self.entries.borrow_mut().insert(key, v.clone());
+        }
+        v
+    }
 }

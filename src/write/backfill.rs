@@ -12,10 +12,8 @@
 //! embeds a batch runs under the caller's search_path, so the table's own
 //! triggers see what they would for the caller's own UPDATE.
 
-use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clinembed_core::rows::backfill::{self as step, Resume};
 use clinembed_core::rows::columns as rule;
@@ -24,7 +22,7 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::errors::{report, OrReport};
-use crate::pg::catalog::{extension_schema, qualified, relation_name};
+use crate::pg::catalog::{extension_schema, qualified, relation_name, Cached};
 use crate::pg::security::Settings;
 use crate::pg::spi::{self, During};
 use crate::write::columns::{columns, raise_constraint_violation};
@@ -112,7 +110,6 @@ fn _backfill_start(
 #[search_path(pg_catalog, pg_temp)]
 fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
     refuse_in_recovery();
-    forget_if_stale();
     let rs = run_statements();
     let r = Run::read(&rs, run).unwrap_or_else(|| {
         // SAFETY: MyProcPid is set at backend start and never changes.
@@ -169,12 +166,8 @@ fn _backfill_batch(run: Option<i64>, caller_search_path: Option<&str>) -> bool {
 /// What a run's batches need of the catalog (its target column, the tables
 /// of its relation tree, their statements and names, the extension's
 /// schema), resolved at the run's first batch in this backend and kept for
-/// the next ones until PostgreSQL invalidates any relation's cache entry
-/// (ALTER TABLE, GRANT, a partition attached or detached, ALTER EXTENSION
-/// ... SET SCHEMA all do, and each batch's transaction accepts them when it
-/// starts).  A backend runs one backfill at a time.
+/// the next ones until the catalog changes (`Cached`).
 struct Resolved {
-    run: i64,
     target: rule::Target,
     relation: String,
     tables: Vec<Table>,
@@ -189,55 +182,22 @@ struct Table {
 }
 
 thread_local! {
-    static RUNS: RefCell<Option<Rc<RunStatements>>> = const { RefCell::new(None) };
-    static RESOLVED: RefCell<Option<Rc<Resolved>>> = const { RefCell::new(None) };
-    static CALLBACK: Cell<bool> = const { Cell::new(false) };
-}
-/// Set by the relation cache callback; the next batch resolves again.
-static STALE: AtomicBool = AtomicBool::new(false);
-
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    STALE.store(true, Ordering::Relaxed);
-}
-
-/// Drops what was resolved when the catalog changed since, and makes sure
-/// the callback that says so is registered.
-fn forget_if_stale() {
-    if STALE.swap(false, Ordering::Relaxed) {
-        RUNS.with(|c| c.borrow_mut().take());
-        RESOLVED.with(|c| c.borrow_mut().take());
-    }
-    if !CALLBACK.with(|c| c.replace(true)) {
-        // SAFETY: registers a function of this library for the life of the
-        // backend, once.
-        unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(
-                Some(relcache_invalidated),
-                pg_sys::Datum::from(0),
-            )
-        };
-    }
+    static RUNS: Cached<(), RunStatements> = Cached::new();
+    static RESOLVED: Cached<i64, Resolved> = Cached::new();
 }
 
 /// The statements on the runs' table, in the extension's schema.
 fn run_statements() -> Rc<RunStatements> {
-    RUNS.with(|c| {
-        c.borrow_mut()
-            .get_or_insert_with(|| Rc::new(RunStatements::new(&extension_schema())))
-            .clone()
-    })
+    RUNS.with(|c| c.get((), || RunStatements::new(&extension_schema())))
 }
 
 impl Resolved {
     /// Run `r`'s shape: the one resolved for it, or resolved now.
     fn of(r: &Run) -> Rc<Resolved> {
-        if let Some(done) = RESOLVED
-            .with(|c| c.borrow().clone())
-            .filter(|d| d.run == r.id)
-        {
-            return done;
-        }
+        RESOLVED.with(|c| c.get(r.id, || Resolved::resolve(r)))
+    }
+
+    fn resolve(r: &Run) -> Resolved {
         let model_column = r.model_column.as_deref();
         let target = crate::write::columns::target(
             r.relid,
@@ -260,14 +220,11 @@ impl Resolved {
                 .or_report(),
             })
             .collect();
-        let done = Rc::new(Resolved {
-            run: r.id,
+        Resolved {
             relation: relation_name(r.relid),
             target,
             tables,
-        });
-        RESOLVED.with(|c| *c.borrow_mut() = Some(done.clone()));
-        done
+        }
     }
 }
 
