@@ -1,10 +1,11 @@
 //! The statement trigger, `embed_batch_trigger`, in Rust: AFTER INSERT ...
 //! REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT (or AFTER UPDATE
 //! with OLD TABLE too).  Its transition tables reach its own SPI connection
-//! through `SPI_register_trigger_data`; it reads the texts of the
-//! statement's rows that need work, `rows_per_call` rows at a time, embeds
-//! them in the library, and writes each call's vectors back by primary key
-//! with one prepared UPDATE, as the role whose statement fired it.
+//! through `SPI_register_trigger_data`; it reads the keys and texts of the
+//! statement's rows that need work in one pass through a cursor,
+//! `rows_per_call` rows at a time, embeds them in the library, and writes
+//! each call's vectors back by primary key with one prepared UPDATE, as the
+//! role whose statement fired it.
 
 use std::panic::AssertUnwindSafe;
 
@@ -17,6 +18,7 @@ use pgrx::{pg_sys, PgBuiltInOids, PgOid};
 
 use crate::errors::{report, OrReport};
 use crate::pg::catalog::{self, shown};
+use crate::pg::security::Settings;
 use crate::pg::spi::{self, During};
 use crate::write::columns;
 use crate::write::trigger::{refuse_misfire, trigger_entry, Fires};
@@ -69,6 +71,18 @@ fn embed_batch_trigger_body<'a>(
         &cols,
         &target.type_name,
     );
+    // $1 bool[], $2 text[], $3 real[], $4 int4, $5 text, $6.. text[]
+    // (`statements::BatchStatements::write`).
+    let key_columns = statements.key_columns;
+    let text_array = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+    let mut write_types = vec![
+        PgOid::BuiltIn(PgBuiltInOids::BOOLARRAYOID),
+        text_array,
+        PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID),
+        PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+        PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+    ];
+    write_types.extend(std::iter::repeat_n(text_array, key_columns - 1));
     let td = trigger.trigger_data() as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
     let table = catalog::relation_name(rel);
     let result = PgTryBuilder::new(AssertUnwindSafe(|| {
@@ -79,49 +93,56 @@ fn embed_batch_trigger_body<'a>(
             {
                 return Err(SpiError::SpiError(pgrx::spi::SpiErrorCodes::Unconnected));
             }
-            let total = c
-                .select(statements.count.as_str(), Some(1), &[])?
-                .first()
-                .get_one::<i64>()?
-                .unwrap_or(0);
-            if total == 0 {
-                return Ok(());
-            }
-            let model_id = backend::model_id();
-            let per_call = rule::rows_per_call(gucs::BATCH_MAX_TEXTS.get()) as i64;
-            let range = [PgOid::BuiltIn(PgBuiltInOids::INT8OID); 2];
-            let read = c.prepare(statements.read.as_str(), &range)?;
-            let write = c.prepare_mut(
-                statements.write.as_str(),
-                &[
-                    range[0],
-                    range[1],
-                    PgOid::BuiltIn(PgBuiltInOids::FLOAT4ARRAYOID),
-                    PgOid::BuiltIn(PgBuiltInOids::INT4OID),
-                    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-                ],
-            )?;
-            let mut from = 0i64;
-            while from < total {
-                let texts = c
-                    .select(&read, None, &[from.into(), per_call.into()])?
-                    .map(|row| row.get::<String>(1))
-                    .collect::<Result<Vec<_>, _>>()?;
+            let per_call = rule::rows_per_call(gucs::BATCH_MAX_TEXTS.get());
+            let mut cursor = c.try_open_cursor(statements.read.as_str(), &[])?;
+            let mut write = None;
+            let mut model_id = String::new();
+            loop {
+                // A call's rows: each key column as text, then the text.
+                let (keys, texts) = {
+                    let _exact = Settings::with(statements::KEY_ROUND_TRIP_SETTINGS);
+                    let mut keys: Vec<Vec<String>> = vec![Vec::new(); key_columns];
+                    let mut texts = Vec::new();
+                    for row in cursor.fetch(per_call as _)? {
+                        for (i, k) in keys.iter_mut().enumerate() {
+                            k.push(row.get::<String>(i + 1)?.unwrap_or_default());
+                        }
+                        texts.push(row.get::<String>(key_columns + 1)?);
+                    }
+                    (keys, texts)
+                };
+                // SAFETY: the call's rows are copied out above; pgrx keeps a
+                // cursor's results until the connection ends, so they are
+                // freed here to hold one call's rows at a time.
+                unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
+                if texts.is_empty() {
+                    return Ok(());
+                }
+                // Prepared, and the identity looked up, at the first call
+                // with rows: a statement with none loads no model.
+                let prepared = match write.take() {
+                    Some(w) => w,
+                    None => {
+                        model_id = backend::model_id();
+                        c.prepare_mut(statements.write.as_str(), &write_types)?
+                    }
+                };
                 let vectors = engine::embed(rel, &target_column, &target, &texts);
-                c.update(
-                    &write,
-                    None,
-                    &[
-                        from.into(),
-                        per_call.into(),
-                        vectors.flat.into(),
-                        vectors.dims.into(),
-                        model_id.as_str().into(),
-                    ],
-                )?;
-                from += per_call;
+                let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
+                let mut args: Vec<pgrx::datum::DatumWithOid<'_>> = vec![
+                    has.into(),
+                    keys[0].clone().into(),
+                    vectors.flat.into(),
+                    vectors.dims.into(),
+                    model_id.as_str().into(),
+                ];
+                args.extend(keys[1..].iter().map(|k| k.clone().into()));
+                c.update(&prepared, None, &args)?;
+                write = Some(prepared);
+                if texts.len() < per_call {
+                    return Ok(());
+                }
             }
-            Ok(())
         })
     }))
     .catch_others(|caught| match &caught {
@@ -180,8 +201,6 @@ fn statements(
         ),
     };
     let keys = catalog::primary_key(rel)
-        .map(|k| k.into_iter().map(|(name, _)| name).collect::<Vec<_>>())
-        .filter(|k| !k.is_empty())
         .unwrap_or_else(|| {
             fail(
                 clinembed_core::ErrorKind::InvalidTable,
@@ -192,7 +211,7 @@ fn statements(
         });
     // The write-back is an UPDATE by the role whose statement fired the
     // trigger: it reads the key columns and sets the vector columns.
-    let mut wanted: Vec<(&str, &str)> = keys.iter().map(|k| ("SELECT", k.as_str())).collect();
+    let mut wanted: Vec<(&str, &str)> = keys.iter().map(|(k, _)| ("SELECT", k.as_str())).collect();
     wanted.push(("UPDATE", cols.target.as_str()));
     if let Some(m) = &cols.model {
         wanted.push(("UPDATE", m.as_str()));

@@ -116,34 +116,44 @@ pub fn needs_work(
     )
 }
 
-/// The statement trigger's two statements.
+/// The statement trigger's statements, in one pass over the statement's
+/// rows: a cursor over `read` hands them out `rows_per_call` at a time and
+/// each call's vectors go back with `write`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchStatements {
-    /// `SELECT count(*)` of the statement's rows that need work.
-    pub count: String,
-    /// The texts of rows `$1 + 1 ..= $1 + $2` of them, in key order (NULL:
-    /// the row's vector is cleared).
+    /// The statement's rows that need work, in key order: each key column
+    /// as text (`k1`, `k2`, ...) and the row's text (NULL: the row's vector
+    /// is cleared), last.
     pub read: String,
-    /// Writes those rows back by key: row `$1 + i` gets elements
+    /// Writes one call's rows back by key: `$2`, then `$6`, `$7`, ... are
+    /// `text[]`s, one per key column, holding the call's keys as `read`
+    /// printed them, in order; the row at place `i` (1-based) gets elements
     /// `(i - 1) * $4 + 1 ..= i * $4` of `$3` (a `real[]` of the rows'
     /// vectors, one after another) cast to the target type, and the model
-    /// identity `$5`; a row whose text is NULL gets NULL in both.
+    /// identity `$5`; where `$1` (a `bool[]`, whether the row has a text)
+    /// is false, NULL in both.
     pub write: String,
+    /// How many key columns `read` prints, and `write` takes arrays of.
+    pub key_columns: usize,
 }
 
 /// Builds the statement trigger's statements.  `table` is the table's
-/// qualified, quoted name; `new_rows` and
-/// `old_rows` the transition tables (`old_rows` for UPDATE); `keys` the
-/// primary key's columns; `model_id` the current identity (needed on INSERT
-/// only).  The statements name the table's columns only through aliases
-/// (`n`, `o`, `r`), and their own columns are `k1..`, `txt`, `ord`, so no
-/// column name of the table can clash.
+/// qualified, quoted name; `new_rows` and `old_rows` the transition tables
+/// (`old_rows` for UPDATE); `keys` the primary key's columns with their
+/// types as `format_type` prints them; `model_id` the current identity
+/// (needed on INSERT only).  The statements name the table's columns only
+/// through aliases (`n`, `o`, `r`), and their own columns are `k1..`, `txt`,
+/// `has`, `ord`, so no column name of the table can clash.  A key goes out
+/// as text and comes back as its type within one call of the trigger, under
+/// the same settings, so it names the same row (a floating-point key
+/// prints exactly where `extra_float_digits` is at least 1, PostgreSQL's
+/// default; the trigger fixes it for the read: [`KEY_ROUND_TRIP_SETTINGS`]).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_statements(
     table: &str,
     new_rows: &str,
     old_rows: Option<&str>,
-    keys: &[String],
+    keys: &[(String, String)],
     columns: &Columns,
     target_type: &str,
     model_id: Option<&str>,
@@ -151,19 +161,17 @@ pub fn batch_statements(
     let key_select = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("n.{} AS k{}", quote_ident(k), i + 1))
+        .map(|(i, (k, _))| format!("n.{} AS k{}", quote_ident(k), i + 1))
         .collect::<Vec<_>>()
         .join(", ");
-    let key_aliases = (1..=keys.len())
-        .map(|i| format!("k{i}"))
+    let key_order = (1..=keys.len())
+        .map(|i| format!("c.k{i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let key_match = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| format!("r.{} = w.k{}", quote_ident(k), i + 1))
+    let key_text = (1..=keys.len())
+        .map(|i| format!("c.k{i}::pg_catalog.text"))
         .collect::<Vec<_>>()
-        .join(" AND ");
+        .join(", ");
     let source = quote_ident(&columns.source);
     let candidates = match old_rows {
         None => format!(
@@ -178,7 +186,7 @@ pub fn batch_statements(
         Some(old_rows) => {
             let pair = keys
                 .iter()
-                .map(|k| format!("o.{0} = n.{0}", quote_ident(k)))
+                .map(|(k, _)| format!("o.{0} = n.{0}", quote_ident(k)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
             format!(
@@ -186,29 +194,31 @@ pub fn batch_statements(
                  WHERE (o.{} IS NULL OR n.{source} IS DISTINCT FROM o.{source}) AND {}",
                 quote_ident(new_rows),
                 quote_ident(old_rows),
-                quote_ident(&keys[0]),
+                quote_ident(&keys[0].0),
                 needs_work(Event::TextChanged, columns, "n", model_id)?
             )
         }
     };
-    let numbered = format!(
-        "WITH c AS MATERIALIZED (SELECT row_number() OVER (ORDER BY {key_aliases}) AS ord, * FROM ({candidates}) x), \
-         w AS MATERIALIZED (SELECT * FROM c WHERE ord > $1 AND ord <= $1 + $2)"
-    );
+    // $1 the has-text flags, $2 the first key column, $3..$5 what
+    // `vector_set` names, $6.. the other key columns.
+    let (unnest, names, key_match) =
+        keys_as_text(keys, |i| if i == 0 { 2 } else { i + 5 }, "r", "b", "=");
+    let unnest = format!("pg_catalog.unnest($1::pg_catalog.bool[]), {unnest}");
     Ok(BatchStatements {
-        count: format!("SELECT count(*) FROM ({candidates}) c"),
-        read: format!("{numbered} SELECT w.txt FROM w ORDER BY w.ord"),
+        read: format!("SELECT {key_text}, c.txt FROM ({candidates}) c ORDER BY {key_order}"),
         write: format!(
-            "{numbered} UPDATE {table} r SET {} FROM w WHERE {key_match}",
-            vector_set(
-                columns,
-                target_type,
-                "(w.ord OPERATOR(pg_catalog.-) $1)",
-                "w.txt IS NULL"
-            )
+            "UPDATE {table} r SET {} FROM ROWS FROM ({unnest}) WITH ORDINALITY AS b(has, {names}, ord) \
+             WHERE {key_match}",
+            vector_set(columns, target_type, "b.ord", "NOT b.has")
         ),
+        key_columns: keys.len(),
     })
 }
+
+/// What the statement trigger fixes while it prints a call's keys as text
+/// (see [`batch_statements`]): every other setting a key's text form
+/// follows is the same when the write reads it back.
+pub const KEY_ROUND_TRIP_SETTINGS: &[(&str, &str)] = &[("extra_float_digits", "3")];
 
 /// The SET list of a write of one call's rows (the statement trigger's, the
 /// backfill's, a queue worker's): row `ord` (1-based, an expression) gets elements
@@ -303,6 +313,36 @@ pub fn quote_literal(value: &str) -> String {
     }
 }
 
+/// Keys handed to a statement as `text[]`s, one per key column (column
+/// `i`, from 0, in parameter `param(i)`): the `unnest` calls for a `ROWS
+/// FROM` (unnest with several arguments is syntax, not a function that can
+/// be named by schema), the names they get there (`k1, k2, ...`), and the
+/// match of `row`'s key columns with `from`'s names, each cast to its
+/// column's type and compared with `eq`.
+fn keys_as_text(
+    keys: &[(String, String)],
+    param: impl Fn(usize) -> usize,
+    row: &str,
+    from: &str,
+    eq: &str,
+) -> (String, String, String) {
+    let unnest = (0..keys.len())
+        .map(|i| format!("pg_catalog.unnest(${}::pg_catalog.text[])", param(i)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = (1..=keys.len())
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let matched = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ty))| format!("{row}.{} {eq} {from}.k{}::{ty}", quote_ident(name), i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    (unnest, names, matched)
+}
+
 /// The statement a worker locks and reads queued rows with: `$1`, `$2`, ...
 /// are `text[]`s, one per key column, holding the queued keys in order; it
 /// returns each found row's position in them (1-based), its ctid and its
@@ -312,28 +352,7 @@ pub fn quote_literal(value: &str) -> String {
 /// table's own rows (`ONLY`): a partition's queue entries carry its own oid.
 /// Without `lock`, the same rows without locking: which keys still exist.
 pub fn claim_statement(table: &str, keys: &[(String, String)], source: &str, lock: bool) -> String {
-    // ROWS FROM: unnest with several arguments is syntax, not a function
-    // that can be named by schema.
-    let args = (1..=keys.len())
-        .map(|i| format!("pg_catalog.unnest(${i}::pg_catalog.text[])"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let names = (1..=keys.len())
-        .map(|i| format!("k{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let join = keys
-        .iter()
-        .enumerate()
-        .map(|(i, (name, ty))| {
-            format!(
-                "t.{} OPERATOR(pg_catalog.=) q.k{}::{ty}",
-                quote_ident(name),
-                i + 1
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let (args, names, join) = keys_as_text(keys, |i| i + 1, "t", "q", "OPERATOR(pg_catalog.=)");
     format!(
         "SELECT q.ord::pg_catalog.int4, t.ctid, t.{}::pg_catalog.text \
          FROM ROWS FROM ({args}) WITH ORDINALITY AS q({names}, ord) \
@@ -784,7 +803,10 @@ mod tests {
 
     #[test]
     fn batch_and_backfill_statements() {
-        let keys = ["id".to_string(), "Part".to_string()];
+        let keys = [
+            ("id".to_string(), "bigint".to_string()),
+            ("Part".to_string(), "public.site".to_string()),
+        ];
         let batch = |old_rows, model_id| {
             batch_statements(
                 "public.t",
@@ -797,25 +819,47 @@ mod tests {
             )
         };
         let insert = batch(None, Some("x@1")).unwrap();
-        assert!(insert.count.starts_with("SELECT count(*) FROM (SELECT n.\"id\" AS k1, n.\"Part\" AS k2, n.\"note\"::text AS txt FROM \"new_rows\" n WHERE "));
-        assert!(insert.write.contains(
-            "UPDATE public.t r SET \"emb\" = CASE WHEN w.txt IS NULL THEN NULL ELSE \
-             ($3::pg_catalog.float4[])[(((w.ord OPERATOR(pg_catalog.-) $1) OPERATOR(pg_catalog.-) 1) \
+        assert!(
+            insert.read.starts_with(
+                "SELECT c.k1::pg_catalog.text, c.k2::pg_catalog.text, c.txt FROM \
+                 (SELECT n.\"id\" AS k1, n.\"Part\" AS k2, n.\"note\"::text AS txt FROM \"new_rows\" n WHERE "
+            ),
+            "{}",
+            insert.read
+        );
+        assert!(insert.read.ends_with(") c ORDER BY c.k1, c.k2"));
+        assert_eq!(
+            insert.write,
+            "UPDATE public.t r SET \"emb\" = CASE WHEN NOT b.has THEN NULL ELSE \
+             ($3::pg_catalog.float4[])[((b.ord OPERATOR(pg_catalog.-) 1) \
              OPERATOR(pg_catalog.*) $4 OPERATOR(pg_catalog.+) 1)::pg_catalog.int4 : \
-             ((w.ord OPERATOR(pg_catalog.-) $1) OPERATOR(pg_catalog.*) $4)::pg_catalog.int4]::vector(384) END, \
-             \"m\" = CASE WHEN w.txt IS NULL THEN NULL ELSE $5 END FROM w"
-        ));
-        assert!(insert.read.ends_with("SELECT w.txt FROM w ORDER BY w.ord"));
-        assert!(!insert.write.contains("embed_texts"));
-        assert!(insert
-            .write
-            .contains("WHERE r.\"id\" = w.k1 AND r.\"Part\" = w.k2"));
+             (b.ord OPERATOR(pg_catalog.*) $4)::pg_catalog.int4]::vector(384) END, \
+             \"m\" = CASE WHEN NOT b.has THEN NULL ELSE $5 END \
+             FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.bool[]), pg_catalog.unnest($2::pg_catalog.text[]), \
+             pg_catalog.unnest($6::pg_catalog.text[])) WITH ORDINALITY AS b(has, k1, k2, ord) \
+             WHERE r.\"id\" = b.k1::bigint AND r.\"Part\" = b.k2::public.site"
+        );
+        // every parameter below the highest is named
+        assert_eq!(parameters(&insert.write), (6, true));
+        assert_eq!(parameters(&insert.read), (0, true));
         // an INSERT compares labels, so it needs the identity; an UPDATE does not
         assert!(batch(None, None).is_err());
         let update = batch(Some("old_rows"), None).unwrap();
-        assert!(update.count.contains(
+        assert!(update.read.contains(
             "LEFT JOIN \"old_rows\" o ON o.\"id\" = n.\"id\" AND o.\"Part\" = n.\"Part\""
         ));
+        // one key column: its array is $2, and no $6
+        let one = batch_statements(
+            "public.t",
+            "new_rows",
+            None,
+            &keys[..1],
+            &columns(None),
+            "real[]",
+            Some("x@1"),
+        )
+        .unwrap();
+        assert_eq!(parameters(&one.write), (4, true));
         let b = backfill_statements("public.t", &columns(None), "real[]", "x@1").unwrap();
         assert!(b
             .count

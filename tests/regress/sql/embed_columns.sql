@@ -165,6 +165,23 @@ UPDATE bulk SET embedding_model = embedding_model WHERE id <= 100;
 UPDATE bulk SET exp_text = upper(exp_text) WHERE id <= 30;
 SELECT inferences() - :n3 AS reembedded;
 SELECT bool_and(embedding = embed_text(exp_text)::vector) AS updated_exact FROM bulk WHERE id <= 30;
+-- keys go out as text and back between calls: a floating-point key that
+-- prints short under extra_float_digits = 0, and a date under DMY, each
+-- call two rows
+CREATE TABLE bulk_keys (x double precision, d date, exp_text text, embedding vector(384),
+    PRIMARY KEY (x, d));
+CREATE TRIGGER bulk_keys_insert AFTER INSERT ON bulk_keys REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('exp_text', 'embedding');
+SET extra_float_digits = 0;
+SET DateStyle = 'SQL, DMY';
+SET clinembed.batch_max_texts = 2;
+INSERT INTO bulk_keys SELECT g * 0.1::float8 + 0.2::float8, DATE '2026-01-02' + g, 'Key note ' || g FROM generate_series(1, 5) g;
+SELECT count(*) AS rows, count(embedding) AS embedded,
+       bool_and(embedding = embed_text(exp_text)::vector) AS same_as_embed_text FROM bulk_keys;
+RESET clinembed.batch_max_texts;
+RESET DateStyle;
+RESET extra_float_digits;
+DROP TABLE bulk_keys;
 
 ---------------------------------------------------------------- backfill and model change
 CREATE TABLE old_notes (id int PRIMARY KEY, exp_text text, embedding vector(384), embedding_model text);
