@@ -123,6 +123,44 @@ pub fn windows(tokens: &Tokens, specials: &Specials, opts: ChunkOptions) -> Vec<
     }
 }
 
+/// Cuts `tokens` into windows that never cross a section boundary: each
+/// section's tokens (those that start inside its character span, `spans`
+/// in order and not overlapping, as `sections::Sectionizer` gives them) are
+/// cut as [`windows`] cuts a whole text.  Each window comes with its
+/// section's index in `spans`; a section without tokens has no window.
+pub fn windows_in_sections(
+    tokens: &Tokens,
+    specials: &Specials,
+    opts: ChunkOptions,
+    spans: &[(usize, usize)],
+) -> Vec<(usize, Window)> {
+    let mut out = Vec::new();
+    let mut a = 0;
+    for (section, &(start, end)) in spans.iter().enumerate() {
+        while a < tokens.ids.len() && tokens.offsets[a].0 < start {
+            a += 1;
+        }
+        let mut b = a;
+        while b < tokens.ids.len() && tokens.offsets[b].0 < end {
+            b += 1;
+        }
+        if b > a {
+            let part = Tokens {
+                ids: tokens.ids[a..b].to_vec(),
+                word_ids: tokens.word_ids[a..b].to_vec(),
+                offsets: tokens.offsets[a..b].to_vec(),
+            };
+            out.extend(
+                windows(&part, specials, opts)
+                    .into_iter()
+                    .map(|w| (section, w)),
+            );
+        }
+        a = b;
+    }
+    out
+}
+
 /// The token-weighted mean of window vectors: each window counts as many
 /// times as it has tokens.
 pub fn weighted_mean(vectors: &[Vec<f32>], weights: &[usize]) -> Vec<f32> {
@@ -294,5 +332,44 @@ mod tests {
     fn weighted_mean_counts_tokens() {
         let m = weighted_mean(&[vec![1.0, 0.0], vec![4.0, 3.0]], &[1, 2]);
         assert_eq!(m, vec![3.0, 2.0]);
+    }
+
+    #[test]
+    fn windows_never_cross_a_section() {
+        // words 0..30 of 2 tokens each (word i at characters 10 * i ..);
+        // sections at characters 0, 95 (word 10 on), 205 (word 21 on), and
+        // a span with no tokens
+        let t = words(&[2; 30]);
+        let opts = ChunkOptions {
+            window: 8,
+            overlap: 2,
+        };
+        let spans = [(0, 95), (95, 205), (205, 300), (300, 310)];
+        let ws = windows_in_sections(&t, &specials(), opts, &spans);
+        let mut sections = std::collections::BTreeSet::new();
+        for (s, w) in &ws {
+            sections.insert(*s);
+            let (start, end) = spans[*s];
+            assert!(w.char_start >= start && w.char_end <= end, "{s}: {w:?}");
+        }
+        assert_eq!(sections.into_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
+        // each section alone is cut as windows() cuts it
+        let first: Vec<_> = ws
+            .iter()
+            .filter(|(s, _)| *s == 0)
+            .map(|(_, w)| w.clone())
+            .collect();
+        let alone = Tokens {
+            ids: t.ids[..20].to_vec(),
+            word_ids: t.word_ids[..20].to_vec(),
+            offsets: t.offsets[..20].to_vec(),
+        };
+        assert_eq!(first, windows(&alone, &specials(), opts));
+        // one span over everything: the same windows as without sections
+        let whole: Vec<_> = windows_in_sections(&t, &specials(), opts, &[(0, 300)])
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        assert_eq!(whole, windows(&t, &specials(), opts));
     }
 }
