@@ -70,3 +70,25 @@ DROP FUNCTION @extschema@._embed_constraint_error(oid, text, text);
 -- The backfill's batch reads its rows, embeds them in the library and writes
 -- them with one UPDATE; the statements are no longer an SQL function's.
 DROP FUNCTION @extschema@._backfill_statements(oid, text, text, text, text, text);
+
+-- A note's sections: the rules table and embed_sections (sql/sections.sql
+-- in the install script).
+CREATE FUNCTION @extschema@._embed_default_section_rules()
+RETURNS TABLE (header text, name text)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_embed_default_section_rules_wrapper';
+CREATE FUNCTION @extschema@.embed_sections(text text)
+RETURNS TABLE (section integer, name text, header text, char_start integer, char_end integer)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_sections_wrapper';
+CREATE TABLE @extschema@.embed_section_rules (
+    header text PRIMARY KEY CHECK (pg_catalog.btrim(header) OPERATOR(pg_catalog.<>) ''),
+    name text NOT NULL CHECK (name OPERATOR(pg_catalog.~) '^[a-z][a-z0-9_]*$'),
+    seeded boolean NOT NULL DEFAULT false
+);
+INSERT INTO @extschema@.embed_section_rules (header, name, seeded)
+SELECT header, name, true FROM @extschema@._embed_default_section_rules();
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.embed_section_rules', 'WHERE NOT seeded');
+GRANT SELECT ON @extschema@.embed_section_rules TO PUBLIC;

@@ -3,3 +3,4 @@
 
 pub(crate) mod embed;
 mod models;
+mod sections;

@@ -650,6 +650,16 @@ pub const EXTENSION_SCHEMA: &str =
      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
      WHERE e.extname OPERATOR(pg_catalog.=) 'clinembed'";
 
+/// The sectionizer's rules in the order they apply (a rule you added after
+/// a seeded one for the same header, which it overrides): headers and
+/// canonical names as two arrays.  `schema` is the extension's, quoted.
+pub fn section_rules(schema: &str) -> String {
+    format!(
+        "SELECT pg_catalog.array_agg(header ORDER BY seeded DESC, header), \
+         pg_catalog.array_agg(name ORDER BY seeded DESC, header) FROM {schema}.embed_section_rules"
+    )
+}
+
 /// `$1` a table, `$2` a column name: the column's type as printed, the
 /// type's name and category, and the column's typmod (no row: no such
 /// column).
