@@ -161,6 +161,92 @@ pub fn windows_in_sections(
     out
 }
 
+/// How a note's one vector is made of its windows' vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WindowPooling {
+    /// The token-weighted mean ([`weighted_mean`]).
+    #[default]
+    Mean,
+    /// The element-wise maximum.
+    Max,
+    /// The mean and the maximum one after the other: twice the model's
+    /// dimensions (the best note vector of arXiv 2503.24006).
+    MeanMax,
+}
+
+impl WindowPooling {
+    /// By its SQL name: `mean`, `max` or `mean_max`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "mean" => Ok(WindowPooling::Mean),
+            "max" => Ok(WindowPooling::Max),
+            "mean_max" => Ok(WindowPooling::MeanMax),
+            _ => Err(
+                Error::new(ErrorKind::InvalidArgument, "unknown window pooling")
+                    .detail(format!(
+                        "Windows are pooled by mean, max or mean_max; this name has {} characters.",
+                        name.chars().count()
+                    ))
+                    .hint("Use pooling => 'mean', 'max' or 'mean_max'."),
+            ),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowPooling::Mean => "mean",
+            WindowPooling::Max => "max",
+            WindowPooling::MeanMax => "mean_max",
+        }
+    }
+
+    /// The note's vector's length for a model of `dims` dimensions.
+    pub fn dims(self, dims: usize) -> usize {
+        match self {
+            WindowPooling::MeanMax => 2 * dims,
+            _ => dims,
+        }
+    }
+
+    /// Pools window vectors (`weights`: each window's tokens).  With
+    /// `normalize` (a model that L2-normalizes its vectors) the result has
+    /// unit length; for `mean_max` each half is normalized and both are
+    /// scaled by 1/sqrt(2), so the two weigh the same in a cosine or inner
+    /// product.
+    pub fn pool(self, vectors: &[Vec<f32>], weights: &[usize], normalize: bool) -> Vec<f32> {
+        let unit = |mut v: Vec<f32>, scale: f64| {
+            let norm = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+            if normalize && norm > 0.0 {
+                v.iter_mut()
+                    .for_each(|x| *x = (f64::from(*x) / norm * scale) as f32);
+            }
+            v
+        };
+        match self {
+            WindowPooling::Mean => unit(weighted_mean(vectors, weights), 1.0),
+            WindowPooling::Max => unit(element_max(vectors), 1.0),
+            WindowPooling::MeanMax => {
+                let half = std::f64::consts::FRAC_1_SQRT_2;
+                let mut v = unit(weighted_mean(vectors, weights), half);
+                v.extend(unit(element_max(vectors), half));
+                v
+            }
+        }
+    }
+}
+
+/// The element-wise maximum of window vectors.
+pub fn element_max(vectors: &[Vec<f32>]) -> Vec<f32> {
+    let dim = vectors.first().map_or(0, Vec::len);
+    let mut out = vec![f32::NEG_INFINITY; dim];
+    for v in vectors {
+        for (o, &x) in out.iter_mut().zip(v) {
+            *o = o.max(x);
+        }
+    }
+    out
+}
+
 /// The token-weighted mean of window vectors: each window counts as many
 /// times as it has tokens.
 pub fn weighted_mean(vectors: &[Vec<f32>], weights: &[usize]) -> Vec<f32> {
@@ -371,5 +457,43 @@ mod tests {
             .map(|(_, w)| w)
             .collect();
         assert_eq!(whole, windows(&t, &specials(), opts));
+    }
+
+    #[test]
+    fn window_pooling() {
+        let v = vec![vec![1.0, -2.0, 0.0], vec![3.0, 0.0, -1.0]];
+        let w = [1, 3];
+        assert_eq!(
+            WindowPooling::Mean.pool(&v, &w, false),
+            vec![2.5, -0.5, -0.75]
+        );
+        assert_eq!(WindowPooling::Max.pool(&v, &w, false), vec![3.0, 0.0, 0.0]);
+        let mm = WindowPooling::MeanMax.pool(&v, &w, false);
+        assert_eq!(mm, vec![2.5, -0.5, -0.75, 3.0, 0.0, 0.0]);
+        assert_eq!(WindowPooling::MeanMax.dims(384), 768);
+        // normalized: unit length, each half of mean_max weighing the same
+        for p in [
+            WindowPooling::Mean,
+            WindowPooling::Max,
+            WindowPooling::MeanMax,
+        ] {
+            let n: f32 = p.pool(&v, &w, true).iter().map(|x| x * x).sum();
+            assert!((n - 1.0).abs() < 1e-6, "{p:?}: {n}");
+        }
+        let mm = WindowPooling::MeanMax.pool(&v, &w, true);
+        let half: f32 = mm[..3].iter().map(|x| x * x).sum();
+        assert!((half - 0.5).abs() < 1e-6);
+        // one window: mean and max are that window
+        let one = vec![vec![0.5, -0.25]];
+        assert_eq!(WindowPooling::Max.pool(&one, &[7], false), one[0]);
+        assert_eq!(WindowPooling::Mean.pool(&one, &[7], false), one[0]);
+        for p in [
+            WindowPooling::Mean,
+            WindowPooling::Max,
+            WindowPooling::MeanMax,
+        ] {
+            assert_eq!(WindowPooling::parse(p.name()).unwrap(), p);
+        }
+        assert!(WindowPooling::parse("median").is_err());
     }
 }

@@ -1,13 +1,10 @@
 //! The chunked long-text policy: a text's windows (see [`crate::inference::chunk`]),
 //! embedded in micro-batches and pooled by a token-weighted mean.
 
-use ndarray::Array2;
-
 use super::batching::check_text_count;
 use super::{BatchLimits, Embedder};
 use crate::error::{Error, ErrorKind, Result};
-use crate::inference::chunk::{ChunkOptions, Window};
-use crate::inference::pool;
+use crate::inference::chunk::{ChunkOptions, Window, WindowPooling};
 use crate::inference::tokenize::Encoded;
 
 impl Embedder {
@@ -71,14 +68,6 @@ impl Embedder {
         let parts = self.embed_windows(text, opts, limits, check_interrupts)?;
         let weights: Vec<usize> = parts.iter().map(|(w, _)| w.tokens.max(1)).collect();
         let vectors: Vec<Vec<f32>> = parts.into_iter().map(|(_, v)| v).collect();
-        let mean = crate::inference::chunk::weighted_mean(&vectors, &weights);
-        if !self.info.normalize {
-            return Ok(mean);
-        }
-        let mut rows = Array2::from_shape_vec((1, mean.len()), mean).map_err(|e| {
-            Error::new(ErrorKind::Inference, "pooling failed").detail(e.to_string())
-        })?;
-        pool::l2_normalize(&mut rows);
-        Ok(rows.row(0).to_vec())
+        Ok(WindowPooling::Mean.pool(&vectors, &weights, self.info.normalize))
     }
 }
