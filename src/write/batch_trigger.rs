@@ -95,8 +95,10 @@ fn embed_batch_trigger_body<'a>(
             }
             let per_call = rule::rows_per_call(gucs::BATCH_MAX_TEXTS.get());
             let mut cursor = c.try_open_cursor(statements.read.as_str(), &[])?;
-            let mut write = None;
-            let mut model_id = String::new();
+            let write = c.prepare_mut(statements.write.as_str(), &write_types)?;
+            // Looked up at the first call with rows: a statement with none
+            // loads no model.
+            let mut model_id = None;
             loop {
                 // A call's rows: each key column as text, then the text.
                 let (keys, texts) = {
@@ -118,28 +120,22 @@ fn embed_batch_trigger_body<'a>(
                 if texts.is_empty() {
                     return Ok(());
                 }
-                // Prepared, and the identity looked up, at the first call
-                // with rows: a statement with none loads no model.
-                let prepared = match write.take() {
-                    Some(w) => w,
-                    None => {
-                        model_id = backend::model_id();
-                        c.prepare_mut(statements.write.as_str(), &write_types)?
-                    }
-                };
+                let model_id: &str = model_id.get_or_insert_with(backend::model_id);
                 let vectors = engine::embed(rel, &target_column, &target, &texts);
                 let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
+                let done = texts.len() < per_call;
+                // $1 has, $2 the first key column, $3..$5, $6.. the others.
+                let mut keys = keys.into_iter().map(Into::into);
                 let mut args: Vec<pgrx::datum::DatumWithOid<'_>> = vec![
                     has.into(),
-                    keys[0].clone().into(),
+                    keys.next().unwrap_or_else(|| Vec::<String>::new().into()),
                     vectors.flat.into(),
                     vectors.dims.into(),
-                    model_id.as_str().into(),
+                    model_id.into(),
                 ];
-                args.extend(keys[1..].iter().map(|k| k.clone().into()));
-                c.update(&prepared, None, &args)?;
-                write = Some(prepared);
-                if texts.len() < per_call {
+                args.extend(keys);
+                c.update(&write, None, &args)?;
+                if done {
                     return Ok(());
                 }
             }

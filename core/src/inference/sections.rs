@@ -262,11 +262,15 @@ impl Sectionizer {
             self.headers_of_line(line, at, &mut found);
             at += line.len();
         }
-        // byte offsets to character offsets
-        let chars = |byte: usize| text[..byte].chars().count();
-        let total = text.chars().count();
-        let mut sections = Vec::new();
+        // Byte offsets to character offsets, counted once along the text
+        // (the headers are in order).
+        let mut counted = (0, 0);
+        let mut chars = |byte: usize| {
+            counted = (byte, counted.1 + text[counted.0..byte].chars().count());
+            counted.1
+        };
         let first = found.first().map(|f| f.0).unwrap_or(text.len());
+        let mut sections = Vec::new();
         if !text[..first].trim().is_empty() {
             sections.push(Section {
                 name: None,
@@ -275,14 +279,16 @@ impl Sectionizer {
                 char_end: chars(first),
             });
         }
-        for (i, (start, header, name)) in found.iter().enumerate() {
-            let end = found.get(i + 1).map(|f| chars(f.0)).unwrap_or(total);
+        let mut start = chars(first);
+        for (i, (_, header, name)) in found.iter().enumerate() {
+            let end = chars(found.get(i + 1).map(|f| f.0).unwrap_or(text.len()));
             sections.push(Section {
                 name: Some(name.clone()),
                 header: Some(header.clone()),
-                char_start: chars(*start),
+                char_start: start,
                 char_end: end,
             });
+            start = end;
         }
         sections
     }
