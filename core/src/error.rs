@@ -31,6 +31,8 @@ pub enum ErrorKind {
     DatatypeMismatch,
     /// A column that was named does not exist.
     UndefinedColumn,
+    /// A table that was named does not exist.
+    UndefinedTable,
     /// A trigger was created in a way its function cannot work with.
     TriggerProtocol,
     /// A table lacks what a feature needs (a primary key).

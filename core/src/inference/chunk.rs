@@ -23,6 +23,9 @@ pub struct ChunkOptions {
     pub window: usize,
     /// Tokens shared by consecutive windows, at most.
     pub overlap: usize,
+    /// How the windows' vectors make a note's one vector (the chunked
+    /// policy; a chunk row is one window and is not pooled).
+    pub pooling: WindowPooling,
 }
 
 /// Tokens per window by default: the sequence length Bio_ClinicalBERT was
@@ -36,6 +39,7 @@ impl Default for ChunkOptions {
         ChunkOptions {
             window: DEFAULT_WINDOW_TOKENS,
             overlap: DEFAULT_OVERLAP_TOKENS,
+            pooling: WindowPooling::Mean,
         }
     }
 }
@@ -159,6 +163,25 @@ pub fn windows_in_sections(
         a = b;
     }
     out
+}
+
+/// How many of a text's tokens (their character spans `offsets`, in text
+/// order) lie inside some window's span (`spans`, any order): the tokens a
+/// note's chunk rows embed.
+pub fn tokens_covered(offsets: &[(usize, usize)], spans: &[(usize, usize)]) -> usize {
+    let mut spans = spans.to_vec();
+    spans.sort_unstable();
+    let (mut next, mut reach) = (0, None::<usize>);
+    offsets
+        .iter()
+        .filter(|&&(start, end)| {
+            while next < spans.len() && spans[next].0 <= start {
+                reach = Some(reach.map_or(spans[next].1, |r| r.max(spans[next].1)));
+                next += 1;
+            }
+            reach.is_some_and(|r| end <= r)
+        })
+        .count()
 }
 
 /// How a note's one vector is made of its windows' vectors.
@@ -327,6 +350,7 @@ mod tests {
             ChunkOptions {
                 window: 16,
                 overlap: 4,
+                ..ChunkOptions::default()
             },
         );
         assert_eq!(ws.len(), 1);
@@ -341,6 +365,7 @@ mod tests {
         let opts = ChunkOptions {
             window: 18,
             overlap: 5,
+            ..ChunkOptions::default()
         };
         let ws = windows(&t, &specials(), opts);
         check_windows(&t, &ws, opts);
@@ -366,6 +391,7 @@ mod tests {
         let opts = ChunkOptions {
             window: 10,
             overlap: 3,
+            ..ChunkOptions::default()
         };
         let ws = windows(&t, &specials(), opts);
         check_windows(&t, &ws, opts);
@@ -384,31 +410,36 @@ mod tests {
         let s = specials();
         assert!(ChunkOptions {
             window: 128,
-            overlap: 32
+            overlap: 32,
+            ..ChunkOptions::default()
         }
         .check(&s, 512)
         .is_ok());
         assert!(ChunkOptions {
             window: 600,
-            overlap: 32
+            overlap: 32,
+            ..ChunkOptions::default()
         }
         .check(&s, 512)
         .is_err());
         assert!(ChunkOptions {
             window: 2,
-            overlap: 0
+            overlap: 0,
+            ..ChunkOptions::default()
         }
         .check(&s, 512)
         .is_err());
         assert!(ChunkOptions {
             window: 10,
-            overlap: 8
+            overlap: 8,
+            ..ChunkOptions::default()
         }
         .check(&s, 512)
         .is_err());
         assert!(ChunkOptions {
             window: 10,
-            overlap: 7
+            overlap: 7,
+            ..ChunkOptions::default()
         }
         .check(&s, 512)
         .is_ok());
@@ -429,6 +460,7 @@ mod tests {
         let opts = ChunkOptions {
             window: 8,
             overlap: 2,
+            ..ChunkOptions::default()
         };
         let spans = [(0, 95), (95, 205), (205, 300), (300, 310)];
         let ws = windows_in_sections(&t, &specials(), opts, &spans);
@@ -457,6 +489,18 @@ mod tests {
             .map(|(_, w)| w)
             .collect();
         assert_eq!(whole, windows(&t, &specials(), opts));
+    }
+
+    #[test]
+    fn tokens_covered_counts_tokens_inside_some_window() {
+        let tokens = [(0, 3), (4, 8), (9, 12), (13, 20), (21, 25)];
+        assert_eq!(tokens_covered(&tokens, &[]), 0);
+        assert_eq!(tokens_covered(&tokens, &[(0, 25)]), 5);
+        // overlapping windows count a token once; a gap is not covered
+        assert_eq!(tokens_covered(&tokens, &[(9, 25), (0, 8), (4, 12)]), 5);
+        assert_eq!(tokens_covered(&tokens, &[(0, 8), (13, 25)]), 4);
+        // a window that ends inside a token does not cover it
+        assert_eq!(tokens_covered(&tokens, &[(0, 10)]), 2);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::inference::chunk::ChunkOptions;
+use crate::inference::chunk::{ChunkOptions, WindowPooling};
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -207,12 +207,21 @@ pub fn model_identity(name: &str, files: &[PinnedFile], settings: &str) -> Resul
 const HASH_DIGITS: usize = 16;
 
 /// The identity under a long-text policy: the model's own identity, with
-/// `+chunkW/O` when windows of W tokens overlapping by O are pooled (the
-/// same files give other vectors then).
+/// `+chunkW/O` when windows of W tokens overlapping by O are pooled by
+/// their mean, `+chunkW/O/max` or `+chunkW/O/mean_max` by another pooling
+/// (the same files give other vectors then).
 pub fn with_long_text(base: &str, long_text: Option<ChunkOptions>) -> String {
     match long_text {
         None => base.to_string(),
-        Some(c) => format!("{base}+chunk{}/{}", c.window, c.overlap),
+        Some(c) if c.pooling == WindowPooling::Mean => {
+            format!("{base}+chunk{}/{}", c.window, c.overlap)
+        }
+        Some(c) => format!(
+            "{base}+chunk{}/{}/{}",
+            c.window,
+            c.overlap,
+            c.pooling.name()
+        ),
     }
 }
 
@@ -230,7 +239,7 @@ pub fn parse_pin(id: &str) -> Result<Pin<'_>> {
     let malformed = || {
         Error::new(ErrorKind::InvalidArgument, "malformed model identity")
             .detail(format!(
-                "A model identity is name@hash with {HASH_DIGITS} hex digits, and +chunkW/O for the chunked long-text policy; this one has {} characters.",
+                "A model identity is name@hash with {HASH_DIGITS} hex digits, and +chunkW/O[/max|/mean_max] for the chunked long-text policy; this one has {} characters.",
                 id.chars().count()
             ))
             .hint("Pass what embed_model_id('name') returns for the installed model.")
@@ -238,7 +247,18 @@ pub fn parse_pin(id: &str) -> Result<Pin<'_>> {
     let (base, long_text) = match id.split_once("+chunk") {
         None => (id, None),
         Some((base, policy)) => {
-            let (w, o) = policy.split_once('/').ok_or_else(malformed)?;
+            let mut parts = policy.split('/');
+            let (w, o) = (
+                parts.next().ok_or_else(malformed)?,
+                parts.next().ok_or_else(malformed)?,
+            );
+            let pooling = match (parts.next(), parts.next()) {
+                (None, _) => WindowPooling::Mean,
+                (Some(p), None) if p != "mean" => {
+                    WindowPooling::parse(p).map_err(|_| malformed())?
+                }
+                _ => return Err(malformed()),
+            };
             let number = |s: &str| {
                 (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                     .then(|| s.parse::<usize>().ok())
@@ -248,6 +268,7 @@ pub fn parse_pin(id: &str) -> Result<Pin<'_>> {
             let opts = ChunkOptions {
                 window: number(w)?,
                 overlap: number(o)?,
+                pooling,
             };
             (base, Some(opts))
         }
@@ -383,16 +404,30 @@ mod tests {
         let chunked = ChunkOptions {
             window: 128,
             overlap: 32,
+            pooling: WindowPooling::Mean,
         };
-        for long_text in [None, Some(chunked)] {
+        let max = ChunkOptions {
+            pooling: WindowPooling::Max,
+            ..chunked
+        };
+        let mean_max = ChunkOptions {
+            pooling: WindowPooling::MeanMax,
+            ..chunked
+        };
+        for long_text in [None, Some(chunked), Some(max), Some(mean_max)] {
             let id = with_long_text(base, long_text);
             let pin = parse_pin(&id).unwrap();
             assert_eq!(pin.name, "bio_clinicalbert");
             assert_eq!(pin.long_text, long_text);
         }
+        // mean, the first pooling, keeps the identities vectors already carry
         assert_eq!(
             with_long_text(base, Some(chunked)),
             format!("{base}+chunk128/32")
+        );
+        assert_eq!(
+            with_long_text(base, Some(mean_max)),
+            format!("{base}+chunk128/32/mean_max")
         );
         // A name may hold an @: the hash is what follows the last one.
         assert_eq!(parse_pin("a@b@0123456789abcdef").unwrap().name, "a@b");
@@ -413,6 +448,9 @@ mod tests {
             "m@0123456789abcdef+chunk128/",
             "m@0123456789abcdef+chunk-1/2",
             "m@0123456789abcdef+chunk1/2x",
+            "m@0123456789abcdef+chunk1/2/mean",
+            "m@0123456789abcdef+chunk1/2/min",
+            "m@0123456789abcdef+chunk1/2/max/max",
             "m@0123456789abcdef+chunk99999999999999999999999/1",
         ] {
             let e = parse_pin(id).unwrap_err();

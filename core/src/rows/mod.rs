@@ -4,6 +4,7 @@
 //! statement they run (`statements`).
 
 pub mod backfill;
+pub mod chunks;
 pub mod columns;
 pub mod queue;
 pub mod statements;

@@ -319,7 +319,7 @@ pub fn quote_literal(value: &str) -> String {
 /// be named by schema), the names they get there (`k1, k2, ...`), and the
 /// match of `row`'s key columns with `from`'s names, each cast to its
 /// column's type and compared with `eq`.
-fn keys_as_text(
+pub(crate) fn keys_as_text(
     keys: &[(String, String)],
     param: impl Fn(usize) -> usize,
     row: &str,
@@ -618,16 +618,18 @@ pub const EXTENSION_INSTALLED: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_
 /// not, or is gone).
 pub const IS_ORDINARY_TABLE: &str = "SELECT true FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1 AND relkind OPERATOR(pg_catalog.=) 'r'";
 
-/// `$1` a table, `$2` a role: the first (by name) enabled UPDATE trigger on
-/// it, neither PostgreSQL's internal one nor clinembed's, whose function's
-/// owner lacks that role's rights: the trigger's and the owner's names.
+/// `$1` a table, `$2` a role, `$3` events (`pg_trigger.tgtype` bits,
+/// [`ON_UPDATE`] or [`ON_INSERT_OR_DELETE`]): the first (by name) enabled
+/// trigger on it that fires on one of them, neither PostgreSQL's internal
+/// one nor clinembed's, whose function's owner lacks that role's rights:
+/// the trigger's and the owner's names.
 pub const FOREIGN_TRIGGER: &str = "SELECT t.tgname::pg_catalog.text, r.rolname::pg_catalog.text \
      FROM pg_catalog.pg_trigger t \
      JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid \
      JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner \
      WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal \
      AND (t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A') \
-     AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) 16) OPERATOR(pg_catalog.<>) 0 \
+     AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) $3) OPERATOR(pg_catalog.<>) 0 \
      AND NOT pg_catalog.pg_has_role(p.proowner, $2, 'USAGE') \
      AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
      JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid \
@@ -635,6 +637,12 @@ pub const FOREIGN_TRIGGER: &str = "SELECT t.tgname::pg_catalog.text, r.rolname::
      AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' \
      AND e.extname OPERATOR(pg_catalog.=) 'clinembed') \
      ORDER BY t.tgname LIMIT 1";
+
+/// `pg_trigger.tgtype`'s bit for UPDATE: what a worker's write of a row's
+/// vector fires.
+pub const ON_UPDATE: i32 = 16;
+/// Its bits for INSERT and DELETE: what a worker's write of chunk rows fires.
+pub const ON_INSERT_OR_DELETE: i32 = 4 | 8;
 
 /// `$1` a relation oid: its name as `regclass` prints it, for messages.
 pub const RELATION_NAME: &str = "SELECT $1::pg_catalog.regclass::pg_catalog.text";
@@ -707,13 +715,14 @@ pub const QUEUE_TABLE: &str =
 /// arguments, and the owner of the table it was created on (a partition's
 /// clone leads up to its parent's).
 pub const QUEUE_TRIGGER: &str = "WITH RECURSIVE found AS ( \
-     SELECT t.tgname::pg_catalog.text AS name, t.tgargs AS args, t.oid, t.tgparentid, t.tgrelid \
+     SELECT t.tgname::pg_catalog.text AS name, t.tgargs AS args, t.oid, t.tgparentid, t.tgrelid, \
+     p.proname::pg_catalog.text AS function \
      FROM pg_catalog.pg_trigger t \
      JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid \
      JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) p.pronamespace \
      AND e.extname OPERATOR(pg_catalog.=) 'clinembed' \
      WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 \
-     AND p.proname OPERATOR(pg_catalog.=) 'embed_queue_trigger' \
+     AND p.proname OPERATOR(pg_catalog.=) ANY ('{embed_queue_trigger,embed_chunks_trigger}'::pg_catalog.name[]) \
      AND t.tgenabled OPERATOR(pg_catalog.<>) 'D' \
      ORDER BY t.tgname LIMIT 1), \
      up AS ( \
@@ -721,13 +730,35 @@ pub const QUEUE_TRIGGER: &str = "WITH RECURSIVE found AS ( \
      UNION ALL \
      SELECT t.oid, t.tgparentid, t.tgrelid FROM pg_catalog.pg_trigger t \
      JOIN up ON t.oid OPERATOR(pg_catalog.=) up.tgparentid) \
-     SELECT f.name, f.args, c.relowner FROM found f, up \
+     SELECT f.name, f.args, c.relowner, f.function FROM found f, up \
      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) up.tgrelid \
      WHERE up.tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid";
 
+/// `$1` a chunk table's name as the trigger names it (quoted or not,
+/// qualified or not), `$2` the notes table: the chunk table's oid, looked
+/// up in the notes table's schema when the name is not qualified.
+pub const CHUNK_TABLE: &str = "WITH named AS (SELECT pg_catalog.parse_ident($1) AS a) \
+     SELECT c.oid FROM named n, pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace s ON s.oid OPERATOR(pg_catalog.=) c.relnamespace \
+     WHERE c.relname OPERATOR(pg_catalog.=) n.a[pg_catalog.array_length(n.a, 1)] \
+     AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[]) \
+     AND pg_catalog.array_length(n.a, 1) OPERATOR(pg_catalog.<=) 2 \
+     AND s.oid OPERATOR(pg_catalog.=) CASE WHEN pg_catalog.array_length(n.a, 1) OPERATOR(pg_catalog.=) 2 \
+     THEN (SELECT x.oid FROM pg_catalog.pg_namespace x WHERE x.nspname OPERATOR(pg_catalog.=) n.a[1]) \
+     ELSE (SELECT r.relnamespace FROM pg_catalog.pg_class r WHERE r.oid OPERATOR(pg_catalog.=) $2) END";
+
+/// `$1` a role, `$2` a relation, `$3` privileges and `$4` columns (`''`:
+/// the privilege on the table): the 1-based positions of those the role
+/// lacks, or NULL when it has them all.
+pub const PRIVILEGES_LACKED: &str = "SELECT pg_catalog.array_agg(w.n::pg_catalog.int4 ORDER BY w.n) \
+     FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) \
+     WITH ORDINALITY AS w(p, c, n) \
+     WHERE NOT CASE WHEN w.c OPERATOR(pg_catalog.=) '' THEN pg_catalog.has_table_privilege($1, $2, w.p) \
+     ELSE pg_catalog.has_column_privilege($1, $2, w.c, w.p) END";
+
 /// Every catalog read above, for the tests.
 #[cfg(test)]
-const CATALOG_READS: [&str; 15] = [
+const CATALOG_READS: [&str; 17] = [
     ALLOWS_CONNECTIONS,
     EXTENSION_INSTALLED,
     IS_ORDINARY_TABLE,
@@ -743,12 +774,14 @@ const CATALOG_READS: [&str; 15] = [
     CURRENT_ROLE,
     QUEUE_TABLE,
     QUEUE_TRIGGER,
+    CHUNK_TABLE,
+    PRIVILEGES_LACKED,
 ];
 
 /// The highest `$n` a statement names, and whether it names every one below
 /// it too.
 #[cfg(test)]
-fn parameters(sql: &str) -> (usize, bool) {
+pub(crate) fn parameters(sql: &str) -> (usize, bool) {
     let mut seen = std::collections::BTreeSet::new();
     let b = sql.as_bytes();
     for (i, _) in sql.match_indices('$') {
@@ -978,7 +1011,8 @@ mod tests {
                 if matches!(pair[0], "FROM" | "JOIN") && !pair[1].starts_with('(') {
                     assert!(
                         pair[1].starts_with("pg_catalog.")
-                            || ["tree", "found", "up", "LATERAL"].contains(&pair[1]),
+                            || ["tree", "found", "up", "named", "LATERAL", "ROWS"]
+                                .contains(&pair[1]),
                         "{} in {sql}",
                         pair[1]
                     );
@@ -989,7 +1023,7 @@ mod tests {
             }
             let (max, contiguous) = parameters(sql);
             assert!(contiguous, "{sql}");
-            assert!(max <= 3, "{sql}");
+            assert!(max <= 4, "{sql}");
         }
     }
 }

@@ -4,8 +4,18 @@
 use super::batching::check_text_count;
 use super::{BatchLimits, Embedder};
 use crate::error::{Error, ErrorKind, Result};
-use crate::inference::chunk::{ChunkOptions, Window, WindowPooling};
+use crate::inference::chunk::{windows, windows_in_sections, ChunkOptions, Window};
+use crate::inference::sections::Sectionizer;
 use crate::inference::tokenize::Encoded;
+
+/// One window of a note: its section's canonical name (None before the
+/// first header, or without sections), the window, and its vector.
+#[derive(Debug, Clone)]
+pub struct NoteWindow {
+    pub section: Option<String>,
+    pub window: Window,
+    pub vector: Vec<f32>,
+}
 
 impl Embedder {
     /// The windows of `text` (see [`crate::inference::chunk`]) with their vectors, in
@@ -15,8 +25,27 @@ impl Embedder {
         text: &str,
         opts: ChunkOptions,
         limits: &BatchLimits,
-        mut check_interrupts: impl FnMut(),
+        check_interrupts: impl FnMut(),
     ) -> Result<Vec<(Window, Vec<f32>)>> {
+        Ok(self
+            .embed_note_windows(text, opts, None, limits, check_interrupts)?
+            .into_iter()
+            .map(|w| (w.window, w.vector))
+            .collect())
+    }
+
+    /// The windows of `text` with their vectors; with `sections`, windows
+    /// that never cross a section of the text
+    /// ([`crate::inference::chunk::windows_in_sections`]), each with its
+    /// section's canonical name.  A text without tokens is one empty window.
+    pub fn embed_note_windows(
+        &mut self,
+        text: &str,
+        opts: ChunkOptions,
+        sections: Option<&Sectionizer>,
+        limits: &BatchLimits,
+        mut check_interrupts: impl FnMut(),
+    ) -> Result<Vec<NoteWindow>> {
         let specials = self.encoder.specials();
         opts.check(specials, self.info.max_length)?;
         let tokens = self.encoder.tokens(text, &mut check_interrupts)?;
@@ -31,10 +60,35 @@ impl Embedder {
                     .hint("Raise clinembed.batch_max_tokens, or split the text."),
             );
         }
-        let windows = crate::inference::chunk::windows(&tokens, specials, opts);
-        let rows: Vec<&Encoded> = windows.iter().map(|w| &w.encoded).collect();
+        let mut cut: Vec<(Option<String>, Window)> = match sections {
+            Some(s) => {
+                let found = s.sections(text);
+                let spans: Vec<(usize, usize)> =
+                    found.iter().map(|s| (s.char_start, s.char_end)).collect();
+                windows_in_sections(&tokens, specials, opts, &spans)
+                    .into_iter()
+                    .map(|(i, w)| (found[i].name.clone(), w))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        if cut.is_empty() {
+            cut = windows(&tokens, specials, opts)
+                .into_iter()
+                .map(|w| (None, w))
+                .collect();
+        }
+        let rows: Vec<&Encoded> = cut.iter().map(|(_, w)| &w.encoded).collect();
         let vectors = self.run_micro_batches(&rows, limits, &mut check_interrupts)?;
-        Ok(windows.into_iter().zip(vectors).collect())
+        Ok(cut
+            .into_iter()
+            .zip(vectors)
+            .map(|((section, window), vector)| NoteWindow {
+                section,
+                window,
+                vector,
+            })
+            .collect())
     }
 
     /// [`Embedder::embed_batch`] under the chunked policy: each text's
@@ -56,8 +110,9 @@ impl Embedder {
             .collect()
     }
 
-    /// One vector for a text by the chunked policy: the token-weighted mean
-    /// of its windows' vectors, L2-normalized again if the model normalizes.
+    /// One vector for a text by the chunked policy: its windows' vectors
+    /// pooled by `opts.pooling` (the token-weighted mean by default),
+    /// L2-normalized again if the model normalizes.
     pub fn embed_chunked(
         &mut self,
         text: &str,
@@ -68,6 +123,6 @@ impl Embedder {
         let parts = self.embed_windows(text, opts, limits, check_interrupts)?;
         let weights: Vec<usize> = parts.iter().map(|(w, _)| w.tokens.max(1)).collect();
         let vectors: Vec<Vec<f32>> = parts.into_iter().map(|(_, v)| v).collect();
-        Ok(WindowPooling::Mean.pool(&vectors, &weights, self.info.normalize))
+        Ok(opts.pooling.pool(&vectors, &weights, self.info.normalize))
     }
 }

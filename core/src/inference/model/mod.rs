@@ -25,6 +25,7 @@ pub use batching::{
     micro_batch_budget, BatchLimits, DEFAULT_MAX_TEXTS, DEFAULT_MAX_TOKENS,
     DEFAULT_MICRO_BATCH_TOKENS,
 };
+pub use chunking::NoteWindow;
 pub use onnx::ARENA_KEEP_TOKENS;
 pub use weights::{Weights, WeightsForm};
 
