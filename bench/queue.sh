@@ -5,6 +5,7 @@
 #   bash bench/queue.sh                          # default model; BERT-base too if installed
 #   NOTES=500 PARTS=drain bash bench/queue.sh    # a part, fewer notes
 #   PARTS=drain BATCH_ROWS="64 256" MODELS=all-minilm-l6-v2 MODELS_SET=1 bash bench/queue.sh
+#   PARTS=chunks NOTES=1000 bash bench/queue.sh  # chunk rows by the queue vs embed_chunks
 # Run as root on Debian 12 after scripts/setup.sh; bench/run.sh installs the
 # BERT-base-shaped model "bert-base-bench".  Prints one line per figure.
 set -euo pipefail

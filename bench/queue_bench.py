@@ -11,6 +11,10 @@
              against one embed_texts call over the same notes, per model
   memory     a worker's resident and anonymous (its own) memory, idle after
              one short note and after a drain
+  chunks     NOTES notes cut into chunk rows (windows inside sections) by
+             the queue (embed_chunks_trigger, one worker), against one pass
+             of embed_chunks over the same notes in one statement, per
+             model; and the worker's memory after it
 
 Prints one line per figure.  Timing lines, not assertions.
 """
@@ -268,6 +272,47 @@ def drain(dsn, args, model, batch_rows):
     setting(dsn, "clinembed.queue_batch_rows", None)
 
 
+def chunks(dsn, args, model, batch_rows):
+    setting(dsn, "clinembed.model", model)
+    setting(dsn, "clinembed.queue_batch_rows", batch_rows)
+    with conn(dsn) as c:
+        c.execute("DROP TABLE IF EXISTS chunked, chunked_rows")
+        c.execute("CREATE TABLE chunked (note_id int PRIMARY KEY, exp_text text)")
+        c.execute("CREATE TABLE chunked_rows (note_id int, chunk int, section text, char_start int, "
+                  "char_end int, tokens int, embedding real[], model text)")
+        c.execute("CREATE INDEX ON chunked_rows (note_id)")
+        c.execute("CREATE TRIGGER c BEFORE INSERT OR UPDATE OR DELETE ON chunked FOR EACH ROW "
+                  "EXECUTE FUNCTION embed_chunks_trigger('exp_text', 'chunked_rows', 'embedding', 'model')")
+    pause(dsn)
+    with conn(dsn) as c:
+        c.execute("INSERT INTO chunked SELECT note_id, exp_text FROM source ORDER BY note_id LIMIT %s",
+                  (args.notes,))
+        n = one(c, "SELECT count(*) FROM embed_queue WHERE relid = 'chunked'::regclass")
+    # one embed_chunks pass over the same notes, the model loaded first
+    with conn(dsn) as c:
+        c.execute("SELECT embed_model_id()")
+        t0 = time.monotonic()
+        windows = one(c, "SELECT count(*) FROM chunked n, embed_chunks(n.exp_text) e")
+        direct = time.monotonic() - t0
+    with conn(dsn) as c:
+        t0 = time.monotonic()
+        resume(dsn)
+        wait_drained(c, "chunked")
+        queued = time.monotonic() - t0
+        pid = (workers(c) or [None])[0]
+        rows = one(c, "SELECT count(*) FROM chunked_rows")
+    print(f"chunks {model:<18} batch {batch_rows or 'default'}: {n} notes, {windows} windows: embed_chunks "
+          f"{windows / direct:7.1f} windows/s ({direct:6.1f} s), queue {rows / queued:7.1f} windows/s "
+          f"({queued:6.1f} s, worker start and model load included) = {direct / queued:6.1%}; {rows} rows written",
+          flush=True)
+    if pid:
+        rss, private = memory_of(pid)
+        print(f"memory {model:<18} worker after the chunk rows: {rss} MB resident, {private} MB anonymous (its own)",
+              flush=True)
+    setting(dsn, "clinembed.model", None)
+    setting(dsn, "clinembed.queue_batch_rows", None)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dbname", default="bench")
@@ -291,6 +336,10 @@ def main():
         for model in args.models.split():
             for rows in args.batch_rows.split() or [None]:
                 drain(dsn, args, model, rows)
+    if "chunks" in parts:
+        for model in args.models.split():
+            for rows in args.batch_rows.split() or [None]:
+                chunks(dsn, args, model, rows)
 
 
 if __name__ == "__main__":

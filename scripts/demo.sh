@@ -36,6 +36,22 @@ CREATE TRIGGER notes_embed_insert AFTER INSERT ON notes REFERENCING NEW TABLE AS
     FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('exp_text', 'embedding', 'embedding_model');
 CREATE TRIGGER notes_embed_update BEFORE UPDATE OF exp_text ON notes
     FOR EACH ROW EXECUTE FUNCTION embed_trigger('exp_text', 'embedding', 'embedding_model');
+-- Discharge summaries, all past 512 tokens, are also kept whole as chunk
+-- rows, one per window inside a section, filled by the queue's workers.
+CREATE TABLE note_chunks (
+    note_id    int REFERENCES notes ON DELETE CASCADE ON UPDATE CASCADE,
+    chunk      int,
+    section    text,
+    char_start int,
+    char_end   int,
+    tokens     int,
+    embedding  vector(384),
+    model      text
+);
+CREATE INDEX ON note_chunks (note_id);
+CREATE TRIGGER notes_chunks BEFORE INSERT OR UPDATE ON notes
+    FOR EACH ROW WHEN (NEW.note_type = 'discharge')
+    EXECUTE FUNCTION embed_chunks_trigger('exp_text', 'note_chunks', 'embedding', 'model');
 
 \echo == loading the notes with COPY; the trigger embeds them in batches
 SELECT clock_timestamp() AS t0 \gset
@@ -53,6 +69,35 @@ SELECT note_type, count(*) AS notes,
        max(embed_token_count(exp_text)) AS max_tokens,
        count(*) FILTER (WHERE embed_token_count(exp_text) > 512) AS truncated
 FROM notes GROUP BY note_type ORDER BY avg_tokens;
+
+\echo == discharge summaries as chunk rows: the queue's workers fill note_chunks
+SELECT clock_timestamp() AS t1 \gset
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM embed_queue_status WHERE relation = 'notes'::regclass AND pending + in_flight > 0);
+        PERFORM pg_sleep(0.5);
+    END LOOP;
+END $$;
+SELECT count(DISTINCT note_id) AS notes, count(*) AS chunk_rows,
+       round(extract(epoch FROM clock_timestamp() - :'t1'::timestamptz)::numeric, 1) AS seconds_after_copy
+FROM note_chunks;
+\echo coverage: tokens of each note, and those embedded (truncation at 512 keeps at most 510)
+SELECT count(*) AS notes, sum(c.tokens) AS tokens, sum(c.tokens_embedded) AS tokens_embedded,
+       sum(least(c.tokens, 510)) AS tokens_kept_by_truncation,
+       round(avg(c.windows), 1) AS windows_per_note, round(avg(c.sections), 1) AS sections_per_note
+FROM embed_chunk_coverage('notes') c JOIN notes n ON n.note_id = c.key[1]::int
+WHERE n.note_type = 'discharge';
+SELECT section, count(*) AS chunk_rows FROM note_chunks GROUP BY section ORDER BY chunk_rows DESC LIMIT 8;
+
+\echo == the right section of the right note: nearest chunk rows to a query
+\echo query: 'What was the patient discharged on? apixaban 5 mg BID, levothyroxine 75 mcg daily'
+SELECT c.note_id, n.topic, c.section, round((c.embedding <=> q)::numeric, 3) AS distance,
+       left(regexp_replace(substr(n.exp_text, c.char_start + 1, c.char_end - c.char_start), '\s+', ' ', 'g'), 70) AS chunk_start
+FROM note_chunks c JOIN notes n USING (note_id),
+     (SELECT embed_text('What was the patient discharged on? apixaban 5 mg BID, levothyroxine 75 mcg daily')::vector(384) AS q) query
+ORDER BY c.embedding <=> q
+LIMIT 5;
 
 CREATE INDEX notes_embedding_hnsw ON notes USING hnsw (embedding vector_cosine_ops);
 SELECT model, dimensions, max_length, pooling, onnxruntime_version FROM embed_model_info();

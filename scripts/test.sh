@@ -14,7 +14,8 @@
 #                 statement_timeout, pg_cancel_backend, pg_terminate_backend
 #                 (cancel); model directory replaced, kill -9 mid-COPY
 #                 (faults); no note text in any message or log line (phi);
-#                 the embedding queue and its background workers (queue); no
+#                 the embedding queue and its background workers (queue);
+#                 chunk tables kept in sync through the queue (chunks); no
 #                 ordinary role becomes superuser (security); memory and
 #                 time bounds, concurrent backfills (hardening); a
 #                 coordinator, two shards and a hot standby (sharded);
@@ -106,7 +107,7 @@ stage pg_test pg_tests
 count_cargo "$LOGS/pg_test.log"
 
 # The SQL tiers run against the release build in a scratch cluster.
-stage install install_release
+stage install install_release "$LOGS/install-cargo.log"
 cluster_start "test-$PG" "$(free_port)"
 trap cluster_stop EXIT
 
@@ -196,7 +197,7 @@ trap - EXIT
 # pytest writes.  ONLY names tiers by file (below), pytest (all of them) or
 # every_major (the tests marked so).
 PYTEST_TIERS="parity:test_parity weights:test_shared_weights cancel:test_cancel faults:test_faults
-    integration:test_backfill_resume phi:test_phi queue:test_queue security:test_security
+    integration:test_backfill_resume phi:test_phi queue:test_queue chunks:test_chunks security:test_security
     hardening:test_hardening sharded:test_sharded upgrade:test_upgrade"
 # pytest_args: the files (in this order, the order the tiers have always
 # run in on one cluster) or marks of the wanted tiers; "none" when ONLY

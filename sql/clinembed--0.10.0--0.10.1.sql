@@ -17,6 +17,11 @@
 -- worker's write that a user's trigger changes or skips fails with 27000
 -- (tried again, then parked) instead of leaving a vector beside another
 -- text or queueing the row again for ever.
+--
+-- Whole notes: embed_chunks keeps windows inside sections and returns
+-- their section; embed_chunks_trigger keeps a chunk table in sync with
+-- its notes through the queue; embed_text_chunked pools windows by mean,
+-- max or mean_max.
 \echo Use "ALTER EXTENSION clinembed UPDATE TO '0.10.1'" to load this file. \quit
 
 CREATE OR REPLACE VIEW @extschema@.embed_queue_failures AS
@@ -92,3 +97,66 @@ INSERT INTO @extschema@.embed_section_rules (header, name, seeded)
 SELECT header, name, true FROM @extschema@._embed_default_section_rules();
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.embed_section_rules', 'WHERE NOT seeded');
 GRANT SELECT ON @extschema@.embed_section_rules TO PUBLIC;
+
+-- embed_chunks keeps a note's windows inside its sections (sections =>
+-- true, the default) and returns each window's section.  Its result type
+-- changes, so it is dropped and created again: a view over it must be
+-- dropped before the update and created again after.
+DROP FUNCTION @extschema@.embed_chunks(text, integer, integer);
+DROP FUNCTION @extschema@.embed_chunks(text, text, integer, integer);
+CREATE FUNCTION @extschema@.embed_chunks(
+    text text, window_tokens integer DEFAULT 128, overlap_tokens integer DEFAULT 32,
+    sections boolean DEFAULT true)
+RETURNS TABLE (chunk integer, char_start integer, char_end integer, tokens integer,
+               embedding real[], section text)
+STRICT STABLE PARALLEL SAFE COST 10000
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_chunks_wrapper';
+CREATE FUNCTION @extschema@.embed_chunks(
+    text text, model text, window_tokens integer DEFAULT 128, overlap_tokens integer DEFAULT 32,
+    sections boolean DEFAULT true)
+RETURNS TABLE (chunk integer, char_start integer, char_end integer, tokens integer,
+               embedding real[], section text)
+STRICT STABLE PARALLEL SAFE COST 10000
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_chunks_model_wrapper';
+
+-- embed_text_chunked takes the windows' pooling: mean (as before), max or
+-- mean_max.
+DROP FUNCTION @extschema@.embed_text_chunked(text, integer, integer);
+DROP FUNCTION @extschema@.embed_text_chunked(text, text, integer, integer);
+CREATE FUNCTION @extschema@.embed_text_chunked(
+    text text, window_tokens integer DEFAULT 128, overlap_tokens integer DEFAULT 32,
+    pooling text DEFAULT 'mean')
+RETURNS real[]
+STRICT STABLE PARALLEL SAFE COST 10000
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_text_chunked_wrapper';
+CREATE FUNCTION @extschema@.embed_text_chunked(
+    text text, model text, window_tokens integer DEFAULT 128, overlap_tokens integer DEFAULT 32,
+    pooling text DEFAULT 'mean')
+RETURNS real[]
+STRICT STABLE PARALLEL SAFE COST 10000
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_text_chunked_model_wrapper';
+
+-- Chunk rows kept in sync with their notes through the queue
+-- (docs/long-notes.md, "Chunk tables").
+CREATE FUNCTION @extschema@.embed_chunks_trigger()
+RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_chunks_trigger_wrapper';
+CREATE FUNCTION @extschema@._embed_chunk_coverage(rel oid)
+RETURNS TABLE (key text[], tokens integer, tokens_embedded integer, windows integer, sections integer)
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_embed_chunk_coverage_wrapper';
+-- SELECT * FROM embed_chunk_coverage('notes'): each note of a table with
+-- an embed_chunks_trigger (its partitions included) with the tokens of its
+-- text, the tokens its chunk rows embed, its chunk rows and the named
+-- sections of its text.  Reads every note, as the calling role.
+CREATE FUNCTION @extschema@.embed_chunk_coverage(relation pg_catalog.regclass)
+RETURNS TABLE (key text[], tokens integer, tokens_embedded integer, windows integer, sections integer)
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@._embed_chunk_coverage(relation::pg_catalog.oid) $$;

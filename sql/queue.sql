@@ -1,6 +1,6 @@
 -- The embedding queue: rows whose text needs embedding, by key, drained by
 -- background workers (src/write/queue.rs, src/bgworker/worker.rs).  Included in the
--- generated install script by src/write/queue.rs.  The queue holds a table's oid
+-- generated install script by src/write/enqueue.rs.  The queue holds a table's oid
 -- and a row's primary key as text, never note text; failures keep their
 -- SQLSTATE and message.  It belongs to the extension's owner: the trigger
 -- and the functions write it for the rows a role may write, and everyone

@@ -127,6 +127,28 @@ pub enum LongText {
 /// backfill after a change re-embeds.
 pub static LONG_TEXT: GucSetting<LongText> = GucSetting::<LongText>::new(LongText::Truncate);
 
+/// How the chunked policy pools a text's windows (`clinembed.chunk_pooling`).
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ChunkPooling {
+    /// The token-weighted mean.
+    #[name = c"mean"]
+    Mean,
+    /// The element-wise maximum.
+    #[name = c"max"]
+    Max,
+    /// The mean and the maximum one after the other (twice the dimensions).
+    #[name = c"mean_max"]
+    MeanMax,
+}
+
+/// `clinembed.chunk_pooling`: how the chunked policy (`clinembed.long_text
+/// = 'chunk'`) makes a text's one vector of its windows' vectors: `mean`
+/// (default, token-weighted), `max` or `mean_max` (twice the model's
+/// dimensions).  The model identity names it (`+chunk128/32/max`), so a
+/// backfill after a change re-embeds.
+pub static CHUNK_POOLING: GucSetting<ChunkPooling> =
+    GucSetting::<ChunkPooling>::new(ChunkPooling::Mean);
+
 /// `clinembed.chunk_tokens`: window size in tokens, special tokens included.
 /// Default 128, the sequence length Bio_ClinicalBERT was trained at.
 pub static CHUNK_TOKENS: GucSetting<i32> =
@@ -300,6 +322,14 @@ pub fn init() {
         c"What to do with texts longer than the model's maximum length: truncate or chunk.",
         c"chunk embeds overlapping windows of clinembed.chunk_tokens tokens and pools them by a token-weighted mean.",
         &LONG_TEXT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"clinembed.chunk_pooling",
+        c"How the chunk policy pools a text's windows: mean, max or mean_max.",
+        c"mean_max gives vectors of twice the model's dimensions.",
+        &CHUNK_POOLING,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -497,11 +527,18 @@ pub fn batch_limits() -> clinembed_core::BatchLimits {
     }
 }
 
-/// The window settings from `clinembed.chunk_tokens` and `clinembed.chunk_overlap`.
+/// The window settings from `clinembed.chunk_tokens`,
+/// `clinembed.chunk_overlap` and `clinembed.chunk_pooling`.
 pub fn chunk_options() -> clinembed_core::inference::chunk::ChunkOptions {
+    use clinembed_core::inference::chunk::WindowPooling;
     clinembed_core::inference::chunk::ChunkOptions {
         window: CHUNK_TOKENS.get().max(1) as usize,
         overlap: CHUNK_OVERLAP.get().max(0) as usize,
+        pooling: match CHUNK_POOLING.get() {
+            ChunkPooling::Mean => WindowPooling::Mean,
+            ChunkPooling::Max => WindowPooling::Max,
+            ChunkPooling::MeanMax => WindowPooling::MeanMax,
+        },
     }
 }
 

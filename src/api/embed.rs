@@ -2,7 +2,7 @@
 //! and truncation, and the pinned IMMUTABLE forms, each with the configured
 //! model or an installed one named per call.
 
-use clinembed_core::inference::chunk::ChunkOptions;
+use clinembed_core::inference::chunk::{ChunkOptions, WindowPooling};
 use clinembed_core::inference::identity::{check_pin, parse_pin};
 use pgrx::prelude::*;
 
@@ -31,14 +31,17 @@ fn one_vector(text: &str, model: Option<&str>, long_text: Option<ChunkOptions>) 
 /// One vector for a text by the chunked long-text policy, whatever
 /// `clinembed.long_text` says: windows of `window_tokens` tokens (special
 /// tokens included) overlapping by at most `overlap_tokens`, never splitting
-/// a word, pooled by a token-weighted mean.
+/// a word, pooled by `pooling`: `mean` (token-weighted), `max`
+/// (element-wise) or `mean_max` (both, one after the other: twice the
+/// model's dimensions).
 #[pg_extern(stable, parallel_safe, strict, cost = 10000)]
 fn embed_text_chunked(
     text: &str,
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
+    pooling: default!(&str, "'mean'"),
 ) -> Vec<f32> {
-    let opts = chunk_args(window_tokens, overlap_tokens);
+    let opts = chunk_args(window_tokens, overlap_tokens, pooling);
     one_vector(text, None, Some(opts))
 }
 
@@ -55,31 +58,37 @@ fn embed_text_chunked_model(
     model: &str,
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
+    pooling: default!(&str, "'mean'"),
 ) -> Vec<f32> {
-    let opts = chunk_args(window_tokens, overlap_tokens);
+    let opts = chunk_args(window_tokens, overlap_tokens, pooling);
     one_vector(text, Some(model), Some(opts))
 }
 
 /// Window options from a function's arguments (negative values count as 0).
-fn chunk_args(window: i32, overlap: i32) -> ChunkOptions {
+fn chunk_args(window: i32, overlap: i32, pooling: &str) -> ChunkOptions {
     ChunkOptions {
         window: window.max(0) as usize,
         overlap: overlap.max(0) as usize,
+        pooling: WindowPooling::parse(pooling).or_report(),
     }
 }
 
 /// The windows of a text, for storing long notes as chunk rows: each
 /// window's character span in the text (`substr(text, char_start + 1,
 /// char_end - char_start)` is its text), its token count without special
-/// tokens, and its vector.  Windows hold `window_tokens` tokens at most,
-/// special tokens included, overlap by at most `overlap_tokens`, and never
-/// split a word.
+/// tokens, its vector, and its section's canonical name.  Windows hold
+/// `window_tokens` tokens at most, special tokens included, overlap by at
+/// most `overlap_tokens`, and never split a word; with `sections` (the
+/// default) they never cross a section (`embed_sections`), and `section`
+/// is NULL for text before the first header.  What
+/// `embed_chunks_trigger` writes into a chunk table.
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe, strict, cost = 10000)]
 fn embed_chunks(
     text: &str,
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
+    sections: default!(bool, true),
 ) -> TableIterator<
     'static,
     (
@@ -88,9 +97,10 @@ fn embed_chunks(
         name!(char_end, i32),
         name!(tokens, i32),
         name!(embedding, Vec<f32>),
+        name!(section, Option<String>),
     ),
 > {
-    windows(text, None, window_tokens, overlap_tokens)
+    windows(text, None, window_tokens, overlap_tokens, sections)
 }
 
 /// `embed_chunks` with an installed model chosen for this call.
@@ -101,6 +111,7 @@ fn embed_chunks_model(
     model: &str,
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
+    sections: default!(bool, true),
 ) -> TableIterator<
     'static,
     (
@@ -109,28 +120,37 @@ fn embed_chunks_model(
         name!(char_end, i32),
         name!(tokens, i32),
         name!(embedding, Vec<f32>),
+        name!(section, Option<String>),
     ),
 > {
-    windows(text, Some(model), window_tokens, overlap_tokens)
+    windows(text, Some(model), window_tokens, overlap_tokens, sections)
 }
 
-/// `(chunk, char_start, char_end, tokens, embedding)` rows.
-type Windows = TableIterator<'static, (i32, i32, i32, i32, Vec<f32>)>;
+/// `(chunk, char_start, char_end, tokens, embedding, section)` rows.
+type Windows = TableIterator<'static, (i32, i32, i32, i32, Vec<f32>, Option<String>)>;
 
 /// The windows of a text with their vectors, numbered from 1.
-fn windows(text: &str, model: Option<&str>, window: i32, overlap: i32) -> Windows {
-    let opts = chunk_args(window, overlap);
+fn windows(text: &str, model: Option<&str>, window: i32, overlap: i32, sections: bool) -> Windows {
+    let opts = chunk_args(window, overlap, WindowPooling::Mean.name());
     let limits = gucs::batch_limits();
+    let sectionizer = sections.then(crate::api::sections::sectionizer);
     let parts = backend::using_model(model, |e| {
-        e.embed_windows(text, opts, &limits, backend::check_interrupts)
+        e.embed_note_windows(
+            text,
+            opts,
+            sectionizer.as_deref(),
+            &limits,
+            backend::check_interrupts,
+        )
     });
-    TableIterator::new(parts.into_iter().enumerate().map(|(i, (w, v))| {
+    TableIterator::new(parts.into_iter().enumerate().map(|(i, w)| {
         (
             i as i32 + 1,
-            i32::try_from(w.char_start).unwrap_or(i32::MAX),
-            i32::try_from(w.char_end).unwrap_or(i32::MAX),
-            w.tokens as i32,
-            v,
+            i32::try_from(w.window.char_start).unwrap_or(i32::MAX),
+            i32::try_from(w.window.char_end).unwrap_or(i32::MAX),
+            w.window.tokens as i32,
+            w.vector,
+            w.section,
         )
     }))
 }

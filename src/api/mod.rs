@@ -3,4 +3,4 @@
 
 pub(crate) mod embed;
 mod models;
-mod sections;
+pub(crate) mod sections;

@@ -70,7 +70,7 @@ thread_local! {
 /// The sectionizer with the rules table's rules, read once per statement
 /// and command (a change to the rules is seen by the next statement, or the
 /// next command of a function).
-fn sectionizer() -> Rc<Sectionizer> {
+pub(crate) fn sectionizer() -> Rc<Sectionizer> {
     // SAFETY: plain reads of the current transaction's state.
     let now = unsafe {
         (

@@ -39,8 +39,8 @@ use pgrx::prelude::*;
 use crate::pg::catalog;
 use crate::pg::security::{as_role, as_role_with, pinned, KEY_TEXT_SETTINGS};
 use crate::pg::spi::{self, select_one, select_two, During};
-use crate::write::columns;
-use crate::write::queue::{queue_statements, queue_trigger};
+use crate::write::queue::{queue, queue_statements, queue_trigger};
+use crate::write::{chunks, columns};
 use crate::{backend, bgworker::registry, gucs, write::engine};
 
 /// Why a batch failed: its SQLSTATE and message.
@@ -547,18 +547,31 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     // (see `crate::write::queue::QueueTrigger::setter`), and only where no code of
     // a role with fewer rights would run as it.
     let owner = shape.owner;
-    refuse_foreign_triggers(relid, owner);
+    refuse_foreign_triggers(relid, owner, statements::ON_UPDATE);
     let cols = &shape.cols;
-    let (target, write) = shape.target.get_or_init(|| {
-        let target = columns::target(
-            relid,
-            Some(&cols.source),
-            Some(&cols.target),
-            cols.model.as_deref(),
-        );
-        let write = statements::ctid_write(&shape.table, cols, &target.type_name);
-        (target, write)
-    });
+    // Chunk rows (an `embed_chunks_trigger`), or the row's own vector.
+    let sink = match &shape.chunks {
+        Some(args) => {
+            let table = shape
+                .chunk_table
+                .get_or_init(|| chunks::chunk_table(relid, args));
+            refuse_foreign_triggers(table.oid, owner, statements::ON_INSERT_OR_DELETE);
+            Sink::Chunks(table)
+        }
+        None => {
+            let (target, write) = shape.target.get_or_init(|| {
+                let target = columns::target(
+                    relid,
+                    Some(&cols.source),
+                    Some(&cols.target),
+                    cols.model.as_deref(),
+                );
+                let write = statements::ctid_write(&shape.table, cols, &target.type_name);
+                (target, write)
+            });
+            Sink::Vector(target, write)
+        }
+    };
     let Some(keyed) = &shape.keyed else {
         crate::errors::report(
             Error::new(ErrorKind::InvalidTable, "the table has no primary key")
@@ -582,8 +595,18 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
         )
     });
     if !stale.is_empty() {
-        let requeued =
-            crate::write::queue::enqueue_stored(relid, cols, pkey_now, keys, &backend::model_id());
+        let requeued = match (&shape.chunks, &sink) {
+            (Some(args), Sink::Chunks(table)) => {
+                chunks::enqueue_stored(relid, args, table, pkey_now, &queue())
+            }
+            _ => crate::write::queue::enqueue_stored(
+                relid,
+                cols,
+                pkey_now,
+                keys,
+                &backend::model_id(),
+            ),
+        };
         delete(&stale.iter().map(|e| e.ctid).collect::<Vec<_>>());
         pgrx::log!(
             "clinembed queue worker: {} queued keys of table oid {} were printed under a primary key it no longer has; {requeued} of its rows queued again under the current one",
@@ -644,39 +667,23 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             _ => None,
         })
         .collect();
-    let vectors = engine::embed(relid, &cols.target, target, &texts);
-    let model_id = texts.iter().any(Option::is_some).then(backend::model_id);
-    let tids: Vec<pg_sys::ItemPointerData> = rows.iter().map(|r| r.1).collect();
-    let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
-    // Each row's text as the write left it, by its place in the batch; a
-    // row a trigger skipped is missing.
-    let written: HashMap<i32, Option<String>> = as_role(owner, || {
-        Spi::connect_mut(|c| {
-            c.update(
-                write.as_str(),
-                None,
-                &[
-                    tids.into(),
-                    has.into(),
-                    vectors.flat.into(),
-                    vectors.dims.into(),
-                    model_id.into(),
-                ],
-            )?
-            .map(|r| Ok((r.get::<i32>(1)?.unwrap_or(0), r.get::<String>(2)?)))
-            .collect::<Result<HashMap<_, _>, pgrx::spi::SpiError>>()
-        })
-    })
-    .unwrap_or_else(|e| spi::failed(During::Queue, e));
-    rows.iter()
-        .enumerate()
-        .try_for_each(|(i, row)| {
-            q::check_written(
-                row.2.as_deref(),
-                written.get(&(i as i32 + 1)).map(Option::as_deref),
-            )
-        })
-        .unwrap_or_else(|e| crate::errors::report(e));
+    match sink {
+        Sink::Chunks(table) => {
+            let keys: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    entries
+                        .get((r.0 - 1) as usize)
+                        .map(|e| e.key.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            chunks::write_batch(owner, table, &keys, &texts);
+        }
+        Sink::Vector(target, write) => {
+            write_vectors(relid, owner, cols, target, write, &rows, &texts)
+        }
+    }
     let done: Vec<pg_sys::ItemPointerData> = entries
         .iter()
         .enumerate()
@@ -706,6 +713,58 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
     Step::Worked { full }
 }
 
+/// The rows' own vectors written (an `embed_queue_trigger`'s batch): `rows`
+/// the claimed rows (position, ctid, text), `texts` what to embed.
+fn write_vectors(
+    relid: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    cols: &Columns,
+    target: &Target,
+    write: &str,
+    rows: &[(i32, pg_sys::ItemPointerData, Option<String>)],
+    texts: &[Option<String>],
+) {
+    let vectors = engine::embed(relid, &cols.target, target, texts);
+    let model_id = texts.iter().any(Option::is_some).then(backend::model_id);
+    let tids: Vec<pg_sys::ItemPointerData> = rows.iter().map(|r| r.1).collect();
+    let has: Vec<bool> = texts.iter().map(Option::is_some).collect();
+    // Each row's text as the write left it, by its place in the batch; a
+    // row a trigger skipped is missing.
+    let written: HashMap<i32, Option<String>> = as_role(owner, || {
+        Spi::connect_mut(|c| {
+            c.update(
+                write,
+                None,
+                &[
+                    tids.into(),
+                    has.into(),
+                    vectors.flat.into(),
+                    vectors.dims.into(),
+                    model_id.into(),
+                ],
+            )?
+            .map(|r| Ok((r.get::<i32>(1)?.unwrap_or(0), r.get::<String>(2)?)))
+            .collect::<Result<HashMap<_, _>, pgrx::spi::SpiError>>()
+        })
+    })
+    .unwrap_or_else(|e| spi::failed(During::Queue, e));
+    rows.iter()
+        .enumerate()
+        .try_for_each(|(i, row)| {
+            q::check_written(
+                row.2.as_deref(),
+                written.get(&(i as i32 + 1)).map(Option::as_deref),
+            )
+        })
+        .unwrap_or_else(|e| crate::errors::report(e));
+}
+
+/// Where a batch's work goes.
+enum Sink<'a> {
+    Vector(&'a Target, &'a String),
+    Chunks(&'a chunks::ChunkTable),
+}
+
 /// What a queued table's batches need of the catalog, worked out at its
 /// first batch in this worker and kept until the catalog changes
 /// (`catalog::Cached`): the queue trigger's columns and the role that set
@@ -722,6 +781,10 @@ struct Shape {
     /// The target column and the write, worked out at the first batch
     /// that gets as far (an error there fails that batch's keys).
     target: OnceCell<(Target, String)>,
+    /// An `embed_chunks_trigger`'s arguments, and its chunk table checked
+    /// at the first batch that gets as far.
+    chunks: Option<columns::ChunkArgs>,
+    chunk_table: OnceCell<chunks::ChunkTable>,
 }
 
 /// The primary key and the statements that find rows by it.
@@ -758,6 +821,8 @@ fn shape(relid: pg_sys::Oid) -> std::rc::Rc<Option<Shape>> {
                 table,
                 keyed,
                 target: OnceCell::new(),
+                chunks: trigger.chunks,
+                chunk_table: OnceCell::new(),
             })
         })
     })
@@ -826,15 +891,17 @@ fn choose(qs: &QueueStatements, relid: pg_sys::Oid, limit: usize) -> Option<Vec<
 }
 
 /// Refuses (42501) to write rows of `relid` as `role` while an enabled
-/// trigger on it that would fire on the worker's UPDATE runs a function
+/// trigger on it that would fire on the worker's write (`events`) runs a function
 /// whose owner does not have `role`'s rights: the worker would run that
 /// code with more rights than its author has.  (PostgreSQL's own internal
 /// triggers, such as foreign keys', are not user code.)  A trigger created
 /// by a role with the TRIGGER privilege on someone else's table is the case
 /// this catches.
-fn refuse_foreign_triggers(relid: pg_sys::Oid, role: pg_sys::Oid) {
-    let foreign =
-        select_two::<String, String>(statements::FOREIGN_TRIGGER, &[relid.into(), role.into()]);
+fn refuse_foreign_triggers(relid: pg_sys::Oid, role: pg_sys::Oid, events: i32) {
+    let foreign = select_two::<String, String>(
+        statements::FOREIGN_TRIGGER,
+        &[relid.into(), role.into(), events.into()],
+    );
     if let (Some(trigger), Some(author)) = foreign {
         crate::errors::report(
             Error::new(

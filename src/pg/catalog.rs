@@ -128,6 +128,36 @@ pub(crate) fn missing_privileges(rel: pg_sys::Oid, wanted: &[(&str, &str)]) -> V
         .collect()
 }
 
+/// Which of the privileges `wanted` ((privilege, column) pairs; an empty
+/// column: the privilege on the table) `role` (None: the current role)
+/// lacks on `rel`, as `SELECT (col)`, in the order given.  One statement.
+pub(crate) fn missing_privileges_of(
+    role: Option<pg_sys::Oid>,
+    rel: pg_sys::Oid,
+    wanted: &[(&str, &str)],
+) -> Vec<String> {
+    // SAFETY: the current role.
+    let role = role.unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
+    let privileges: Vec<String> = wanted.iter().map(|w| w.0.to_string()).collect();
+    let columns: Vec<String> = wanted.iter().map(|w| w.1.to_string()).collect();
+    let lacked = select_one::<Vec<i32>>(
+        statements::PRIVILEGES_LACKED,
+        &[role.into(), rel.into(), privileges.into(), columns.into()],
+    )
+    .unwrap_or_default();
+    lacked
+        .into_iter()
+        .filter_map(|n| wanted.get((n - 1) as usize))
+        .map(|(p, c)| {
+            if c.is_empty() {
+                p.to_string()
+            } else {
+                format!("{p} ({})", shown(c))
+            }
+        })
+        .collect()
+}
+
 /// A role's name, for messages.
 pub(crate) fn role_name(role: pg_sys::Oid) -> String {
     select_one::<String>(statements::ROLE_NAME, &[role.into()])

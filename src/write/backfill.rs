@@ -52,7 +52,13 @@ fn _backfill_start(
         model_column,
     );
     let model_id = crate::backend::model_id();
-    crate::write::columns::check_dims(rel, &cols.target, &target.type_name, target.dims);
+    crate::write::columns::check_dims(
+        rel,
+        &cols.target,
+        &target.type_name,
+        target.dims,
+        crate::gucs::long_text(),
+    );
     let relation = relation_name(rel);
     let schema = extension_schema();
 

@@ -8,6 +8,7 @@
 //! The catalog reads they need are `crate::pg::catalog`'s; a few functions
 //! here are SQL functions too, for the backfill's procedure and for tests.
 
+use clinembed_core::inference::chunk::ChunkOptions;
 use clinembed_core::rows::columns::{self as rule, Action, Columns, Event, Label, Row};
 use clinembed_core::rows::statements;
 use pgrx::prelude::*;
@@ -135,6 +136,48 @@ pub(crate) fn trigger_args(
     )
 }
 
+/// The chunk trigger's function name.
+pub(crate) const CHUNKS_TRIGGER: &str = "embed_chunks_trigger";
+/// How a chunk trigger is created.
+pub(crate) const CHUNKS_USAGE: &str = "CREATE TRIGGER ... BEFORE INSERT OR UPDATE OR DELETE ON notes FOR EACH ROW EXECUTE FUNCTION embed_chunks_trigger('source_column', 'chunk_table' [, 'vector_column' [, 'model_column']]).";
+
+/// The trigger's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChunkArgs {
+    pub source: String,
+    pub table: String,
+    pub vector: String,
+    pub model: Option<String>,
+}
+
+/// A trigger's arguments, checked: two to four (raises otherwise).
+pub(crate) fn chunk_args(rel: pg_sys::Oid, trigger_name: &str, args: Vec<String>) -> ChunkArgs {
+    if !(2..=4).contains(&args.len()) || args.iter().any(|a| a.trim().is_empty()) {
+        crate::errors::report(
+            clinembed_core::Error::new(
+                clinembed_core::ErrorKind::InvalidArgument,
+                "embed_chunks_trigger takes two to four arguments",
+            )
+            .detail(format!(
+                "Trigger {} on {} passes {}.",
+                shown(trigger_name),
+                relation_name(rel),
+                args.len()
+            ))
+            .hint(CHUNKS_USAGE),
+        );
+    }
+    let mut a = args.into_iter();
+    ChunkArgs {
+        source: a.next().unwrap_or_default(),
+        table: a.next().unwrap_or_default(),
+        vector: a
+            .next()
+            .unwrap_or_else(|| clinembed_core::rows::chunks::DEFAULT_VECTOR_COLUMN.into()),
+        model: a.next(),
+    }
+}
+
 /// The column checks of the triggers and the backfill (see
 /// `clinembed_core::rows::columns::check_columns`): how to cast a `real[]` into the
 /// target column and how many dimensions it requires (NULL: any).
@@ -189,17 +232,20 @@ pub(crate) fn target(
 }
 
 /// Raises `42804` unless the configured model's vectors fit the target
-/// column (`target_dims` None: any length).  Loads the model if needed.
+/// column (`target_dims` None: any length): its dimensions, or twice them
+/// under `long_text` pooled by `mean_max`.  Loads the model if needed.
 pub(crate) fn check_dims(
     rel: pg_sys::Oid,
     target_column: &str,
     target_type: &str,
     target_dims: Option<i32>,
+    long_text: Option<ChunkOptions>,
 ) {
     if target_dims.is_none() {
         return;
     }
-    let dims = backend::with_embedder(|e| e.info().dimensions) as i32;
+    let dims = backend::with_embedder(|e| e.info().dimensions);
+    let dims = long_text.map_or(dims, |c| c.pooling.dims(dims)) as i32;
     rule::check_dimensions(
         || relation_name(rel),
         &shown(target_column),

@@ -32,7 +32,13 @@ pub(crate) fn embed(
             dims: 0,
         };
     }
-    columns::check_dims(rel, target_column, &target.type_name, target.dims);
+    columns::check_dims(
+        rel,
+        target_column,
+        &target.type_name,
+        target.dims,
+        gucs::long_text(),
+    );
     let items: Vec<Option<&str>> = texts.iter().map(Option::as_deref).collect();
     let vectors =
         backend::with_embedder(|e| backend::vectors_of(e, &items, gucs::long_text())).or_report();

@@ -5,8 +5,10 @@
 
 pub(crate) mod backfill;
 pub(crate) mod batch_trigger;
+pub(crate) mod chunks;
 pub(crate) mod columns;
 pub(crate) mod engine;
+pub(crate) mod enqueue;
 pub(crate) mod queue;
 pub(crate) mod row_trigger;
 pub(crate) mod trigger;

@@ -23,26 +23,14 @@ use pgrx::{PgBuiltInOids, PgOid, PgTupleDesc};
 
 use crate::bgworker::registry;
 use crate::errors::report;
-use crate::pg::catalog::{self, shown};
+use crate::pg::catalog;
 use crate::pg::security::{as_role, as_role_with, pinned, Settings, KEY_TEXT_SETTINGS};
 use crate::pg::spi::{self, During};
 use crate::pg::tuple::{attribute, output};
 use crate::write::columns;
-use crate::write::trigger::{trigger_entry, RowFire};
+use crate::write::trigger::{refuse_update_of_without_keys, trigger_entry, RowFire};
 
 const TRIGGER: &str = "embed_queue_trigger";
-
-extension_sql_file!(
-    "../../sql/queue.sql",
-    name = "queue",
-    requires = [
-        "columns",
-        embed_queue_trigger_body,
-        embed_queue_workers,
-        _embed_queue_enqueue,
-        _embed_queue_retry
-    ]
-);
 
 thread_local! {
     /// This transaction queued rows: wake a worker when it commits.
@@ -145,7 +133,7 @@ unsafe extern "C-unwind" fn at_transaction_end(
 
 /// Queues `key` of table `rel` (a new text version), printed under the
 /// primary key index `pkey`.
-fn enqueue(rel: pg_sys::Oid, key: Vec<String>, pkey: pg_sys::Oid) {
+pub(crate) fn enqueue(rel: pg_sys::Oid, key: Vec<String>, pkey: pg_sys::Oid) {
     // The statement is prepared once per backend and kept while its queue
     // table exists (a syscache probe per row, not a catalog scan): the
     // extension dropped and created again has a new one.
@@ -280,7 +268,14 @@ fn embed_queue_trigger_body<'a>(
                 .iter()
                 .map(|(k, _)| attribute(&desc, k).map(|a| a.0).unwrap_or(0))
                 .collect();
-            refuse_update_of_without_keys(trigger.trigger(), rel, fire.name, &keys);
+            refuse_update_of_without_keys(
+                trigger.trigger(),
+                TRIGGER,
+                rel,
+                fire.name,
+                &keys,
+                "an UPDATE of the key alone would leave a row that waits for its vector queued under a key that no longer exists",
+            );
             CHECKED.with(|c| {
                 let mut c = c.borrow_mut();
                 c.retain(|k| k.trigger != tgoid);
@@ -332,37 +327,6 @@ fn embed_queue_trigger_body<'a>(
     Ok(Some(fire.modified(&cols, &vec![None; cols.len()])))
 }
 
-/// Refuses a trigger declared `UPDATE OF` columns that leave out a key
-/// column: an UPDATE of the key alone would not fire it, and a row waiting
-/// for its vector under its old key would never get one.
-fn refuse_update_of_without_keys(
-    trigger: &pg_sys::Trigger,
-    rel: pg_sys::Oid,
-    name: &str,
-    keys: &[i16],
-) {
-    if trigger.tgnattr <= 0 || trigger.tgattr.is_null() {
-        return;
-    }
-    // SAFETY: tgattr holds tgnattr column numbers.
-    let listed = unsafe { std::slice::from_raw_parts(trigger.tgattr, trigger.tgnattr as usize) };
-    if keys.iter().all(|k| listed.contains(k)) {
-        return;
-    }
-    report(
-        Error::new(
-            ErrorKind::TriggerProtocol,
-            "embed_queue_trigger's UPDATE OF list must name the primary key's columns",
-        )
-        .detail(format!(
-            "Trigger {} on {} fires on UPDATE OF some columns only; an UPDATE of the key alone would leave a row that waits for its vector queued under a key that no longer exists.",
-            shown(name),
-            catalog::relation_name(rel)
-        ))
-        .hint("Add the key columns to the UPDATE OF list, or fire the trigger on every UPDATE (BEFORE INSERT OR UPDATE)."),
-    );
-}
-
 /// A table's queue trigger, as a worker uses it.
 pub(crate) struct QueueTrigger {
     /// Its arguments, checked.
@@ -374,10 +338,14 @@ pub(crate) struct QueueTrigger {
     /// partition created by a superuser does not make the parent owner's
     /// queued rows, and its triggers, run as the superuser.
     pub setter: pg_sys::Oid,
+    /// An `embed_chunks_trigger`'s arguments: the worker writes chunk rows
+    /// (`columns` then names only the source).
+    pub chunks: Option<columns::ChunkArgs>,
 }
 
-/// The queue trigger of `rel` (its first by name, enabled).  None: the
-/// table has none.
+/// The queue trigger of `rel` (its first by name, enabled: an
+/// `embed_queue_trigger` or an `embed_chunks_trigger`).  None: the table
+/// has none.
 pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<QueueTrigger> {
     let row = pinned(|| {
         Spi::connect(|c| {
@@ -391,19 +359,33 @@ pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<QueueTrigger> {
                     t.get::<String>(1)?.unwrap_or_default(),
                     t.get::<Vec<u8>>(2)?.unwrap_or_default(),
                     t.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::Oid::INVALID),
+                    t.get::<String>(4)?.unwrap_or_default(),
                 ))
             })
         })
     })
     .ok()
     .flatten()?;
-    let (name, raw, setter) = row;
-    let mut args: Vec<Option<String>> = raw
+    let (name, raw, setter, function) = row;
+    let mut args: Vec<String> = raw
         .split(|&b| b == 0)
-        .map(|a| Some(String::from_utf8_lossy(a).into_owned()))
+        .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     // tgargs ends each argument with a NUL
     args.pop();
+    if function == columns::CHUNKS_TRIGGER {
+        let chunks = columns::chunk_args(rel, &name, args);
+        return Some(QueueTrigger {
+            columns: Columns {
+                source: chunks.source.clone(),
+                target: String::new(),
+                model: None,
+            },
+            setter,
+            chunks: Some(chunks),
+        });
+    }
+    let args = args.into_iter().map(Some).collect();
     let (source, target, model) = columns::trigger_args(TRIGGER, rel, &name, args);
     Some(QueueTrigger {
         columns: Columns {
@@ -412,6 +394,7 @@ pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<QueueTrigger> {
             model,
         },
         setter,
+        chunks: None,
     })
 }
 
@@ -459,35 +442,6 @@ fn embed_queue_start() -> bool {
     true
 }
 
-/// The tables that hold `rel`'s rows: itself, its partitions and
-/// inheritance children with storage.
-fn leaf_tables(rel: pg_sys::Oid) -> Vec<pg_sys::Oid> {
-    catalog::relation_tree(rel)
-        .into_iter()
-        .filter(|m| m.relkind == 'r')
-        .map(|m| pg_sys::Oid::from(m.oid))
-        .collect()
-}
-
-fn require(rel: pg_sys::Oid, privilege: &str, column: &str) {
-    if !catalog::missing_privileges(rel, &[(privilege, column)]).is_empty() {
-        report(
-            Error::new(
-                ErrorKind::Forbidden,
-                format!(
-                    "permission denied to queue rows of {}",
-                    catalog::relation_name(rel)
-                ),
-            )
-            .detail(format!(
-                "Queueing reads and writes the table's vectors and needs {privilege} ({}).",
-                shown(column)
-            ))
-            .hint("Run it as the table's owner, or GRANT the privilege."),
-        );
-    }
-}
-
 /// Queues the rows of table `t` (itself only) that the rule says need work,
 /// by its primary key now (index `pkey`, columns `keys`); keys already
 /// queued stay as they are.  Returns how many were queued.  Used by
@@ -517,51 +471,6 @@ pub(crate) fn enqueue_stored(
         Spi::connect_mut(|c| c.update(sql.as_str(), None, &[]).map(|r| r.len() as i64))
     })
     .unwrap_or_else(|e| spi::failed(During::Queue, e))
-}
-
-/// Queues every row of `rel` (partitions and children included) that the
-/// rule says needs work: a missing vector, another model's, a vector beside
-/// no text; keys already queued stay as they are.  The asynchronous form of
-/// `embed_backfill`, for a model change.  Returns the rows queued.
-#[pg_extern(volatile, parallel_unsafe)]
-fn _embed_queue_enqueue(rel: pg_sys::Oid) -> i64 {
-    let model_id = crate::backend::model_id();
-    let mut queued = 0i64;
-    let mut with_trigger = 0;
-    for t in leaf_tables(rel) {
-        let Some(cols) = queue_trigger(t).map(|q| q.columns) else {
-            continue;
-        };
-        with_trigger += 1;
-        columns::target(
-            t,
-            Some(&cols.source),
-            Some(&cols.target),
-            cols.model.as_deref(),
-        );
-        let keys = catalog::primary_key(t).unwrap_or_default();
-        require(t, "SELECT", &cols.source);
-        require(t, "UPDATE", &cols.target);
-        for k in &keys {
-            require(t, "SELECT", &k.0);
-        }
-        let pkey = catalog::primary_key_index(t).unwrap_or(pg_sys::Oid::INVALID);
-        queued += enqueue_stored(t, &cols, pkey, &keys, &model_id);
-    }
-    if with_trigger == 0 {
-        report(
-            Error::new(ErrorKind::InvalidTable, "the table has no queue trigger")
-                .detail(format!(
-                    "No table that holds rows of {} has an enabled embed_queue_trigger.",
-                    catalog::relation_name(rel)
-                ))
-                .hint("Create the trigger first: the workers take its columns from it."),
-        );
-    }
-    if queued > 0 {
-        wake_at_commit();
-    }
-    queued
 }
 
 /// Queues again the parked rows of `rel` (all tables when NULL) that the

@@ -100,7 +100,13 @@ fn embed_trigger_body<'a>(
         Action::Clear => (None, None),
         Action::Embed => {
             let target_name = fire.target.as_deref().unwrap_or_default();
-            columns::check_dims(fire.rel, target_name, &target_type, target_dims);
+            columns::check_dims(
+                fire.rel,
+                target_name,
+                &target_type,
+                target_dims,
+                gucs::long_text(),
+            );
             let (_, source_type, _) = fire.shape[0];
             let text = row.text.map(|d| output(source_type, d)).unwrap_or_default();
             let vector =

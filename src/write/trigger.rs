@@ -283,3 +283,36 @@ impl<'a> RowFire<'a> {
         }
     }
 }
+
+/// Refuses (39P01) a trigger of `function` declared `UPDATE OF` columns
+/// that leave out a key column: an UPDATE of the key alone would not fire
+/// it, with the consequence `why`.
+pub(crate) fn refuse_update_of_without_keys(
+    trigger: &pg_sys::Trigger,
+    function: &str,
+    rel: pg_sys::Oid,
+    name: &str,
+    keys: &[i16],
+    why: &str,
+) {
+    if trigger.tgnattr <= 0 || trigger.tgattr.is_null() {
+        return;
+    }
+    // SAFETY: tgattr holds tgnattr column numbers.
+    let listed = unsafe { std::slice::from_raw_parts(trigger.tgattr, trigger.tgnattr as usize) };
+    if keys.iter().all(|k| listed.contains(k)) {
+        return;
+    }
+    report(
+        Error::new(
+            ErrorKind::TriggerProtocol,
+            format!("{function}'s UPDATE OF list must name the primary key's columns"),
+        )
+        .detail(format!(
+            "Trigger {} on {} fires on UPDATE OF some columns only; {why}.",
+            shown(name),
+            catalog::relation_name(rel)
+        ))
+        .hint("Add the key columns to the UPDATE OF list, or fire the trigger on every UPDATE (BEFORE INSERT OR UPDATE)."),
+    );
+}

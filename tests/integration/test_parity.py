@@ -126,3 +126,54 @@ def test_embed_text_matches_the_original_framework(conn, framework, name):
     conn.execute("RESET clinembed.model")
     got = conn.execute("SELECT embed_text(%s)", (TEXT[name],)).fetchone()[0]
     assert max_abs_diff(got, np.asarray(framework[name], dtype=np.float32)) <= TOL
+
+
+# The chunked policy's window poolings: each window of embed_chunks (the
+# whole text's windows, as the policy cuts them) embedded by the reference,
+# and pooled here as docs/long-notes.md says.
+WINDOW_POOLINGS = ["mean", "max", "mean_max"]
+CHUNKED = ["over_512", "over_512_cjk", "newlines", "empty"]
+
+
+def pooled_reference(ref, text, windows, pooling):
+    vectors = np.stack([ref.embed(text[a:b])[0].astype(np.float64) for a, b, _ in windows])
+    weights = np.array([max(t, 1) for _, _, t in windows], dtype=np.float64)
+
+    def unit(v, scale=1.0):
+        n = np.linalg.norm(v)
+        return v / n * scale if ref.normalize and n > 0 else v
+
+    mean = (vectors * weights[:, None]).sum(axis=0) / weights.sum()
+    top = vectors.max(axis=0)
+    if pooling == "mean":
+        return unit(mean).astype(np.float32)
+    if pooling == "max":
+        return unit(top).astype(np.float32)
+    half = np.sqrt(0.5)
+    return np.concatenate([unit(mean, half), unit(top, half)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("pooling", WINDOW_POOLINGS)
+@pytest.mark.parametrize("name", CHUNKED)
+def test_chunked_pooling_matches_the_reference(conn, pooling, name):
+    conn.execute("RESET clinembed.model")
+    ref = Reference(os.environ["CLINEMBED_MODEL_DIR"])
+    text = TEXT[name]
+    windows = conn.execute(
+        "SELECT char_start, char_end, tokens FROM embed_chunks(%s, 128, 32, sections => false) ORDER BY chunk",
+        (text,)).fetchall()
+    assert len(windows) > 1 or name in ("newlines", "empty")
+    want = pooled_reference(ref, text, windows, pooling)
+    got = conn.execute("SELECT embed_text_chunked(%s, 128, 32, pooling => %s)", (text, pooling)).fetchone()[0]
+    assert max_abs_diff(got, want) <= TOL
+    # the policy by setting, through embed_texts, names its pooling
+    conn.execute("SET clinembed.long_text = 'chunk'")
+    conn.execute("SELECT set_config('clinembed.chunk_pooling', %s, false)", (pooling,))
+    try:
+        batched = conn.execute("SELECT embedding FROM embed_texts(%s)", ([text],)).fetchone()[0]
+        model_id = conn.execute("SELECT embed_model_id()").fetchone()[0]
+    finally:
+        conn.execute("RESET clinembed.long_text")
+        conn.execute("RESET clinembed.chunk_pooling")
+    assert max_abs_diff(batched, want) <= TOL
+    assert model_id.endswith("+chunk128/32" if pooling == "mean" else f"+chunk128/32/{pooling}")
