@@ -91,28 +91,41 @@ mod tests {
         );
     }
 
-    /// The SQL signatures' window defaults (literals, as pgrx needs them)
-    /// are the core's, and so are the settings' boot values.
+    /// The SQL signatures' window, section and pooling defaults (literals,
+    /// as pgrx needs them) are the core's, and so are the settings' boot
+    /// values.
     #[pg_test]
     fn window_defaults_are_the_cores() {
-        use clinembed_core::inference::chunk::{DEFAULT_OVERLAP_TOKENS, DEFAULT_WINDOW_TOKENS};
+        use clinembed_core::inference::chunk::{
+            WindowPooling, DEFAULT_OVERLAP_TOKENS, DEFAULT_WINDOW_TOKENS,
+        };
         let want = format!("{DEFAULT_WINDOW_TOKENS}, {DEFAULT_OVERLAP_TOKENS}");
-        let defaults: Vec<String> = Spi::connect(|c| {
+        let defaults: Vec<(String, String)> = Spi::connect(|c| {
             c.select(
-                "SELECT pg_get_expr(proargdefaults, 0) FROM pg_proc \
+                "SELECT proname::text, pg_get_expr(proargdefaults, 0) FROM pg_proc \
                   WHERE proname IN ('embed_chunks', 'embed_text_chunked')",
                 None,
                 &[],
             )?
-            .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
         })
         .unwrap();
         assert_eq!(defaults.len(), 4);
-        assert!(
-            defaults.iter().all(|d| *d == want),
-            "{defaults:?}, want {want}"
-        );
+        for (name, d) in &defaults {
+            let wanted = if name == "embed_chunks" {
+                // windows inside sections by default
+                format!("{want}, true")
+            } else {
+                format!("{want}, '{}'::text", WindowPooling::default().name())
+            };
+            assert_eq!(d, &wanted, "{name}");
+        }
         let boot = Spi::get_one::<String>(
             "SELECT string_agg(boot_val, ', ' ORDER BY name DESC) FROM pg_settings \
               WHERE name IN ('clinembed.chunk_tokens', 'clinembed.chunk_overlap')",
