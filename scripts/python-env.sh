@@ -7,29 +7,55 @@
 #   bash scripts/python-env.sh export   the exporter, scripts/model_tools/.venv-export,
 #                                       from scripts/model_tools/requirements-export.lock:
 #                                       optimum's ONNX exporter and nothing else
-# Every wheel is pinned by sha256 (--require-hashes); an environment is
-# (re)installed when its lock changes.  The lock's sha256 is recorded in
-# VENV/.requirements only after a complete install, so a matching record is
-# the whole check (importing torch to probe would cost seconds per call, and
-# the test command calls this once per tier).  Progress goes to stderr.
+# Every wheel is pinned by sha256 (--require-hashes).
+#
+# The wheels (several GB: PyPI's PyTorch brings CUDA's libraries) are
+# installed once per machine and lock, not once per clone: into
+# $CLINEMBED_PYTHON_ROOT/NAME-pyXY-SHA (default /var/cache/clinembed/python,
+# XY python3's version, SHA the lock's sha256), a plain package directory (pip --target) that is
+# renamed into place only after a complete install, so its existence is the
+# whole check.  A clone's .venv is a small venv of its own (no pip) whose
+# clinembed.pth adds that directory and the clone's scripts/ (the tools
+# import as a package, model_tools.reference, the notes generator as
+# gen_notes).  So the test command in a second clone, or CI's, reuses the
+# installed wheels, and no clone carries a copy.  Progress goes to stderr.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 case ${1:-project} in
-    project) VENV=$REPO/.venv LOCK=$REPO/requirements.lock ;;
-    export) VENV=$REPO/scripts/model_tools/.venv-export LOCK=$REPO/scripts/model_tools/requirements-export.lock ;;
+    project) NAME=project VENV=$REPO/.venv LOCK=$REPO/requirements.lock ;;
+    export) NAME=export VENV=$REPO/scripts/model_tools/.venv-export LOCK=$REPO/scripts/model_tools/requirements-export.lock ;;
     *) echo "usage: $0 [project|export]" >&2; exit 2 ;;
 esac
 WANT=$(sha256sum "$LOCK" | cut -d' ' -f1)
-if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$WANT" ] || [ ! -x "$VENV/bin/python" ]; then
-    echo "installing $(basename "$LOCK") into $VENV (several GB the first time)" >&2
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --require-hashes --only-binary=:all: -r "$LOCK" >&2
-    echo "$WANT" > "$VENV/.requirements"
+ROOT=${CLINEMBED_PYTHON_ROOT:-/var/cache/clinembed/python}
+PY_TAG=$(python3 -c 'import sys; print("py%d%d" % sys.version_info[:2])')
+PACKAGES=$ROOT/$NAME-$PY_TAG-$WANT
+
+if [ ! -d "$PACKAGES" ]; then
+    echo "installing $(basename "$LOCK") into $PACKAGES (several GB, once per machine and lock)" >&2
+    mkdir -p "$ROOT"
+    tmp=$(mktemp -d "$PACKAGES.tmp.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    # No pip cache: it would keep a second copy of every wheel.
+    python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --require-hashes \
+        --only-binary=:all: --no-compile --target "$tmp" -r "$LOCK" >&2
+    chmod -R a+rX "$tmp"
+    mv "$tmp" "$PACKAGES"
+    trap - EXIT
+    # Environments of locks this clone no longer names stay until removed by
+    # hand (another clone may still use them); say what they take.
+    old=$(find "$ROOT" -mindepth 1 -maxdepth 1 -name "$NAME-*" ! -name "$NAME-$PY_TAG-$WANT" | head -n 3)
+    [ -z "$old" ] || echo "other $NAME environments under $ROOT (remove when no clone uses them): $old" >&2
 fi
-# scripts/ on the environment's path: the tools import as a package
-# (model_tools.reference), the notes generator as gen_notes.
+
+# The clone's own venv: created when missing, pointed at the packages.
+if [ ! -x "$VENV/bin/python" ]; then
+    rm -rf "$VENV"
+    python3 -m venv --without-pip "$VENV"
+fi
+PTH="import site; site.addsitedir('$PACKAGES')
+$REPO/scripts"
 for site in "$VENV"/lib/python3*/site-packages; do
-    [ "$(cat "$site/clinembed.pth" 2>/dev/null)" = "$REPO/scripts" ] || echo "$REPO/scripts" > "$site/clinembed.pth"
+    [ "$(cat "$site/clinembed.pth" 2>/dev/null)" = "$PTH" ] || printf '%s\n' "$PTH" > "$site/clinembed.pth"
 done
 echo "$VENV/bin/python"
