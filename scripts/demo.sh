@@ -36,8 +36,9 @@ CREATE TRIGGER notes_embed_insert AFTER INSERT ON notes REFERENCING NEW TABLE AS
     FOR EACH STATEMENT EXECUTE FUNCTION embed_batch_trigger('exp_text', 'embedding', 'embedding_model');
 CREATE TRIGGER notes_embed_update BEFORE UPDATE OF exp_text ON notes
     FOR EACH ROW EXECUTE FUNCTION embed_trigger('exp_text', 'embedding', 'embedding_model');
--- Discharge summaries, all past 512 tokens, are also kept whole as chunk
--- rows, one per window inside a section, filled by the queue's workers.
+-- Every note is also kept whole as chunk rows, one per window inside a
+-- section, filled by the queue's workers: discharge summaries, all past
+-- 512 tokens, lose nothing to truncation there.
 CREATE TABLE note_chunks (
     note_id    int REFERENCES notes ON DELETE CASCADE ON UPDATE CASCADE,
     chunk      int,
@@ -50,8 +51,7 @@ CREATE TABLE note_chunks (
 );
 CREATE INDEX ON note_chunks (note_id);
 CREATE TRIGGER notes_chunks BEFORE INSERT OR UPDATE ON notes
-    FOR EACH ROW WHEN (NEW.note_type = 'discharge')
-    EXECUTE FUNCTION embed_chunks_trigger('exp_text', 'note_chunks', 'embedding', 'model');
+    FOR EACH ROW EXECUTE FUNCTION embed_chunks_trigger('exp_text', 'note_chunks', 'embedding', 'model');
 
 \echo == loading the notes with COPY; the trigger embeds them in batches
 SELECT clock_timestamp() AS t0 \gset
@@ -70,7 +70,7 @@ SELECT note_type, count(*) AS notes,
        count(*) FILTER (WHERE embed_token_count(exp_text) > 512) AS truncated
 FROM notes GROUP BY note_type ORDER BY avg_tokens;
 
-\echo == discharge summaries as chunk rows: the queue's workers fill note_chunks
+\echo == notes as chunk rows: the queue's workers fill note_chunks
 SELECT clock_timestamp() AS t1 \gset
 DO $$
 BEGIN
@@ -82,7 +82,7 @@ END $$;
 SELECT count(DISTINCT note_id) AS notes, count(*) AS chunk_rows,
        round(extract(epoch FROM clock_timestamp() - :'t1'::timestamptz)::numeric, 1) AS seconds_after_copy
 FROM note_chunks;
-\echo coverage: tokens of each note, and those embedded (truncation at 512 keeps at most 510)
+\echo coverage of the discharge summaries: their tokens, and those embedded (truncation at 512 keeps at most 510)
 SELECT count(*) AS notes, sum(c.tokens) AS tokens, sum(c.tokens_embedded) AS tokens_embedded,
        sum(least(c.tokens, 510)) AS tokens_kept_by_truncation,
        round(avg(c.windows), 1) AS windows_per_note, round(avg(c.sections), 1) AS sections_per_note

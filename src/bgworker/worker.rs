@@ -555,7 +555,12 @@ fn batch(slot: usize, only: Option<(pg_sys::Oid, Vec<String>)>, taken: &Taken) -
             let table = shape
                 .chunk_table
                 .get_or_init(|| chunks::chunk_table(relid, args));
-            refuse_foreign_triggers(table.oid, owner, statements::ON_INSERT_OR_DELETE);
+            // The chunk table's whole tree: a partition's or a child's
+            // owner and triggers run in the worker's write too.
+            chunks::refuse_foreign_owner(table.oid, owner);
+            for member in catalog::relation_tree(table.oid) {
+                refuse_foreign_triggers(member.oid.into(), owner, statements::ON_INSERT_OR_DELETE);
+            }
             Sink::Chunks(table)
         }
         None => {

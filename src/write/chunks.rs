@@ -23,12 +23,12 @@ use pgrx::PgTupleDesc;
 use crate::errors::{report, OrReport};
 use crate::pg::catalog::{self, shown};
 use crate::pg::security::{as_role_with, pinned, Settings, KEY_TEXT_SETTINGS};
-use crate::pg::spi::{self, select_one, During};
+use crate::pg::spi::{self, select_one, select_two, During};
 use crate::pg::tuple::{attribute, output, value};
 use crate::write::columns::{
     chunk_args, ChunkArgs, CHUNKS_TRIGGER as TRIGGER, CHUNKS_USAGE as USAGE,
 };
-use crate::write::trigger::{refuse_update_of_without_keys, trigger_entry};
+use crate::write::trigger::{refuse_update_of_without_keys, trigger_entry, update_of_list};
 use crate::{backend, gucs};
 
 /// The window settings of chunk rows: `embed_chunks`'s defaults.
@@ -190,9 +190,60 @@ fn refuse_missing_privileges(t: &ChunkTable, notes: pg_sys::Oid, owner: pg_sys::
                 catalog::shown(&catalog::role_name(owner)),
                 missing.join(", ")
             ))
-            .hint("Have the notes table's owner own the chunk table, or GRANT it INSERT, DELETE and SELECT."),
+            .hint("GRANT INSERT, DELETE and SELECT on the chunk table to the notes table's owner."),
         );
     }
+}
+
+/// Refuses (42501) a chunk table, or a partition or child of it, owned by a
+/// role without the rights of `writer`, the role queue workers write its
+/// rows as: its owner's code (column defaults, rules, policies, checks,
+/// index expressions) would run with more rights than its author has.
+pub(crate) fn refuse_foreign_owner(table: pg_sys::Oid, writer: pg_sys::Oid) {
+    if let (Some(member), Some(owner)) = select_two::<String, String>(
+        statements::FOREIGN_OWNED_MEMBER,
+        &[table.into(), writer.into()],
+    ) {
+        report(
+            Error::new(
+                ErrorKind::Forbidden,
+                "the chunk table's owner does not have the rights of the role that writes it",
+            )
+            .detail(format!(
+                "Queue workers write chunk rows into {} as role {}; {} is owned by role {}, whose code there would run with that role's rights.",
+                catalog::relation_name(table),
+                catalog::shown(&catalog::role_name(writer)),
+                member,
+                catalog::shown(&owner),
+            ))
+            .hint("Have the notes table's owner own the chunk table and its partitions (ALTER TABLE ... OWNER TO)."),
+        );
+    }
+}
+
+/// Refuses (39P01) what would let a note's chunk rows outlive its text
+/// without the trigger firing: a WHEN clause (an update that makes it false
+/// would skip the delete), or an UPDATE OF list without the text column.
+fn refuse_partial_firing(trigger: &pg_sys::Trigger, rel: pg_sys::Oid, name: &str, source: i16) {
+    let why = if !trigger.tgqual.is_null() {
+        "it has a WHEN clause, and an update that makes the clause false would leave the note's chunk rows beside its new text"
+    } else if update_of_list(trigger).is_some_and(|listed| !listed.contains(&source)) {
+        "its UPDATE OF list leaves out the text column, so a change of the text would leave the old chunk rows"
+    } else {
+        return;
+    };
+    report(
+        Error::new(
+            ErrorKind::TriggerProtocol,
+            "embed_chunks_trigger must fire on every change of a note's text",
+        )
+        .detail(format!(
+            "Trigger {} on {}: {why}.",
+            shown(name),
+            catalog::relation_name(rel)
+        ))
+        .hint("Create it BEFORE INSERT OR UPDATE OR DELETE without WHEN; for some notes only, create it on a partition that holds them."),
+    );
 }
 
 /// What a firing needs, worked out once per trigger until the catalog
@@ -273,12 +324,20 @@ fn embed_chunks_trigger_body<'a>(
                 &attnums,
                 "an UPDATE of the key alone would leave the note's chunk rows under a key that no longer exists",
             );
-            // SAFETY: the open relation's index list and owner.
-            let (pk_index, owner) = unsafe {
+            refuse_partial_firing(trigger.trigger(), rel, name, source.0);
+            // SAFETY: the open relation's index list.
+            let pk_index = unsafe {
                 let relation = td.tg_relation;
                 pg_sys::RelationGetIndexList(relation);
-                ((*relation).rd_pkindex, (*(*relation).rd_rel).relowner)
+                (*relation).rd_pkindex
             };
+            // The role workers write as (the owner of the table the trigger
+            // was created on); a second queue trigger on the table is refused.
+            let owner = crate::write::queue::queue_trigger(rel)
+                .map(|t| t.setter)
+                .unwrap_or(pg_sys::Oid::INVALID);
+            // Said at the first write; the workers check before every batch.
+            refuse_foreign_owner(table.oid, owner);
             Checked {
                 table,
                 source,

@@ -276,6 +276,8 @@ fn embed_queue_trigger_body<'a>(
                 &keys,
                 "an UPDATE of the key alone would leave a row that waits for its vector queued under a key that no longer exists",
             );
+            // Refuses a second queue trigger on the table.
+            queue_trigger(rel);
             CHECKED.with(|c| {
                 let mut c = c.borrow_mut();
                 c.retain(|k| k.trigger != tgoid);
@@ -360,13 +362,29 @@ pub(crate) fn queue_trigger(rel: pg_sys::Oid) -> Option<QueueTrigger> {
                     t.get::<Vec<u8>>(2)?.unwrap_or_default(),
                     t.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::Oid::INVALID),
                     t.get::<String>(4)?.unwrap_or_default(),
+                    t.get::<i64>(5)?.unwrap_or(1),
                 ))
             })
         })
     })
     .ok()
     .flatten()?;
-    let (name, raw, setter, function) = row;
+    let (name, raw, setter, function, triggers) = row;
+    if triggers > 1 {
+        // The queue holds one entry per key and table, which one trigger
+        // serves: a second would be left behind without a word.
+        report(
+            Error::new(
+                ErrorKind::TriggerProtocol,
+                "a table takes one embed_queue_trigger or embed_chunks_trigger",
+            )
+            .detail(format!(
+                "Table {} has {triggers} enabled queue triggers; its queued keys would be served by one of them only.",
+                catalog::relation_name(rel)
+            ))
+            .hint("Drop or disable all but one; a note vector beside chunk rows can come from embed_trigger or embed_batch_trigger."),
+        );
+    }
     let mut args: Vec<String> = raw
         .split(|&b| b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())

@@ -284,6 +284,16 @@ impl<'a> RowFire<'a> {
     }
 }
 
+/// A trigger's `UPDATE OF` columns (attnums); None when it fires on every
+/// update.
+pub(crate) fn update_of_list(trigger: &pg_sys::Trigger) -> Option<&[i16]> {
+    if trigger.tgnattr <= 0 || trigger.tgattr.is_null() {
+        return None;
+    }
+    // SAFETY: tgattr holds tgnattr column numbers, as long as the trigger.
+    Some(unsafe { std::slice::from_raw_parts(trigger.tgattr, trigger.tgnattr as usize) })
+}
+
 /// Refuses (39P01) a trigger of `function` declared `UPDATE OF` columns
 /// that leave out a key column: an UPDATE of the key alone would not fire
 /// it, with the consequence `why`.
@@ -295,11 +305,9 @@ pub(crate) fn refuse_update_of_without_keys(
     keys: &[i16],
     why: &str,
 ) {
-    if trigger.tgnattr <= 0 || trigger.tgattr.is_null() {
+    let Some(listed) = update_of_list(trigger) else {
         return;
-    }
-    // SAFETY: tgattr holds tgnattr column numbers.
-    let listed = unsafe { std::slice::from_raw_parts(trigger.tgattr, trigger.tgnattr as usize) };
+    };
     if keys.iter().all(|k| listed.contains(k)) {
         return;
     }

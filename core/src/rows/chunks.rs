@@ -52,10 +52,13 @@ pub struct ChunkWork {
 /// changes neither writes nothing.
 pub fn chunk_work(op: Op, has_text: bool, text_changed: bool, key_changed: bool) -> ChunkWork {
     match op {
+        // Queued even without text: an INSERT ... ON CONFLICT that goes on
+        // to do nothing has deleted the stored note's chunk rows, and the
+        // worker writes them again from the text the note still has.
         Op::Insert => ChunkWork {
             delete_old: false,
             delete_new: true,
-            enqueue: has_text,
+            enqueue: true,
         },
         Op::Update => {
             let changed = text_changed || key_changed;
@@ -376,7 +379,7 @@ mod tests {
         assert_eq!(chunk_work(Insert, true, false, false), w(false, true, true));
         assert_eq!(
             chunk_work(Insert, false, false, false),
-            w(false, true, false)
+            w(false, true, true)
         );
         assert_eq!(chunk_work(Update, true, true, false), w(true, false, true));
         assert_eq!(

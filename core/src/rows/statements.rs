@@ -712,11 +712,12 @@ pub const QUEUE_TABLE: &str =
      WHERE e.oid OPERATOR(pg_catalog.=) $1";
 
 /// `$1` a table: its first (by name) enabled queue trigger's name and
-/// arguments, and the owner of the table it was created on (a partition's
-/// clone leads up to its parent's).
+/// arguments, the owner of the table it was created on (a partition's
+/// clone leads up to its parent's), its function, and how many enabled
+/// queue triggers the table has.
 pub const QUEUE_TRIGGER: &str = "WITH RECURSIVE found AS ( \
      SELECT t.tgname::pg_catalog.text AS name, t.tgargs AS args, t.oid, t.tgparentid, t.tgrelid, \
-     p.proname::pg_catalog.text AS function \
+     p.proname::pg_catalog.text AS function, pg_catalog.count(*) OVER () AS n \
      FROM pg_catalog.pg_trigger t \
      JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid \
      JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) p.pronamespace \
@@ -730,13 +731,15 @@ pub const QUEUE_TRIGGER: &str = "WITH RECURSIVE found AS ( \
      UNION ALL \
      SELECT t.oid, t.tgparentid, t.tgrelid FROM pg_catalog.pg_trigger t \
      JOIN up ON t.oid OPERATOR(pg_catalog.=) up.tgparentid) \
-     SELECT f.name, f.args, c.relowner, f.function FROM found f, up \
+     SELECT f.name, f.args, c.relowner, f.function, f.n FROM found f, up \
      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) up.tgrelid \
      WHERE up.tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid";
 
 /// `$1` a chunk table's name as the trigger names it (quoted or not,
 /// qualified or not), `$2` the notes table: the chunk table's oid, looked
-/// up in the notes table's schema when the name is not qualified.
+/// up in the notes table's schema when the name is not qualified (for a
+/// partition, the schema of the partitioned table at its top, where the
+/// trigger was created).
 pub const CHUNK_TABLE: &str = "WITH named AS (SELECT pg_catalog.parse_ident($1) AS a) \
      SELECT c.oid FROM named n, pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace s ON s.oid OPERATOR(pg_catalog.=) c.relnamespace \
@@ -745,7 +748,20 @@ pub const CHUNK_TABLE: &str = "WITH named AS (SELECT pg_catalog.parse_ident($1) 
      AND pg_catalog.array_length(n.a, 1) OPERATOR(pg_catalog.<=) 2 \
      AND s.oid OPERATOR(pg_catalog.=) CASE WHEN pg_catalog.array_length(n.a, 1) OPERATOR(pg_catalog.=) 2 \
      THEN (SELECT x.oid FROM pg_catalog.pg_namespace x WHERE x.nspname OPERATOR(pg_catalog.=) n.a[1]) \
-     ELSE (SELECT r.relnamespace FROM pg_catalog.pg_class r WHERE r.oid OPERATOR(pg_catalog.=) $2) END";
+     ELSE (SELECT r.relnamespace FROM pg_catalog.pg_class r WHERE r.oid OPERATOR(pg_catalog.=) \
+     COALESCE(pg_catalog.pg_partition_root($2::pg_catalog.regclass)::pg_catalog.oid, $2)) END";
+
+/// `$1` a table, `$2` a role: the first relation of the table's tree (the
+/// table, its partitions and inheritance children) whose owner lacks that
+/// role's rights: its name and its owner's.  A worker that writes the tree
+/// as `$2` would run that owner's code (defaults, rules, policies, checks,
+/// index expressions) with more rights than its author has.
+pub const FOREIGN_OWNED_MEMBER: &str = "WITH RECURSIVE tree(relid) AS (SELECT $1 UNION \
+     SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid) \
+     SELECT c.oid::pg_catalog.regclass::pg_catalog.text, r.rolname::pg_catalog.text \
+     FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid \
+     JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.relowner \
+     WHERE NOT pg_catalog.pg_has_role(c.relowner, $2, 'USAGE') ORDER BY c.oid LIMIT 1";
 
 /// `$1` a role, `$2` a relation, `$3` privileges and `$4` columns (`''`:
 /// the privilege on the table): the 1-based positions of those the role
@@ -758,7 +774,7 @@ pub const PRIVILEGES_LACKED: &str = "SELECT pg_catalog.array_agg(w.n::pg_catalog
 
 /// Every catalog read above, for the tests.
 #[cfg(test)]
-const CATALOG_READS: [&str; 17] = [
+const CATALOG_READS: [&str; 18] = [
     ALLOWS_CONNECTIONS,
     EXTENSION_INSTALLED,
     IS_ORDINARY_TABLE,
@@ -775,6 +791,7 @@ const CATALOG_READS: [&str; 17] = [
     QUEUE_TABLE,
     QUEUE_TRIGGER,
     CHUNK_TABLE,
+    FOREIGN_OWNED_MEMBER,
     PRIVILEGES_LACKED,
 ];
 

@@ -19,7 +19,8 @@ CREATE TRIGGER chunks BEFORE INSERT OR UPDATE OR DELETE ON cn_notes FOR EACH ROW
     EXECUTE FUNCTION embed_chunks_trigger('body', 'cn_chunks', 'embedding', 'model');
 -- in one transaction, so that no queue worker takes a key before it is seen
 BEGIN;
--- an insert queues the note's key and runs no inference
+-- an insert queues the note's key and runs no inference (without text too:
+-- an INSERT ... ON CONFLICT DO NOTHING has deleted the stored note's rows)
 INSERT INTO cn_notes (id, body) VALUES (1, 'HPI: chest pain.'), (2, NULL);
 SELECT key FROM embed_queue WHERE relid = 'cn_notes'::regclass ORDER BY key;
 -- chunk rows the worker would have written (written by hand here)
