@@ -98,7 +98,10 @@ def vitals(r):
                                    t=round(r.uniform(36.1, 39.4), 1), s=r.randint(86, 100))
 
 
-def sentences(r, topic, n):
+def sentences(r, topic, n, narrative=False):
+    """n sentences about the topic; `narrative` (a history or a hospital
+    course) writes plans as prose, not as "Plan:" labels, which would be
+    headers of sections of their own.  Both draw the same random numbers."""
     t = TOPICS[topic]
     out = []
     for _ in range(n):
@@ -106,7 +109,8 @@ def sentences(r, topic, n):
         if k < 0.35:
             out.append(f"{r.choice(FIRST)} with {r.choice(t['finding'])}.")
         elif k < 0.6:
-            out.append(f"Plan: {r.choice(t['plan'])}.")
+            plan = r.choice(t["plan"])
+            out.append(f"{plan[0].upper()}{plan[1:]}." if narrative else f"Plan: {plan}.")
         elif k < 0.75:
             out.append(f"Assessment consistent with {r.choice(t['problem'])}.")
         else:
@@ -140,8 +144,8 @@ def radiology(r, topic):
 
 def discharge(r, topic):
     t = TOPICS[topic]
-    hpi = " ".join(sentences(r, topic, r.randint(8, 18)))
-    course = "\n".join(" ".join(sentences(r, topic, r.randint(4, 9))) for _ in range(r.randint(10, 25)))
+    hpi = " ".join(sentences(r, topic, r.randint(8, 18), narrative=True))
+    course = "\n".join(" ".join(sentences(r, topic, r.randint(4, 9), narrative=True)) for _ in range(r.randint(10, 25)))
     s = ["DISCHARGE SUMMARY",
          f"ADMISSION DIAGNOSIS: {r.choice(t['problem'])}.",
          f"DISCHARGE DIAGNOSIS: {r.choice(t['problem'])}.",
