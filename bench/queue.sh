@@ -22,15 +22,7 @@ PY=$(bash scripts/python-env.sh)
 install_release /tmp/clinembed-bench-build.log
 cluster_start bench-queue "$(free_port)" shared_buffers=256MB
 trap cluster_stop EXIT
-python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-bench-notes.tsv
-chmod 0644 /tmp/clinembed-bench-notes.tsv
-pg -c 'CREATE DATABASE bench'
-pg -d bench <<'SQL'
-CREATE EXTENSION clinembed;
-CREATE TABLE source (note_id int PRIMARY KEY, patient_id int, note_type text, topic text, exp_text text NOT NULL);
-\copy source FROM '/tmp/clinembed-bench-notes.tsv'
-VACUUM ANALYZE source;
-SQL
+bench_notes "$NOTES"
 echo "clinembed $(pg -d bench -At -c "SELECT extversion FROM pg_extension WHERE extname = 'clinembed'"), PostgreSQL $PG, $(nproc) CPUs, $(date -u +%F), notes: $NOTES ($(pg -d bench -At -c "SELECT round(avg(length(exp_text))) FROM source") characters on average)"
 PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres "$PY" bench/queue_bench.py --dbname bench \
     --pgbench "$PG_BIN/pgbench" --notes "$NOTES" --models "$MODELS" --parts "$PARTS" \

@@ -115,3 +115,17 @@ install_release() {
     (cd "$REPO" && cargo pgrx install --release --pg-config "$PG_CONFIG") >"${1:-/dev/null}" 2>&1 \
         || { [ -n "${1:-}" ] && tail -n 40 "$1" >&2; echo "cargo pgrx install failed" >&2; return 1; }
 }
+
+# bench_notes COUNT: database "bench" in the running scratch cluster, with
+# clinembed and a table "source" of COUNT notes from scripts/gen_notes.py.
+bench_notes() {
+    python3 "$REPO/scripts/gen_notes.py" --count "$1" > /tmp/clinembed-bench-notes.tsv
+    chmod 0644 /tmp/clinembed-bench-notes.tsv
+    pg -c 'CREATE DATABASE bench'
+    pg -d bench <<'SQL'
+CREATE EXTENSION clinembed;
+CREATE TABLE source (note_id int PRIMARY KEY, patient_id int, note_type text, topic text, exp_text text NOT NULL);
+\copy source FROM '/tmp/clinembed-bench-notes.tsv'
+VACUUM ANALYZE source;
+SQL
+}

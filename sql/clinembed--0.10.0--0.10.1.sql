@@ -99,14 +99,16 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.embed_section_rules', 'W
 GRANT SELECT ON @extschema@.embed_section_rules TO PUBLIC;
 
 -- embed_chunks keeps a note's windows inside its sections (sections =>
--- true, the default) and returns each window's section.  Its result type
+-- true, the default), can lead each window of a section after its first
+-- with the section's header (header_context => true) and returns each
+-- window's section.  Its result type
 -- changes, so it is dropped and created again: a view over it must be
 -- dropped before the update and created again after.
 DROP FUNCTION @extschema@.embed_chunks(text, integer, integer);
 DROP FUNCTION @extschema@.embed_chunks(text, text, integer, integer);
 CREATE FUNCTION @extschema@.embed_chunks(
     text text, window_tokens integer DEFAULT 128, overlap_tokens integer DEFAULT 32,
-    sections boolean DEFAULT true)
+    sections boolean DEFAULT true, header_context boolean DEFAULT false)
 RETURNS TABLE (chunk integer, char_start integer, char_end integer, tokens integer,
                embedding real[], section text)
 STRICT STABLE PARALLEL SAFE COST 10000
@@ -114,7 +116,7 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'embed_chunks_wrapper';
 CREATE FUNCTION @extschema@.embed_chunks(
     text text, model text, window_tokens integer DEFAULT 128, overlap_tokens integer DEFAULT 32,
-    sections boolean DEFAULT true)
+    sections boolean DEFAULT true, header_context boolean DEFAULT false)
 RETURNS TABLE (chunk integer, char_start integer, char_end integer, tokens integer,
                embedding real[], section text)
 STRICT STABLE PARALLEL SAFE COST 10000

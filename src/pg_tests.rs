@@ -97,7 +97,7 @@ mod tests {
     #[pg_test]
     fn window_defaults_are_the_cores() {
         use clinembed_core::inference::chunk::{
-            WindowPooling, DEFAULT_OVERLAP_TOKENS, DEFAULT_WINDOW_TOKENS,
+            WindowPooling, DEFAULT_HEADER_CONTEXT, DEFAULT_OVERLAP_TOKENS, DEFAULT_WINDOW_TOKENS,
         };
         let want = format!("{DEFAULT_WINDOW_TOKENS}, {DEFAULT_OVERLAP_TOKENS}");
         let defaults: Vec<(String, String)> = Spi::connect(|c| {
@@ -119,8 +119,8 @@ mod tests {
         assert_eq!(defaults.len(), 4);
         for (name, d) in &defaults {
             let wanted = if name == "embed_chunks" {
-                // windows inside sections by default
-                format!("{want}, true")
+                // windows inside sections by default, led by their headers
+                format!("{want}, true, {DEFAULT_HEADER_CONTEXT}")
             } else {
                 format!("{want}, '{}'::text", WindowPooling::default().name())
             };

@@ -80,8 +80,10 @@ fn chunk_args(window: i32, overlap: i32, pooling: &str) -> ChunkOptions {
 /// `window_tokens` tokens at most, special tokens included, overlap by at
 /// most `overlap_tokens`, and never split a word; with `sections` (the
 /// default) they never cross a section (`embed_sections`), and `section`
-/// is NULL for text before the first header.  What
-/// `embed_chunks_trigger` writes into a chunk table.
+/// is NULL for text before the first header; with `header_context` each
+/// window of a section after its first is embedded led by the section's
+/// header and a colon.  With the defaults, what `embed_chunks_trigger`
+/// writes into a chunk table.
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe, strict, cost = 10000)]
 fn embed_chunks(
@@ -89,6 +91,7 @@ fn embed_chunks(
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
     sections: default!(bool, true),
+    header_context: default!(bool, false),
 ) -> TableIterator<
     'static,
     (
@@ -100,6 +103,10 @@ fn embed_chunks(
         name!(section, Option<String>),
     ),
 > {
+    let sections = Sections {
+        on: sections,
+        header_context,
+    };
     windows(text, None, window_tokens, overlap_tokens, sections)
 }
 
@@ -112,6 +119,7 @@ fn embed_chunks_model(
     window_tokens: default!(i32, 128),
     overlap_tokens: default!(i32, 32),
     sections: default!(bool, true),
+    header_context: default!(bool, false),
 ) -> TableIterator<
     'static,
     (
@@ -123,22 +131,39 @@ fn embed_chunks_model(
         name!(section, Option<String>),
     ),
 > {
+    let sections = Sections {
+        on: sections,
+        header_context,
+    };
     windows(text, Some(model), window_tokens, overlap_tokens, sections)
 }
 
 /// `(chunk, char_start, char_end, tokens, embedding, section)` rows.
 type Windows = TableIterator<'static, (i32, i32, i32, i32, Vec<f32>, Option<String>)>;
 
+/// `embed_chunks`'s section arguments.
+struct Sections {
+    on: bool,
+    header_context: bool,
+}
+
 /// The windows of a text with their vectors, numbered from 1.
-fn windows(text: &str, model: Option<&str>, window: i32, overlap: i32, sections: bool) -> Windows {
+fn windows(
+    text: &str,
+    model: Option<&str>,
+    window: i32,
+    overlap: i32,
+    sections: Sections,
+) -> Windows {
     let opts = chunk_args(window, overlap, WindowPooling::Mean.name());
     let limits = gucs::batch_limits();
-    let sectionizer = sections.then(crate::api::sections::sectionizer);
+    let sectionizer = sections.on.then(crate::api::sections::sectionizer);
     let parts = backend::using_model(model, |e| {
         e.embed_note_windows(
             text,
             opts,
             sectionizer.as_deref(),
+            sections.header_context,
             &limits,
             backend::check_interrupts,
         )

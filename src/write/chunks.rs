@@ -11,7 +11,7 @@
 //! windows inside its sections, as `embed_chunks` does, and writes one
 //! chunk row per window, as the notes table's owner.
 
-use clinembed_core::inference::chunk::ChunkOptions;
+use clinembed_core::inference::chunk::{ChunkOptions, DEFAULT_HEADER_CONTEXT};
 use clinembed_core::rows::chunks::{self as rule, ChunkColumns, Op};
 use clinembed_core::rows::columns::{ColumnType, Target};
 use clinembed_core::rows::queue as q;
@@ -467,6 +467,7 @@ pub(crate) fn write_batch(
                     text,
                     chunk_options(),
                     Some(&sectionizer),
+                    DEFAULT_HEADER_CONTEXT,
                     &limits,
                     backend::check_interrupts,
                 )

@@ -33,6 +33,10 @@ pub struct ChunkOptions {
 pub const DEFAULT_WINDOW_TOKENS: usize = 128;
 /// Tokens shared by consecutive windows by default: a quarter of a window.
 pub const DEFAULT_OVERLAP_TOKENS: usize = 32;
+/// Whether a section's header leads its later windows by default
+/// ([`windows_in_sections`]): no, so that a window's vector is its span's
+/// (measured in bench/RESULTS.md, "A section's header as context").
+pub const DEFAULT_HEADER_CONTEXT: bool = false;
 
 impl Default for ChunkOptions {
     fn default() -> Self {
@@ -132,12 +136,21 @@ pub fn windows(tokens: &Tokens, specials: &Specials, opts: ChunkOptions) -> Vec<
 /// in order and not overlapping, as `sections::Sectionizer` gives them) are
 /// cut as [`windows`] cuts a whole text.  Each window comes with its
 /// section's index in `spans`; a section without tokens has no window.
+///
+/// `headers[i]`, where given and not empty, are the tokens of section `i`'s
+/// header, as context: the section's windows are cut that many tokens
+/// shorter, and every window after its first (which starts with the header
+/// itself) is led by them, right after the model's prefix.  For a BERT
+/// WordPiece tokenizer such a window is what the model sees for the text
+/// `header: window`.  A header too long to leave a valid window is left out.
 pub fn windows_in_sections(
     tokens: &Tokens,
     specials: &Specials,
     opts: ChunkOptions,
     spans: &[(usize, usize)],
+    headers: &[Vec<i64>],
 ) -> Vec<(usize, Window)> {
+    let extra = specials.prefix.len() + specials.suffix.len();
     let mut out = Vec::new();
     let mut a = 0;
     for (section, &(start, end)) in spans.iter().enumerate() {
@@ -154,11 +167,22 @@ pub fn windows_in_sections(
                 word_ids: tokens.word_ids[a..b].to_vec(),
                 offsets: tokens.offsets[a..b].to_vec(),
             };
-            out.extend(
-                windows(&part, specials, opts)
-                    .into_iter()
-                    .map(|w| (section, w)),
-            );
+            let header = headers.get(section).map_or(&[][..], Vec::as_slice);
+            let short = ChunkOptions {
+                window: opts.window.saturating_sub(header.len()),
+                ..opts
+            };
+            let led =
+                !header.is_empty() && short.window > extra && short.overlap < short.window - extra;
+            let cut = if led { short } else { opts };
+            for (n, mut w) in windows(&part, specials, cut).into_iter().enumerate() {
+                if led && n > 0 {
+                    let at = specials.prefix.len();
+                    w.encoded.ids.splice(at..at, header.iter().copied());
+                    w.encoded.type_ids.resize(w.encoded.ids.len(), 0);
+                }
+                out.push((section, w));
+            }
         }
         a = b;
     }
@@ -463,7 +487,7 @@ mod tests {
             ..ChunkOptions::default()
         };
         let spans = [(0, 95), (95, 205), (205, 300), (300, 310)];
-        let ws = windows_in_sections(&t, &specials(), opts, &spans);
+        let ws = windows_in_sections(&t, &specials(), opts, &spans, &[]);
         let mut sections = std::collections::BTreeSet::new();
         for (s, w) in &ws {
             sections.insert(*s);
@@ -484,11 +508,64 @@ mod tests {
         };
         assert_eq!(first, windows(&alone, &specials(), opts));
         // one span over everything: the same windows as without sections
-        let whole: Vec<_> = windows_in_sections(&t, &specials(), opts, &[(0, 300)])
+        let whole: Vec<_> = windows_in_sections(&t, &specials(), opts, &[(0, 300)], &[])
             .into_iter()
             .map(|(_, w)| w)
             .collect();
         assert_eq!(whole, windows(&t, &specials(), opts));
+    }
+
+    #[test]
+    fn a_header_leads_every_window_of_its_section_after_the_first() {
+        let t = words(&[2; 30]);
+        let opts = ChunkOptions {
+            window: 10,
+            overlap: 2,
+            ..ChunkOptions::default()
+        };
+        let spans = [(0, 95), (95, 300)];
+        let header = vec![7001, 7002];
+        let led = windows_in_sections(&t, &specials(), opts, &spans, &[vec![], header.clone()]);
+        let plain = windows_in_sections(&t, &specials(), opts, &spans, &[]);
+        // a section without a header is cut as before
+        let of = |ws: &[(usize, Window)], s: usize| -> Vec<Window> {
+            ws.iter()
+                .filter(|(i, _)| *i == s)
+                .map(|(_, w)| w.clone())
+                .collect()
+        };
+        assert_eq!(of(&led, 0), of(&plain, 0));
+        let second = of(&led, 1);
+        assert!(second.len() > 2);
+        // cut as windows two tokens shorter, so that the header fits
+        let alone = Tokens {
+            ids: t.ids[20..].to_vec(),
+            word_ids: t.word_ids[20..].to_vec(),
+            offsets: t.offsets[20..].to_vec(),
+        };
+        let short = ChunkOptions { window: 8, ..opts };
+        let cut = windows(&alone, &specials(), short);
+        assert_eq!(second.len(), cut.len());
+        for (n, (w, c)) in second.iter().zip(&cut).enumerate() {
+            assert!(w.encoded.ids.len() <= opts.window, "{n}: {w:?}");
+            assert_eq!(w.encoded.ids.len(), w.encoded.type_ids.len());
+            assert_eq!(
+                (w.tokens, w.char_start, w.char_end),
+                (c.tokens, c.char_start, c.char_end)
+            );
+            let body = &w.encoded.ids[1..w.encoded.ids.len() - 1];
+            if n == 0 {
+                // the first window starts with the header as written
+                assert_eq!(w, c);
+            } else {
+                assert_eq!(&body[..2], &header[..]);
+                assert_eq!(&body[2..], &c.encoded.ids[1..c.encoded.ids.len() - 1]);
+            }
+        }
+        // a header that leaves no valid window is left out
+        let long = vec![7000; 8];
+        let none = windows_in_sections(&t, &specials(), opts, &spans, &[vec![], long]);
+        assert_eq!(none, plain);
     }
 
     #[test]

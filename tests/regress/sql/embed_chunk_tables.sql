@@ -11,6 +11,22 @@ SELECT chunk, section, char_start, char_end FROM embed_chunks(E'HPI: chest pain.
 -- a window's vector is its span's, whichever way it was cut
 SELECT bool_and(c.embedding = embed_text(substr(t, c.char_start + 1, c.char_end - c.char_start))) AS spans
   FROM (SELECT E'HPI: chest pain.\nMEDICATIONS: aspirin.\nPLAN: admit.' AS t) n, embed_chunks(t) c;
+-- with header_context => true a section's later windows are embedded led by
+-- its header, as the text 'header: window' (its first window starts with the
+-- header already); without (the default), every window is its span
+CREATE FUNCTION pg_temp.gap(a real[], b real[]) RETURNS real LANGUAGE sql
+    AS 'SELECT max(abs(x - y)) FROM unnest(a, b) u(x, y)';
+WITH n AS (SELECT E'Admitted overnight.\nHOSPITAL COURSE:\n'
+                  || repeat('Patient improved on diuresis and walked in the hall with a walker. ', 30) AS t)
+SELECT h.header_context, count(*) AS windows, count(*) FILTER (WHERE c.char_start > s.char_start) AS later,
+       max(pg_temp.gap(c.embedding, embed_text(CASE
+           WHEN h.header_context AND c.char_start > s.char_start THEN s.header || ': ' ELSE '' END
+           || substr(n.t, c.char_start + 1, c.char_end - c.char_start)))) < 1e-5 AS as_said
+  FROM n, (VALUES (true), (false)) h(header_context),
+       LATERAL embed_chunks(n.t, header_context => h.header_context) c,
+       LATERAL embed_sections(n.t) s
+ WHERE s.name IS NOT NULL AND c.char_start >= s.char_start AND c.char_end <= s.char_end
+ GROUP BY h.header_context ORDER BY h.header_context;
 
 CREATE TABLE cn_notes (id bigint PRIMARY KEY, body text, other int DEFAULT 0);
 CREATE TABLE cn_chunks (id bigint, chunk int, section text, char_start int, char_end int,

@@ -28,7 +28,7 @@ impl Embedder {
         check_interrupts: impl FnMut(),
     ) -> Result<Vec<(Window, Vec<f32>)>> {
         Ok(self
-            .embed_note_windows(text, opts, None, limits, check_interrupts)?
+            .embed_note_windows(text, opts, None, false, limits, check_interrupts)?
             .into_iter()
             .map(|w| (w.window, w.vector))
             .collect())
@@ -37,12 +37,15 @@ impl Embedder {
     /// The windows of `text` with their vectors; with `sections`, windows
     /// that never cross a section of the text
     /// ([`crate::inference::chunk::windows_in_sections`]), each with its
-    /// section's canonical name.  A text without tokens is one empty window.
+    /// section's canonical name, and with `header_context` each window of a
+    /// section after its first led by the section's header and a colon.  A
+    /// text without tokens is one empty window.
     pub fn embed_note_windows(
         &mut self,
         text: &str,
         opts: ChunkOptions,
         sections: Option<&Sectionizer>,
+        header_context: bool,
         limits: &BatchLimits,
         mut check_interrupts: impl FnMut(),
     ) -> Result<Vec<NoteWindow>> {
@@ -65,7 +68,20 @@ impl Embedder {
                 let found = s.sections(text);
                 let spans: Vec<(usize, usize)> =
                     found.iter().map(|s| (s.char_start, s.char_end)).collect();
-                windows_in_sections(&tokens, specials, opts, &spans)
+                let mut headers = Vec::new();
+                if header_context {
+                    for s in &found {
+                        headers.push(match &s.header {
+                            Some(h) => {
+                                self.encoder
+                                    .tokens(&format!("{h}:"), &mut check_interrupts)?
+                                    .ids
+                            }
+                            None => Vec::new(),
+                        });
+                    }
+                }
+                windows_in_sections(&tokens, specials, opts, &spans, &headers)
                     .into_iter()
                     .map(|(i, w)| (found[i].name.clone(), w))
                     .collect()
