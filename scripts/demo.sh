@@ -70,7 +70,7 @@ SELECT note_type, count(*) AS notes,
        count(*) FILTER (WHERE embed_token_count(exp_text) > 512) AS truncated
 FROM notes GROUP BY note_type ORDER BY avg_tokens;
 
-\echo == notes as chunk rows: the queue's workers fill note_chunks
+\echo == notes as chunk rows: queue workers fill note_chunks
 SELECT clock_timestamp() AS t1 \gset
 DO $$
 BEGIN
