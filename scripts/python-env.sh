@@ -12,9 +12,9 @@
 # The wheels (several GB: PyPI's PyTorch brings CUDA's libraries) are
 # installed once per machine and lock, not once per clone: into
 # $CLINEMBED_PYTHON_ROOT/NAME-pyXY-SHA (default /var/cache/clinembed/python,
-# XY python3's version, SHA the lock's sha256), a plain package directory (pip --target) that is
-# renamed into place only after a complete install, so its existence is the
-# whole check.  A clone's .venv is a small venv of its own (no pip) whose
+# XY python3's version, SHA the lock's sha256), a plain package directory
+# (pip --target) renamed into place only after a complete install, so its
+# existence is the whole check.  A clone's .venv is a small venv of its own (no pip) whose
 # clinembed.pth adds that directory and the clone's scripts/ (the tools
 # import as a package, model_tools.reference, the notes generator as
 # gen_notes).  So the test command in a second clone, or CI's, reuses the
@@ -40,8 +40,11 @@ if [ ! -d "$PACKAGES" ]; then
     python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --require-hashes \
         --only-binary=:all: --no-compile --target "$tmp" -r "$LOCK" >&2
     chmod -R a+rX "$tmp"
-    mv "$tmp" "$PACKAGES"
+    # Another clone's install of the same lock may have finished first:
+    # then its directory stays, and this one goes.
+    mv -T "$tmp" "$PACKAGES" 2>/dev/null || rm -rf "$tmp"
     trap - EXIT
+    [ -d "$PACKAGES" ] || { echo "could not install into $PACKAGES" >&2; exit 1; }
     # Environments of locks this clone no longer names stay until removed by
     # hand (another clone may still use them); say what they take.
     old=$(find "$ROOT" -mindepth 1 -maxdepth 1 -name "$NAME-*" ! -name "$NAME-$PY_TAG-$WANT" | head -n 3)

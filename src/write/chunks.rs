@@ -325,17 +325,17 @@ fn embed_chunks_trigger_body<'a>(
                 "an UPDATE of the key alone would leave the note's chunk rows under a key that no longer exists",
             );
             refuse_partial_firing(trigger.trigger(), rel, name, source.0);
-            // SAFETY: the open relation's index list.
-            let pk_index = unsafe {
+            // SAFETY: the open relation's index list and owner.
+            let (pk_index, relowner) = unsafe {
                 let relation = td.tg_relation;
                 pg_sys::RelationGetIndexList(relation);
-                (*relation).rd_pkindex
+                ((*relation).rd_pkindex, (*(*relation).rd_rel).relowner)
             };
-            // The role workers write as (the owner of the table the trigger
-            // was created on); a second queue trigger on the table is refused.
+            // The role workers write as: the owner of the table the trigger
+            // was created on (a firing trigger is always found; this table's
+            // owner otherwise).  A second queue trigger is refused here.
             let owner = crate::write::queue::queue_trigger(rel)
-                .map(|t| t.setter)
-                .unwrap_or(pg_sys::Oid::INVALID);
+                .map_or(relowner, |t| t.setter);
             // Said at the first write; the workers check before every batch.
             refuse_foreign_owner(table.oid, owner);
             Checked {
