@@ -9,6 +9,7 @@
 pub mod error;
 pub mod inference;
 pub mod rows;
+pub mod search;
 
 /// The installed model used when nothing is configured, as a literal for
 /// `concat!`.  Defined here once: the extension's setting default, the tests

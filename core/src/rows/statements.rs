@@ -319,7 +319,7 @@ pub fn quote_literal(value: &str) -> String {
 /// be named by schema), the names they get there (`k1, k2, ...`), and the
 /// match of `row`'s key columns with `from`'s names, each cast to its
 /// column's type and compared with `eq`.
-pub(crate) fn keys_as_text(
+pub fn keys_as_text(
     keys: &[(String, String)],
     param: impl Fn(usize) -> usize,
     row: &str,
