@@ -333,7 +333,7 @@ fn embed_texts_pinned(
 
 /// Runs `f` with the installed model that `model_id` names and the long-text
 /// policy it names, once the model's identity is checked to be `model_id`.
-fn with_pinned<T>(
+pub(crate) fn with_pinned<T>(
     model_id: &str,
     f: impl FnOnce(&mut clinembed_core::Embedder, Option<ChunkOptions>) -> clinembed_core::Result<T>,
 ) -> T {

@@ -3,4 +3,5 @@
 
 pub(crate) mod embed;
 mod models;
+mod search;
 pub(crate) mod sections;
