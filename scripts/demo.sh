@@ -16,7 +16,8 @@ cluster_start demo "$(free_port)"
 trap cluster_stop EXIT
 
 python3 scripts/gen_notes.py --count "$NOTES" > /tmp/clinembed-demo-notes.tsv
-chmod 0644 /tmp/clinembed-demo-notes.tsv
+python3 scripts/gen_notes.py --count "$NOTES" --queries > /tmp/clinembed-demo-queries.tsv
+chmod 0644 /tmp/clinembed-demo-notes.tsv /tmp/clinembed-demo-queries.tsv
 
 pg <<'SQL'
 CREATE EXTENSION vector;
@@ -98,6 +99,27 @@ FROM note_chunks c JOIN notes n USING (note_id),
      (SELECT embed_text('What was the patient discharged on? apixaban 5 mg BID, levothyroxine 75 mcg daily')::vector(384) AS q) query
 ORDER BY c.embedding <=> q
 LIMIT 5;
+
+\echo == search in one call: vectors and full text fused, chunk rows collapsed to notes
+CREATE INDEX ON note_chunks USING hnsw (embedding vector_cosine_ops);
+CREATE INDEX ON notes USING gin (to_tsvector('english', exp_text));
+\echo query: 'atrial fibrillation on apixaban 5 mg BID'
+SELECT n.note_id, n.topic, s.vector_rank AS v_rank, s.lexical_rank AS l_rank, round(s.score::numeric, 4) AS score, s.section,
+       left(regexp_replace(substr(n.exp_text, s.char_start + 1, s.char_end - s.char_start), '\s+', ' ', 'g'), 60) AS best_chunk
+FROM embed_search('note_chunks', 'atrial fibrillation on apixaban 5 mg BID', 5) s
+JOIN notes n ON n.note_id = s.key[1]::int
+ORDER BY s.score DESC;
+
+\echo == which mode finds the notes? labelled queries (scripts/gen_notes.py --queries), measures at 10
+CREATE TABLE eval_pairs (query text, kind text, note_id int);
+\copy eval_pairs FROM '/tmp/clinembed-demo-queries.tsv'
+CREATE VIEW eval_exact AS SELECT * FROM eval_pairs WHERE kind = 'exact';
+CREATE VIEW eval_paraphrase AS SELECT * FROM eval_pairs WHERE kind = 'paraphrase';
+SELECT q.queries, e.mode, e.queries AS n, round(e.recall::numeric, 3) AS recall_at_10,
+       round(e.mrr::numeric, 3) AS mrr_at_10, round(e.ndcg::numeric, 3) AS ndcg_at_10
+FROM (VALUES (1, 'all', 'eval_pairs'), (2, 'exact terms', 'eval_exact'), (3, 'paraphrases', 'eval_paraphrase')) q(o, queries, pairs),
+     LATERAL embed_eval(q.pairs::regclass, ARRAY['note_chunks']::regclass[], k => 10) e
+ORDER BY q.o, array_position('{vector,lexical,hybrid}', e.mode);
 
 CREATE INDEX notes_embedding_hnsw ON notes USING hnsw (embedding vector_cosine_ops);
 SELECT model, dimensions, max_length, pooling, onnxruntime_version FROM embed_model_info();

@@ -13,6 +13,12 @@ is about one clinical topic, so similarity search has a right answer.
 
 Output: PostgreSQL COPY text format, columns
   note_id, patient_id, note_type, topic, exp_text
+With --queries, labelled search queries for the same notes instead, columns
+  query, kind, note_id
+one row per relevant note: the notes whose text holds the query's phrase.
+Kind "exact" queries are a drug, a dose or a value as written in notes (where
+full-text search must help); kind "paraphrase" queries say a phrase of the
+notes in other words (where the vectors must).
 Same seed and count, same bytes, on any Python 3.
 """
 
@@ -159,6 +165,48 @@ def discharge(r, topic):
     return "\n".join(s)
 
 
+# (query, the phrase of the notes it asks for): exact terms ask for
+# themselves; paraphrases share no stemmed word with the phrase that all
+# their other words would let a full-text match through.
+EXACT = ["levetiracetam 500 mg BID", "metoprolol tartrate 25 mg BID", "pantoprazole 40 mg IV BID",
+         "furosemide 40 mg IV BID", "prednisone 40 mg daily", "oxycodone 5 mg q4h PRN pain",
+         "apixaban 5 mg BID", "levothyroxine 75 mcg daily", "insulin glargine 20 units nightly",
+         "potassium 6.1", "lipase 2300", "BNP 1840", "NIHSS 8", "HbA1c 11.8%", "lactate 4.1",
+         "WBC 18.4", "bilirubin 6.4", "creatinine 3.2 from baseline 1.1", "GCS 13", "TSH undetectable"]
+PARAPHRASES = [("heart attack", "NSTEMI"),
+               ("blood clot in the lungs", "pulmonary embolism"),
+               ("broken hip bone", "right hip fracture"),
+               ("broken wrist", "distal radius fracture"),
+               ("kidneys stopped working suddenly", "acute kidney injury"),
+               ("dangerously low blood sugar", "hypoglycemia"),
+               ("bleeding in the upper gut", "upper GI bleed"),
+               ("fast irregular heartbeat", "atrial fibrillation with rapid ventricular response"),
+               ("inflamed pancreas", "acute pancreatitis"),
+               ("bone infection", "osteomyelitis"),
+               ("skin infection spreading on the leg", "cellulitis of the left leg"),
+               ("face drooping on one side", "right sided facial droop"),
+               ("trouble finding words when speaking", "expressive aphasia"),
+               ("blocked intestine", "small bowel obstruction"),
+               ("overactive thyroid crisis", "thyroid storm"),
+               ("too much potassium in the blood", "hyperkalemia"),
+               ("fluid around both lungs", "Small bilateral pleural effusions"),
+               ("lung infection caught outside hospital", "community acquired pneumonia"),
+               ("mini stroke that resolved", "transient ischemic attack"),
+               ("fatty liver", "Hepatic steatosis")]
+
+
+def queries(count, seed):
+    """(query, kind, note_id) for every note whose text holds the query's
+    phrase (case-insensitive), queries in the order above, notes by id;
+    queries no note answers are left out."""
+    texts = [(i, text.lower()) for i, _, _, _, text in notes(count, seed)]
+    asked = [(q, "exact", q) for q in EXACT] + [(q, "paraphrase", p) for q, p in PARAPHRASES]
+    for query, kind, phrase in asked:
+        for i, text in texts:
+            if phrase.lower() in text:
+                yield query, kind, i
+
+
 KINDS = [("nursing", 0.40, nursing), ("progress", 0.30, progress), ("radiology", 0.15, radiology), ("discharge", 0.15, discharge)]
 
 
@@ -183,9 +231,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--seed", type=int, default=20261126)
+    ap.add_argument("--queries", action="store_true", help="write the labelled queries, not the notes")
     args = ap.parse_args()
     out = sys.stdout
-    for row in notes(args.count, args.seed):
+    rows = queries(args.count, args.seed) if args.queries else notes(args.count, args.seed)
+    for row in rows:
         out.write("\t".join(copy_escape(str(v)) for v in row) + "\n")
 
 
