@@ -6,7 +6,9 @@
 #   bash scripts/export-model.sh emilyalsentzer/Bio_ClinicalBERT OUTDIR   # from the hub
 #   bash scripts/export-model.sh /path/to/checkpoint OUTDIR               # local: safetensors + config + tokenizer
 # Options after OUTDIR: --pooling mean|cls|max, --normalize, --tol T (the
-# largest difference from PyTorch accepted; default 1e-4).
+# largest difference from PyTorch accepted; default 1e-4), --cross-encoder
+# (a sequence-classification checkpoint with one label, exported with task
+# text-classification: a reranker for embed_rerank, checked on pairs' logits).
 # Run it where the checkpoint is reachable; copy OUTDIR to the database server
 # and install it as $(pg_config --sharedir)/clinembed/models/NAME (see
 # docs/models.md, "Bio_ClinicalBERT from pip install to SELECT").  Two pinned Python
@@ -17,15 +19,17 @@
 # local checkpoint's own tokenizer.json and config.json are kept byte for
 # byte.  scripts/setup.sh builds the default model this way.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,21p' "$0"; exit 2; }
 SOURCE=$1 OUT=$2
 shift 2
+TASK=feature-extraction
+for a in "$@"; do if [ "$a" = --cross-encoder ]; then TASK=text-classification; fi; done
 HERE=$(cd "$(dirname "$0")" && pwd)
 EXPORTER_PYTHON=${EXPORTER_PYTHON:-$(bash "$HERE/python-env.sh" export)}
 PYTHON=${PYTHON:-$(bash "$HERE/python-env.sh")}
 EXPORT=$(mktemp -d)
 trap 'rm -rf "$EXPORT"' EXIT
-"$EXPORTER_PYTHON" -m optimum.exporters.onnx --model "$SOURCE" --task feature-extraction \
+"$EXPORTER_PYTHON" -m optimum.exporters.onnx --model "$SOURCE" --task "$TASK" \
     --library-name transformers --opset 17 "$EXPORT"
 "$PYTHON" "$HERE/model_tools/finish_export.py" "$SOURCE" "$EXPORT" "$OUT" "$@"
 echo "install on the database server (as root):"

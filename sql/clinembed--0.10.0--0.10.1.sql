@@ -24,8 +24,9 @@
 -- max or mean_max.
 --
 -- Search: embed_search finds notes by vectors, full text or both fused,
--- chunk rows collapsed to notes; embed_eval measures it on labelled
--- queries.
+-- chunk rows collapsed to notes, reranked by a cross-encoder when asked;
+-- embed_rerank scores texts against a query; embed_eval measures search on
+-- labelled queries; embed_models lists each model's kind.
 \echo Use "ALTER EXTENSION clinembed UPDATE TO '0.10.1'" to load this file. \quit
 
 CREATE OR REPLACE VIEW @extschema@.embed_queue_failures AS
@@ -172,24 +173,45 @@ CREATE FUNCTION @extschema@._embed_search(
     relation oid, query text, k integer, mode text, filter jsonb,
     rrf_k double precision, vector_weight double precision,
     lexical_weight double precision, language text, model_id text,
-    text_column text, vector_column text, model_column text, tsvector_column text)
+    text_column text, vector_column text, model_column text, tsvector_column text,
+    rerank integer, rerank_model text)
 RETURNS TABLE (key text[], score double precision, vector_rank integer,
     lexical_rank integer, distance double precision, chunk integer,
-    section text, char_start integer, char_end integer)
+    section text, char_start integer, char_end integer, rerank_score real)
 STABLE PARALLEL RESTRICTED COST 10000
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'embed_search_impl_wrapper';
 CREATE FUNCTION @extschema@._embed_eval(
-    pairs oid, relations bigint[], k integer, modes text[], language text)
+    pairs oid, relations bigint[], k integer, modes text[], language text,
+    rerank integer, rerank_model text)
 RETURNS TABLE (relation text, model text, mode text, queries integer,
     recall double precision, mrr double precision, ndcg double precision)
 STABLE PARALLEL RESTRICTED COST 10000
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'embed_eval_impl_wrapper';
+CREATE FUNCTION @extschema@.embed_rerank(query text, texts text[])
+RETURNS real[]
+STRICT STABLE PARALLEL SAFE COST 10000
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_rerank_wrapper';
+CREATE FUNCTION @extschema@.embed_rerank(query text, texts text[], model text)
+RETURNS real[]
+STRICT STABLE PARALLEL SAFE COST 10000
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_rerank_model_wrapper';
+-- embed_models gains a kind column (embedding or cross-encoder).
+DROP FUNCTION @extschema@.embed_models();
+CREATE FUNCTION @extschema@.embed_models()
+RETURNS TABLE (name text, path text, dimensions integer, max_length integer,
+    pooling text, "normalize" boolean, sha256 text, loaded boolean, error text, kind text)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'embed_models_wrapper';
 -- SELECT * FROM embed_search('notes', 'query', 10): the notes nearest a
 -- query, by vectors and text fused (docs/search.md).  A NULL argument
 -- takes its default: k 10, mode 'hybrid', rrf_k 60, weights 1, language
--- 'english'.  SECURITY INVOKER: it reads as the calling role.
+-- 'english', rerank 0 (none).  SECURITY INVOKER: it reads as the calling
+-- role.
 CREATE FUNCTION @extschema@.embed_search(
     relation pg_catalog.regclass, query text, k integer DEFAULT NULL,
     mode text DEFAULT NULL, filter jsonb DEFAULT NULL,
@@ -197,25 +219,30 @@ CREATE FUNCTION @extschema@.embed_search(
     lexical_weight double precision DEFAULT NULL, language text DEFAULT NULL,
     model_id text DEFAULT NULL, text_column text DEFAULT NULL,
     vector_column text DEFAULT NULL, model_column text DEFAULT NULL,
-    tsvector_column text DEFAULT NULL)
+    tsvector_column text DEFAULT NULL, rerank integer DEFAULT NULL,
+    rerank_model text DEFAULT NULL)
 RETURNS TABLE (key text[], score double precision, vector_rank integer,
     lexical_rank integer, distance double precision, chunk integer,
-    section text, char_start integer, char_end integer)
+    section text, char_start integer, char_end integer, rerank_score real)
 LANGUAGE sql STABLE PARALLEL RESTRICTED COST 10000 ROWS 10
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM @extschema@._embed_search(relation::pg_catalog.oid, query, k,
     mode, filter, rrf_k, vector_weight, lexical_weight, language, model_id,
-    text_column, vector_column, model_column, tsvector_column) $$;
+    text_column, vector_column, model_column, tsvector_column, rerank,
+    rerank_model) $$;
 
 -- SELECT * FROM embed_eval('eval_pairs', ARRAY['notes']::regclass[]):
 -- recall, MRR and nDCG at k of each mode on labelled queries
--- (docs/search.md).  NULL: k 10, every mode, language 'english'.
+-- (docs/search.md).  NULL: k 10, every mode, language 'english'; with
+-- rerank => n, also hybrid with its first n notes reranked.
 CREATE FUNCTION @extschema@.embed_eval(
     pairs pg_catalog.regclass, relations pg_catalog.regclass[], k integer DEFAULT NULL,
-    modes text[] DEFAULT NULL, language text DEFAULT NULL)
+    modes text[] DEFAULT NULL, language text DEFAULT NULL,
+    rerank integer DEFAULT NULL, rerank_model text DEFAULT NULL)
 RETURNS TABLE (relation text, model text, mode text, queries integer,
     recall double precision, mrr double precision, ndcg double precision)
 LANGUAGE sql STABLE PARALLEL RESTRICTED COST 1000000
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM @extschema@._embed_eval(pairs::pg_catalog.oid,
-    relations::pg_catalog.oid[]::pg_catalog.int8[], k, modes, language) $$;
+    relations::pg_catalog.oid[]::pg_catalog.int8[], k, modes, language,
+    rerank, rerank_model) $$;

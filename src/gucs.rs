@@ -37,6 +37,13 @@ const fn c_str(s: &'static str) -> &'static CStr {
 pub static MODEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(DEFAULT_MODEL));
 
+/// `clinembed.rerank_model`: the installed cross-encoder that `embed_rerank`
+/// and `embed_search(..., rerank => n)` score with when no model is named
+/// in the call.  Empty, the default, means none: reranking then needs a
+/// model named per call.  Any role may set it (installed names only, like
+/// `embed_text(..., model => name)`).
+pub static RERANK_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 /// `clinembed.models_root`: the directory installed model names resolve in.
 /// Empty, the default, means `$sharedir/clinembed/models`, where
 /// `scripts/setup.sh` installs models.  Set in postgresql.conf (or ALTER
@@ -233,6 +240,14 @@ pub fn init() {
         c"A model directory holds model.onnx and tokenizer.json, optionally clinembed.json and config.json. Names resolve under clinembed.models_root.",
         &MODEL,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"clinembed.rerank_model",
+        c"Installed cross-encoder that reranks when a call names none; empty means none.",
+        c"An installed model name whose clinembed.json says \"kind\": \"cross-encoder\".",
+        &RERANK_MODEL,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -474,6 +489,11 @@ pub fn weights() -> clinembed_core::Weights {
         raw
     };
     clinembed_core::Weights::Shared(dir)
+}
+
+/// The configured reranker, if one is set.
+pub fn rerank_model() -> Option<String> {
+    Some(string(&RERANK_MODEL)).filter(|s| !s.is_empty())
 }
 
 /// The configured model setting, unresolved.

@@ -5,7 +5,10 @@ Writes OUT/model.onnx, tokenizer.json, config.json (a local checkpoint's own
 files, else the exporter's) and clinembed.json
 (pooling, max_length = min(512, the model's positions), normalize, and the
 SHA-256 of model.onnx), then embeds a few texts both ways (attention-masked
-mean pooling) and fails if they differ by more than --tol.
+mean pooling) and fails if they differ by more than --tol.  With
+--cross-encoder (optimum's text-classification export of a model with one
+label), clinembed.json says "kind": "cross-encoder" and the check compares
+the one logit of a few (query, text) pairs instead.
 """
 
 import argparse
@@ -17,8 +20,15 @@ import sys
 import numpy as np
 
 from files import sha256
-from reference import DEFAULT_MAX_LENGTH, Reference, framework_vectors, position_limit
+from reference import (DEFAULT_MAX_LENGTH, PairReference, Reference, framework_scores, framework_vectors,
+                       position_limit)
 
+PAIRS = [
+    ("chest pain with troponin elevation", "Patient denies chest pain or shortness of breath."),
+    ("heart failure", "Pt c/o SOB x3d, DOE, orthopnea; h/o CHF, HFrEF EF 30%."),
+    ("pneumonia antibiotics", "DISCHARGE SUMMARY: admitted with community-acquired pneumonia, treated with ceftriaxone. " * 40),
+    ("empty", ""),
+]
 TEXTS = [
     "Patient denies chest pain or shortness of breath.",
     "Pt c/o SOB x3d, DOE, orthopnea; h/o CHF, HFrEF EF 30%.",
@@ -35,6 +45,8 @@ def main():
     ap.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"])
     ap.add_argument("--normalize", action="store_true")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--cross-encoder", action="store_true",
+                    help="a sequence-classification export with one label: a reranker")
     args = ap.parse_args()
 
     from transformers import AutoTokenizer
@@ -53,12 +65,19 @@ def main():
         shutil.copy(own if keep else os.path.join(args.export, f), os.path.join(args.out, f))
     # min(512, the position limit): the same rule the reference applies.
     max_length = min(DEFAULT_MAX_LENGTH, position_limit(args.out) or DEFAULT_MAX_LENGTH)
-    settings = {"pooling": args.pooling, "max_length": max_length, "normalize": args.normalize,
-                "sha256": sha256(os.path.join(args.out, "model.onnx"))}
+    if args.cross_encoder:
+        settings = {"kind": "cross-encoder", "max_length": max_length,
+                    "sha256": sha256(os.path.join(args.out, "model.onnx"))}
+    else:
+        settings = {"pooling": args.pooling, "max_length": max_length, "normalize": args.normalize,
+                    "sha256": sha256(os.path.join(args.out, "model.onnx"))}
     with open(os.path.join(args.out, "clinembed.json"), "w") as out:
         json.dump(settings, out, indent=2)
         out.write("\n")
 
+    if args.cross_encoder:
+        check_cross_encoder(args, max_length)
+        return
     # The check: the checkpoint in PyTorch against the exported graph, both
     # mean-pooled, through the one reference (reference.py).
     ref = Reference(args.out, pooling="mean", normalize=False)
@@ -70,6 +89,21 @@ def main():
     print(f"wrote {args.out}: max_length {max_length}, pooling {args.pooling}, inputs {sorted(inputs)}, "
           f"{os.path.getsize(os.path.join(args.out, 'model.onnx')) / 1e6:.0f} MB")
     print(f"check: PyTorch vs exported ONNX, mean pooling, {len(TEXTS)} texts: max abs diff {worst:.2e} (tolerance {args.tol:g})")
+    if worst > args.tol:
+        sys.exit("the export does not match the checkpoint")
+
+
+def check_cross_encoder(args, max_length):
+    """The checkpoint's logits in PyTorch against the exported graph's."""
+    ref = PairReference(args.out)
+    if "logits" not in ref.outputs:
+        sys.exit("the export has no logits output; a cross-encoder needs it (task text-classification)")
+    want = framework_scores(args.source, PAIRS, max_length, tokenizer_dir=args.out)
+    got = [ref.score(q, t) for q, t in PAIRS]
+    worst = max(abs(g - w) for g, w in zip(got, want))
+    print(f"wrote {args.out}: cross-encoder, max_length {max_length}, inputs {sorted(ref.inputs)}, "
+          f"{os.path.getsize(os.path.join(args.out, 'model.onnx')) / 1e6:.0f} MB")
+    print(f"check: PyTorch vs exported ONNX, logits of {len(PAIRS)} pairs: max abs diff {worst:.2e} (tolerance {args.tol:g})")
     if worst > args.tol:
         sys.exit("the export does not match the checkpoint")
 

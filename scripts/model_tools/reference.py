@@ -9,6 +9,12 @@ and normalisation of its clinembed.json over last_hidden_state (or
 token_embeddings).  `framework_vectors(checkpoint, texts)` embeds with the
 checkpoint itself in PyTorch (the original framework, not ONNX), mean
 pooling; it imports torch only when called.
+
+For cross-encoders (clinembed.json "kind": "cross-encoder"),
+`PairReference(model_dir).score(query, text)` is the exported graph's one
+logit for the pair, tokenized together and truncated longest first, and
+`framework_scores(checkpoint, pairs)` the checkpoint's, run in PyTorch
+through AutoModelForSequenceClassification.
 """
 
 import inspect
@@ -124,4 +130,51 @@ def framework_vectors(checkpoint, texts, max_length=DEFAULT_MAX_LENGTH, tokenize
             hidden = model(**feed).last_hidden_state
         m = feed["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         out.append(((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9))[0].numpy())
+    return out
+
+
+def _pair_feed(tok, query, text, inputs, tensor):
+    enc = tok.encode(query, pair=text, add_special_tokens=True)
+    feed = {"input_ids": tensor([enc.ids]), "attention_mask": tensor([enc.attention_mask])}
+    if "token_type_ids" in inputs:
+        feed["token_type_ids"] = tensor([enc.type_ids])
+    return feed
+
+
+class PairReference:
+    """A cross-encoder's score of one (query, text) pair: its `logits`."""
+
+    def __init__(self, model_dir, threads=1):
+        import onnxruntime as ort
+
+        self.max_length = max_length(model_dir)
+        self.tok = tokenizer(model_dir, self.max_length)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts,
+                                         providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.sess.get_inputs()}
+        self.outputs = [o.name for o in self.sess.get_outputs()]
+
+    def score(self, query, text):
+        feed = _pair_feed(self.tok, query, text, self.inputs, lambda a: np.array(a, dtype=np.int64))
+        return float(self.sess.run(["logits"], feed)[0][0][0])
+
+
+def framework_scores(checkpoint, pairs, max_length=DEFAULT_MAX_LENGTH, tokenizer_dir=None):
+    """The one logit of each (query, text) pair from the checkpoint run in
+    PyTorch (AutoModelForSequenceClassification), one pair at a time,
+    tokenized as `PairReference` tokenizes."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(1)
+    tok = tokenizer(tokenizer_dir or checkpoint, max_length)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    inputs = set(inspect.signature(model.forward).parameters)
+    out = []
+    for query, text in pairs:
+        feed = _pair_feed(tok, query, text, inputs, torch.tensor)
+        with torch.no_grad():
+            out.append(float(model(**feed).logits[0][0]))
     return out

@@ -3,5 +3,6 @@
 
 pub(crate) mod embed;
 mod models;
+pub(crate) mod rerank;
 mod search;
 pub(crate) mod sections;

@@ -2,6 +2,7 @@
 //! description and identity, the installed models, and this backend's
 //! statistics.
 
+use clinembed_core::inference::settings::ModelKind;
 use pgrx::prelude::*;
 
 use crate::errors::OrReport;
@@ -120,8 +121,10 @@ fn embed_stats() -> TableIterator<
 /// loading them: name, directory, dimensions (from `config.json`, or from
 /// the loaded model), maximum length, pooling, normalization, the SHA-256 of
 /// `model.onnx` recorded in `clinembed.json` (checked at every load), and
-/// whether this backend has it loaded.  A directory whose settings cannot be
-/// read is listed with `error` set instead.
+/// whether this backend has it loaded, and its kind (`embedding`, or
+/// `cross-encoder` for a reranker, which has no dimensions or pooling).  A
+/// directory whose settings cannot be read is listed with `error` set
+/// instead.
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
 fn embed_models() -> TableIterator<
@@ -136,6 +139,7 @@ fn embed_models() -> TableIterator<
         name!(sha256, Option<String>),
         name!(loaded, bool),
         name!(error, Option<String>),
+        name!(kind, Option<String>),
     ),
 > {
     let root = paths::models_dir();
@@ -161,6 +165,20 @@ fn embed_models() -> TableIterator<
             let dir = root.join(&name);
             let held = loaded.iter().find(|(d, _)| *d == dir).map(|&(_, n)| n);
             match clinembed_core::inference::settings::describe(&dir) {
+                // A cross-encoder makes one score per pair: no vector
+                // width, no pooling.
+                Ok(d) if d.kind == ModelKind::CrossEncoder => (
+                    name,
+                    dir.display().to_string(),
+                    None,
+                    Some(d.max_length as i32),
+                    None,
+                    None,
+                    d.sha256,
+                    held.is_some(),
+                    None,
+                    Some(d.kind.as_str().to_string()),
+                ),
                 Ok(d) => (
                     name,
                     dir.display().to_string(),
@@ -171,6 +189,7 @@ fn embed_models() -> TableIterator<
                     d.sha256,
                     held.is_some(),
                     None,
+                    Some(d.kind.as_str().to_string()),
                 ),
                 Err(e) => (
                     name,
@@ -182,6 +201,7 @@ fn embed_models() -> TableIterator<
                     None,
                     held.is_some(),
                     Some(e.message),
+                    None,
                 ),
             }
         })

@@ -460,6 +460,10 @@ struct Ask<'a> {
     model_id: Option<&'a str>,
     filters: &'a [Filter],
     values: &'a [String],
+    /// How many of the fused notes the cross-encoder reorders (0: none).
+    rerank: usize,
+    /// The cross-encoder, when `rerank` is above 0.
+    rerank_model: Option<&'a str>,
 }
 
 /// The query's vector, embedded once per search (and once per query in an
@@ -503,29 +507,17 @@ fn report_spi(e: pgrx::spi::Error) -> ! {
 /// Embeds the query with the identity the stored vectors carry (or the
 /// configured model where the relation keeps no identity).
 fn embed_query(t: &Target, query: &str, model_id: Option<&str>) -> Option<QueryVector> {
-    let pinned = |id: &str| {
-        crate::api::embed::with_pinned(id, |e, long_text| {
-            crate::backend::vector_of(e, query, long_text)
-        })
-    };
     // A named identity is checked against the installed files first, so
     // one they do not have is refused even where no row carries it.
-    let named = model_id.map(|id| (id.to_string(), pinned(id)));
+    let named = model_id.map(|id| (id.to_string(), query_vector(Some(id), query)));
     let (stored, dims) = probe(t, model_id)?;
     let (identity, vector) = match (named, stored) {
         (Some(n), _) => n,
         (None, Some(id)) => {
-            let v = pinned(&id);
+            let v = query_vector(Some(&id), query);
             (id, v)
         }
-        (None, None) => {
-            let long_text = crate::gucs::long_text();
-            let id = crate::backend::model_id();
-            let v = crate::backend::using_model(None, |e| {
-                crate::backend::vector_of(e, query, long_text)
-            });
-            (id, v)
-        }
+        (None, None) => (crate::backend::model_id(), query_vector(None, query)),
     };
     if vector.len() as i32 != dims {
         refuse(
@@ -539,6 +531,38 @@ fn embed_query(t: &Target, query: &str, model_id: Option<&str>) -> Option<QueryV
         );
     }
     Some(QueryVector { identity, vector })
+}
+
+/// A search query's vector for the stored vectors of identity `id` (the
+/// configured model's without one): written as the model wants queries
+/// (its `query_prefix`), by its query encoder where `clinembed.json` names
+/// one (`query_model`), else by the model itself under the long-text
+/// policy the identity names.
+fn query_vector(id: Option<&str>, query: &str) -> Vec<f32> {
+    use crate::backend::{using_model, vector_of};
+    let query_model = match id {
+        Some(id) => crate::api::embed::with_pinned(id, |e, _| Ok(e.info().query_model.clone())),
+        None => using_model(None, |e| Ok(e.info().query_model.clone())),
+    };
+    if let Some(m) = query_model {
+        return using_model(Some(&m), |e| {
+            let q = e.query_text(query).into_owned();
+            e.embed(&q)
+        });
+    }
+    match id {
+        Some(id) => crate::api::embed::with_pinned(id, |e, long_text| {
+            let q = e.query_text(query).into_owned();
+            vector_of(e, &q, long_text)
+        }),
+        None => {
+            let long_text = crate::gucs::long_text();
+            using_model(None, |e| {
+                let q = e.query_text(query).into_owned();
+                vector_of(e, &q, long_text)
+            })
+        }
+    }
 }
 
 fn texts(v: Option<Vec<Option<String>>>) -> Vec<Option<String>> {
@@ -683,10 +707,11 @@ fn fill_lexical_spans(t: &Target, query: &str, found: &mut [Found]) {
     }
 }
 
-/// One search: the legs the mode asks for, fused, collapsed, cut at k.
-/// `q` is the query's vector when the caller has it already.
+/// One search: the legs the mode asks for, fused, collapsed, reranked
+/// when asked, cut at k.  `q` is the query's vector when the caller has it
+/// already.
 fn search(t: &Target, ask: &Ask<'_>, q: &mut Option<Option<QueryVector>>) -> Vec<Found> {
-    let depth = rule::leg_depth(ask.k, 0);
+    let depth = rule::leg_depth(ask.k, ask.rerank);
     let vector = if ask.mode.uses_vectors() {
         let qv = q.get_or_insert_with(|| embed_query(t, ask.query, ask.model_id));
         match qv {
@@ -702,9 +727,55 @@ fn search(t: &Target, ask: &Ask<'_>, q: &mut Option<Option<QueryVector>>) -> Vec
         vec![]
     };
     let mut found = rule::fuse(&vector, &lexical, &ask.fusion);
-    found.truncate(ask.k);
+    found.truncate(ask.k.max(ask.rerank));
     fill_lexical_spans(t, ask.query, &mut found);
+    if ask.rerank > 0 && !found.is_empty() {
+        let model = ask
+            .rerank_model
+            .expect("a reranker is named when rerank > 0");
+        let head = ask.rerank.min(found.len());
+        let texts = note_texts(t, &found[..head]);
+        let items: Vec<Option<&str>> = found[..head]
+            .iter()
+            .map(|f| {
+                texts
+                    .get(&f.key)
+                    .map(|text| rule::span_text(text, f.span.as_ref()))
+            })
+            .collect();
+        let scores: Vec<f32> = crate::api::rerank::scores(model, ask.query, &items)
+            .into_iter()
+            .map(|s| s.unwrap_or(f32::NEG_INFINITY))
+            .collect();
+        found = rule::rerank_order(found, head, &scores);
+    }
+    found.truncate(ask.k);
     found
+}
+
+/// The text of each note of `found`, by key, as the calling role reads it.
+fn note_texts(t: &Target, found: &[Found]) -> HashMap<Vec<Option<String>>, String> {
+    let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); t.keys.len()];
+    for f in found {
+        for (c, part) in columns.iter_mut().zip(f.key.iter()) {
+            c.push(part.clone());
+        }
+    }
+    let sql = t.note_texts();
+    let args: Vec<DatumWithOid<'_>> = columns.into_iter().map(|c| c.into()).collect();
+    crate::pg::security::pinned(|| {
+        Spi::connect(|c| {
+            c.select(&sql, None, &args)?
+                .map(|r| {
+                    Ok((
+                        texts(r.get::<Vec<Option<String>>>(1)?),
+                        r.get::<String>(2)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<HashMap<_, _>, pgrx::spi::Error>>()
+        })
+    })
+    .unwrap_or_else(|e| report_spi(e))
 }
 
 /// The notes nearest `query` in `relation` (a notes table with a vector
@@ -731,6 +802,8 @@ fn embed_search_impl(
     vector_column: Option<&str>,
     model_column: Option<&str>,
     tsvector_column: Option<&str>,
+    rerank: Option<i32>,
+    rerank_model: Option<&str>,
 ) -> TableIterator<
     'static,
     (
@@ -743,6 +816,7 @@ fn embed_search_impl(
         name!(section, Option<String>),
         name!(char_start, Option<i32>),
         name!(char_end, Option<i32>),
+        name!(rerank_score, Option<f32>),
     ),
 > {
     // NULL arguments take the defaults, defined once in the core.
@@ -750,7 +824,12 @@ fn embed_search_impl(
         return TableIterator::new(Vec::new());
     };
     let mode = mode.map_or(Ok(rule::DEFAULT_MODE), Mode::parse).or_report();
-    let (k, _) = rule::check_k(i64::from(k.unwrap_or(rule::DEFAULT_K as i32)), 0).or_report();
+    let (k, rerank) = rule::check_k(
+        i64::from(k.unwrap_or(rule::DEFAULT_K as i32)),
+        i64::from(rerank.unwrap_or(0)),
+    )
+    .or_report();
+    let rerank_model = (rerank > 0).then(|| crate::api::rerank::reranker(rerank_model));
     let fusion = Fusion::new(
         rrf_k.unwrap_or(rule::DEFAULT_RRF_K),
         vector_weight.unwrap_or(rule::DEFAULT_LEG_WEIGHT),
@@ -782,6 +861,8 @@ fn embed_search_impl(
         model_id,
         filters: &fs,
         values: &values,
+        rerank,
+        rerank_model: rerank_model.as_deref(),
     };
     let found = search(&t, &ask, &mut None);
     TableIterator::new(found.into_iter().map(|f| {
@@ -804,6 +885,7 @@ fn embed_search_impl(
             section,
             start,
             end,
+            f.rerank_score,
         )
     }))
 }
@@ -820,6 +902,8 @@ fn embed_eval_impl(
     k: Option<i32>,
     modes: Option<Vec<String>>,
     language: Option<&str>,
+    rerank: Option<i32>,
+    rerank_model: Option<&str>,
 ) -> TableIterator<
     'static,
     (
@@ -832,11 +916,28 @@ fn embed_eval_impl(
         name!(ndcg, Option<f64>),
     ),
 > {
-    let (k, _) = rule::check_k(i64::from(k.unwrap_or(rule::DEFAULT_K as i32)), 0).or_report();
-    let modes: Vec<Mode> = match modes {
-        Some(m) => m.iter().map(|m| Mode::parse(m).or_report()).collect(),
-        None => Mode::ALL.to_vec(),
+    let (k, rerank) = rule::check_k(
+        i64::from(k.unwrap_or(rule::DEFAULT_K as i32)),
+        i64::from(rerank.unwrap_or(0)),
+    )
+    .or_report();
+    // (name, mode, notes reranked): each mode asked for, and hybrid
+    // reranked when a rerank depth is given.
+    let mut runs: Vec<(String, Mode, usize)> = match modes {
+        Some(m) => m
+            .iter()
+            .map(|m| Mode::parse(m).or_report())
+            .map(|m| (m.name().to_string(), m, 0))
+            .collect(),
+        None => Mode::ALL
+            .iter()
+            .map(|&m| (m.name().to_string(), m, 0))
+            .collect(),
     };
+    let rerank_model = (rerank > 0).then(|| crate::api::rerank::reranker(rerank_model));
+    if rerank > 0 {
+        runs.push((rule::RERANKED_MODE.to_string(), Mode::Hybrid, rerank));
+    }
     let language = language.unwrap_or(rule::DEFAULT_LANGUAGE);
     let (Some(pairs), Some(relations)) = (pairs, relations) else {
         return TableIterator::new(Vec::new());
@@ -848,22 +949,24 @@ fn embed_eval_impl(
             rel,
             &Named::default(),
             language,
-            modes.iter().any(|m| m.uses_vectors()),
+            runs.iter().any(|(_, m, _)| m.uses_vectors()),
         );
         let labels = labelled(pairs, &t);
-        let mut totals: Vec<Totals> = vec![Totals::default(); modes.len()];
+        let mut totals: Vec<Totals> = vec![Totals::default(); runs.len()];
         let mut identity = None;
         for (query, relevant) in &labels {
             let mut q = None;
-            for (m, total) in modes.iter().zip(totals.iter_mut()) {
+            for ((_, mode, rerank), total) in runs.iter().zip(totals.iter_mut()) {
                 let ask = Ask {
                     query,
                     k,
-                    mode: *m,
+                    mode: *mode,
                     fusion: Fusion::default(),
                     model_id: None,
                     filters: &[],
                     values: &[],
+                    rerank: *rerank,
+                    rerank_model: rerank_model.as_deref(),
                 };
                 let found = search(&t, &ask, &mut q);
                 let ranked: Vec<Vec<Option<String>>> = found.into_iter().map(|f| f.key).collect();
@@ -873,11 +976,11 @@ fn embed_eval_impl(
                 identity.get_or_insert_with(|| qv.identity.clone());
             }
         }
-        for (m, total) in modes.iter().zip(totals) {
+        for ((name, mode, _), total) in runs.iter().zip(totals) {
             out.push((
                 relation_name(rel),
-                m.uses_vectors().then(|| identity.clone()).flatten(),
-                m.name().to_string(),
+                mode.uses_vectors().then(|| identity.clone()).flatten(),
+                name.clone(),
                 total.queries as i32,
                 total.recall(),
                 total.mrr(),
@@ -928,7 +1031,8 @@ extension_sql!(
 -- SELECT * FROM embed_search('notes', 'query', 10): the notes nearest a
 -- query, by vectors and text fused (docs/search.md).  A NULL argument
 -- takes its default: k 10, mode 'hybrid', rrf_k 60, weights 1, language
--- 'english'.  SECURITY INVOKER: it reads as the calling role.
+-- 'english', rerank 0 (none).  SECURITY INVOKER: it reads as the calling
+-- role.
 CREATE FUNCTION @extschema@.embed_search(
     relation pg_catalog.regclass, query text, k integer DEFAULT NULL,
     mode text DEFAULT NULL, filter jsonb DEFAULT NULL,
@@ -936,28 +1040,33 @@ CREATE FUNCTION @extschema@.embed_search(
     lexical_weight double precision DEFAULT NULL, language text DEFAULT NULL,
     model_id text DEFAULT NULL, text_column text DEFAULT NULL,
     vector_column text DEFAULT NULL, model_column text DEFAULT NULL,
-    tsvector_column text DEFAULT NULL)
+    tsvector_column text DEFAULT NULL, rerank integer DEFAULT NULL,
+    rerank_model text DEFAULT NULL)
 RETURNS TABLE (key text[], score double precision, vector_rank integer,
     lexical_rank integer, distance double precision, chunk integer,
-    section text, char_start integer, char_end integer)
+    section text, char_start integer, char_end integer, rerank_score real)
 LANGUAGE sql STABLE PARALLEL RESTRICTED COST 10000 ROWS 10
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM @extschema@._embed_search(relation::pg_catalog.oid, query, k,
     mode, filter, rrf_k, vector_weight, lexical_weight, language, model_id,
-    text_column, vector_column, model_column, tsvector_column) $$;
+    text_column, vector_column, model_column, tsvector_column, rerank,
+    rerank_model) $$;
 
 -- SELECT * FROM embed_eval('eval_pairs', ARRAY['notes']::regclass[]):
 -- recall, MRR and nDCG at k of each mode on labelled queries
--- (docs/search.md).  NULL: k 10, every mode, language 'english'.
+-- (docs/search.md).  NULL: k 10, every mode, language 'english'; with
+-- rerank => n, also hybrid with its first n notes reranked.
 CREATE FUNCTION @extschema@.embed_eval(
     pairs pg_catalog.regclass, relations pg_catalog.regclass[], k integer DEFAULT NULL,
-    modes text[] DEFAULT NULL, language text DEFAULT NULL)
+    modes text[] DEFAULT NULL, language text DEFAULT NULL,
+    rerank integer DEFAULT NULL, rerank_model text DEFAULT NULL)
 RETURNS TABLE (relation text, model text, mode text, queries integer,
     recall double precision, mrr double precision, ndcg double precision)
 LANGUAGE sql STABLE PARALLEL RESTRICTED COST 1000000
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM @extschema@._embed_eval(pairs::pg_catalog.oid,
-    relations::pg_catalog.oid[]::pg_catalog.int8[], k, modes, language) $$;
+    relations::pg_catalog.oid[]::pg_catalog.int8[], k, modes, language,
+    rerank, rerank_model) $$;
 "#,
     name = "search_sql",
     requires = [embed_search_impl, embed_eval_impl]

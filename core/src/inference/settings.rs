@@ -39,6 +39,28 @@ impl Pooling {
     }
 }
 
+/// What a model computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// One vector per text (`last_hidden_state`, `token_embeddings` or
+    /// `sentence_embedding`).
+    #[default]
+    Embedding,
+    /// One relevance score per (query, text) pair: a sequence-classification
+    /// graph whose `logits` output has one column.
+    CrossEncoder,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Embedding => "embedding",
+            ModelKind::CrossEncoder => "cross-encoder",
+        }
+    }
+}
+
 /// Contents of `clinembed.json`.  Every field is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +74,14 @@ pub struct ModelSettings {
     pub normalize: Option<bool>,
     /// SHA-256 of `model.onnx`, hex.  When present, checked at every load.
     pub sha256: Option<String>,
+    /// What the model computes.  Default: `embedding`.
+    pub kind: Option<ModelKind>,
+    /// Text put before a search query (not before stored texts) when it is
+    /// embedded: e5-style models are trained with `"query: "`.
+    pub query_prefix: Option<String>,
+    /// Another installed model that embeds search queries for this one's
+    /// stored vectors (MedCPT ships a query and an article encoder).
+    pub query_model: Option<String>,
 }
 
 impl ModelSettings {
@@ -67,7 +97,7 @@ impl ModelSettings {
         serde_json::from_str(&text).map_err(|e| {
             Error::new(ErrorKind::InvalidModel, "invalid model settings file")
                 .detail(format!("{}: {e}", path.display()))
-                .hint("Known keys: pooling (\"mean\", \"cls\", \"max\" or \"model\"), max_length (integer), normalize (boolean), sha256 (hex string).")
+                .hint("Known keys: pooling (\"mean\", \"cls\", \"max\" or \"model\"), max_length (integer), normalize (boolean), sha256 (hex string), kind (\"embedding\" or \"cross-encoder\"), query_prefix (string), query_model (installed model name).")
         })
     }
 }
@@ -82,6 +112,7 @@ pub struct Description {
     pub normalize: bool,
     /// The recorded SHA-256 of `model.onnx`, checked at every load.
     pub sha256: Option<String>,
+    pub kind: ModelKind,
 }
 
 pub fn describe(dir: &Path) -> Result<Description> {
@@ -92,6 +123,7 @@ pub fn describe(dir: &Path) -> Result<Description> {
         pooling: s.pooling,
         normalize: s.normalize.unwrap_or(false),
         sha256: s.sha256,
+        kind: s.kind.unwrap_or_default(),
     })
 }
 
@@ -167,6 +199,18 @@ mod tests {
         let s = ModelSettings::load(&dir).unwrap();
         assert_eq!(s.pooling, Some(Pooling::Cls));
         assert_eq!(s.max_length, Some(128));
+        assert_eq!(s.kind, None);
+        std::fs::write(
+            dir.join(SETTINGS_FILE),
+            r#"{"kind":"cross-encoder","query_prefix":"query: ","query_model":"q"}"#,
+        )
+        .unwrap();
+        let s = ModelSettings::load(&dir).unwrap();
+        assert_eq!(s.kind, Some(ModelKind::CrossEncoder));
+        assert_eq!(s.query_prefix.as_deref(), Some("query: "));
+        assert_eq!(s.query_model.as_deref(), Some("q"));
+        std::fs::write(dir.join(SETTINGS_FILE), r#"{"kind":"reranker"}"#).unwrap();
+        assert!(ModelSettings::load(&dir).is_err());
         std::fs::write(dir.join(SETTINGS_FILE), r#"{"poling":"cls"}"#).unwrap();
         let e = ModelSettings::load(&dir).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidModel);

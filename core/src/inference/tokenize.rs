@@ -220,6 +220,27 @@ impl Encoder {
         Ok(out)
     }
 
+    /// A query and a text tokenized as one pair (`[CLS] query [SEP] text
+    /// [SEP]` for BERT, type ids 0 then 1), truncated together to
+    /// `max_length` tokens, the longer of the two first, as a cross-encoder
+    /// reads them.  Each is tokenized from at most [`PREFIX_BYTES`] bytes
+    /// (a word boundary's worth of them): more never fits in a pair.
+    pub fn encode_pair(&self, query: &str, text: &str) -> Result<Encoded> {
+        let cut = |s: &str| {
+            if s.len() <= PREFIX_BYTES {
+                s.len()
+            } else {
+                piece_end(s, 0, PREFIX_BYTES).0
+            }
+        };
+        let (q, t) = (&query[..cut(query)], &text[..cut(text)]);
+        let enc = self
+            .truncating
+            .encode_fast((q, t), true)
+            .map_err(|_| tokenize_error(text))?;
+        Ok(to_encoded(&enc))
+    }
+
     /// The special tokens the tokenizer puts around one sequence.
     pub fn specials(&self) -> &Specials {
         &self.specials

@@ -291,6 +291,24 @@ pub fn rerank_order(mut found: Vec<Found>, head: usize, scores: &[f32]) -> Vec<F
     found
 }
 
+/// The text a reranker reads for a note: its best chunk's span (character
+/// offsets, end exclusive), or the whole text for a note without one.
+pub fn span_text<'a>(text: &'a str, span: Option<&Span>) -> &'a str {
+    let Some(s) = span else {
+        return text;
+    };
+    let at = |chars: i32| {
+        text.char_indices()
+            .nth(chars.max(0) as usize)
+            .map_or(text.len(), |(i, _)| i)
+    };
+    let (start, end) = (at(s.char_start), at(s.char_end));
+    &text[start..end.max(start)]
+}
+
+/// The name `embed_eval` gives hybrid search reranked.
+pub const RERANKED_MODE: &str = "hybrid+rerank";
+
 /// Checks that every vector the leg read was made by the model the query
 /// was embedded with: `models` are the rows' identities (NULL where the
 /// relation keeps none).
@@ -458,6 +476,21 @@ mod tests {
         assert_eq!(keys(&r), vec!["b", "a", "c"]);
         assert_eq!(r[0].rerank_score, Some(0.9));
         assert_eq!(r[2].rerank_score, None);
+    }
+
+    #[test]
+    fn a_span_is_cut_by_characters() {
+        let span = |a, b| Span {
+            chunk: 1,
+            section: None,
+            char_start: a,
+            char_end: b,
+        };
+        let t = "Café: 患者 chest pain";
+        assert_eq!(span_text(t, Some(&span(6, 8))), "患者");
+        assert_eq!(span_text(t, Some(&span(9, 99))), "chest pain");
+        assert_eq!(span_text(t, Some(&span(5, 2))), "");
+        assert_eq!(span_text(t, None), t);
     }
 
     #[test]

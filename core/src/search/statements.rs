@@ -318,6 +318,20 @@ impl Target {
         )
     }
 
+    /// The notes' text by key: `$1`, `$2`, ... the keys as `text[]`s, one
+    /// per key column; each found note's key and text.
+    pub fn note_texts(&self) -> String {
+        let (unnest, names, matched) =
+            keys_as_text(&self.keys, |i| i + 1, "n", "w", "OPERATOR(pg_catalog.=)");
+        format!(
+            "SELECT {key} AS key, n.{text}::pg_catalog.text \
+             FROM ROWS FROM ({unnest}) AS w({names}) JOIN {notes} n ON {matched}",
+            key = key_text("n", &self.keys),
+            text = quote_ident(&self.text),
+            notes = self.notes,
+        )
+    }
+
     /// The first stored vector's model identity (NULL without a model
     /// column) and dimensions: what the query is embedded with and checked
     /// against.  With a model column, `$1` the model identity to look for,
@@ -433,6 +447,9 @@ mod tests {
             .contains("n.\"tsv\" OPERATOR(pg_catalog.@@) q.q"));
         let spans = t.lexical_spans();
         assert!(spans.contains("pg_catalog.unnest($2::pg_catalog.text[])"));
+        let texts = t.note_texts();
+        assert!(texts.contains("ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[])) AS w(k1)"));
+        assert!(texts.contains("n.\"note_id\" OPERATOR(pg_catalog.=) w.k1::integer"));
         assert!(spans.contains("DISTINCT ON (ARRAY[c.\"note_id\"::pg_catalog.text])"));
     }
 

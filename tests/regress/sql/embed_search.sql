@@ -193,7 +193,7 @@ WITH ranked AS (
   SELECT m.mode, q.query, s.key[1]::int AS id, s.r
     FROM (SELECT DISTINCT query FROM s_pairs) q, unnest('{vector,lexical,hybrid}'::text[]) m(mode),
          LATERAL embed_search('s_notes', q.query, 5, mode => m.mode)
-           WITH ORDINALITY AS s(key, score, vector_rank, lexical_rank, distance, chunk, section, char_start, char_end, r)),
+           WITH ORDINALITY AS s(key, score, vector_rank, lexical_rank, distance, chunk, section, char_start, char_end, rerank_score, r)),
 per_query AS (
   SELECT m.mode, q.query,
          (SELECT count(*) FROM ranked r JOIN s_pairs p ON p.query = r.query AND p.id = r.id

@@ -93,6 +93,7 @@ impl Embedder {
         limits: &BatchLimits,
         mut check_interrupts: impl FnMut(),
     ) -> Result<Vec<Option<Vec<f32>>>> {
+        self.require(crate::inference::settings::ModelKind::Embedding)?;
         check_text_count(texts.len(), limits)?;
         let mut encoded: Vec<Option<Encoded>> = Vec::with_capacity(texts.len());
         let mut total = 0usize;

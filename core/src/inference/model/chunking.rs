@@ -6,6 +6,7 @@ use super::{BatchLimits, Embedder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::inference::chunk::{windows, windows_in_sections, ChunkOptions, Window};
 use crate::inference::sections::Sectionizer;
+use crate::inference::settings::ModelKind;
 use crate::inference::tokenize::Encoded;
 
 /// One window of a note: its section's canonical name (None before the
@@ -49,6 +50,7 @@ impl Embedder {
         limits: &BatchLimits,
         mut check_interrupts: impl FnMut(),
     ) -> Result<Vec<NoteWindow>> {
+        self.require(ModelKind::Embedding)?;
         let specials = self.encoder.specials();
         opts.check(specials, self.info.max_length)?;
         let tokens = self.encoder.tokens(text, &mut check_interrupts)?;

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::inference::identity::{PinnedDir, PinnedFile};
-use crate::inference::settings::{self, ModelSettings, Pooling};
+use crate::inference::settings::{self, ModelKind, ModelSettings, Pooling};
 use crate::inference::signals::with_signals_blocked;
 use crate::inference::tokenize::Encoder;
 
@@ -111,7 +111,11 @@ impl Embedder {
         let (session, weights, weights_built) = opened?;
         let encoder = encoder?;
         let (has_token_type_ids, id_type) = check_inputs(session.inputs())?;
-        let output = pick_output(session.outputs(), settings.pooling)?;
+        let kind = settings.kind.unwrap_or_default();
+        let output = match kind {
+            ModelKind::Embedding => pick_output(session.outputs(), settings.pooling)?,
+            ModelKind::CrossEncoder => pick_logits(session.outputs())?,
+        };
         let pooling = match (&output, settings.pooling) {
             (Output::Sentence(_), _) => Pooling::Model,
             (Output::Tokens(_), p) => p.unwrap_or(Pooling::Mean),
@@ -121,7 +125,11 @@ impl Embedder {
             dimensions: 0,
             max_length,
             pooling,
-            normalize: settings.normalize.unwrap_or(false),
+            // A cross-encoder's one logit is a score, not a direction.
+            normalize: kind == ModelKind::Embedding && settings.normalize.unwrap_or(false),
+            kind,
+            query_prefix: settings.query_prefix.clone(),
+            query_model: settings.query_model.clone(),
             inputs: session
                 .inputs()
                 .iter()
@@ -169,6 +177,14 @@ impl Embedder {
             ));
         }
         embedder.info.dimensions = alone.ncols();
+        if kind == ModelKind::CrossEncoder && alone.ncols() != 1 {
+            return Err(Error::new(
+                ErrorKind::InvalidModel,
+                "a cross-encoder must give one logit per pair",
+            )
+            .detail(format!("Its logits have {} columns.", alone.ncols()))
+            .hint("Export a sequence-classification model with num_labels = 1, as scripts/export-model.sh --cross-encoder does."));
+        }
         // Whether padding changes a row is a property of the derived form's
         // key (graph, runtime, CPU): measured once per entry, then recalled.
         let mapped = match &embedder.info.weights {
@@ -384,6 +400,23 @@ fn check_inputs(inputs: &[Outlet]) -> Result<(bool, IdType)> {
         names.contains(&"token_type_ids"),
         id_type.unwrap_or(IdType::I64),
     ))
+}
+
+/// A cross-encoder's output: `logits`, `[batch, 1]`, read as is.
+fn pick_logits(outputs: &[Outlet]) -> Result<Output> {
+    if outputs.iter().any(|o| o.name() == "logits") {
+        return Ok(Output::Sentence("logits".into()));
+    }
+    let names: Vec<&str> = outputs.iter().map(|o| o.name()).collect();
+    Err(Error::new(
+        ErrorKind::InvalidModel,
+        "model outputs are not those of a cross-encoder",
+    )
+    .detail(format!(
+        "expected output logits; the graph has: {}.",
+        names.join(", ")
+    ))
+    .hint("Export a sequence-classification model (scripts/export-model.sh --cross-encoder), or drop \"kind\" from clinembed.json."))
 }
 
 fn pick_output(outputs: &[Outlet], pooling: Option<Pooling>) -> Result<Output> {

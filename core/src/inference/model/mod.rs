@@ -9,6 +9,7 @@ mod batching;
 mod chunking;
 mod load;
 mod onnx;
+mod rerank;
 pub mod weights;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use ort::session::Session;
 use crate::error::Result;
 use crate::inference::chunk::ChunkOptions;
 use crate::inference::identity::PinnedFile;
-use crate::inference::settings::Pooling;
+use crate::inference::settings::{ModelKind, Pooling};
 use crate::inference::tokenize::{Encoded, Encoder};
 
 pub use batching::{
@@ -91,6 +92,12 @@ pub struct ModelInfo {
     pub max_length: usize,
     pub pooling: Pooling,
     pub normalize: bool,
+    /// What the model computes: vectors, or a score per (query, text) pair.
+    pub kind: ModelKind,
+    /// Text put before a search query when it is embedded.
+    pub query_prefix: Option<String>,
+    /// The installed model that embeds search queries for this one.
+    pub query_model: Option<String>,
     pub inputs: Vec<String>,
     pub output: String,
     /// Whether texts embedded in a padded micro-batch equal texts embedded
@@ -188,6 +195,7 @@ impl Embedder {
 
     /// Embeds one text.
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+        self.require(ModelKind::Embedding)?;
         let enc = self.encode(text)?;
         Ok(self.embed_encoded(&[&enc])?.row(0).to_vec())
     }
