@@ -63,24 +63,29 @@ def tokenizer(model_dir, max_length):
     return tok
 
 
+def session(model_dir, threads=1):
+    """Python onnxruntime's session of the model, on `threads` intra-op
+    threads, with its input names."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    return sess, {i.name for i in sess.get_inputs()}
+
+
 class Reference:
     """The notebook's method, one text at a time.  `pooling` and `normalize`
     override the model's clinembed.json."""
 
     def __init__(self, model_dir, threads=1, pooling=None, normalize=None):
-        import onnxruntime as ort
-
         s = settings(model_dir)
         self.pooling = pooling or s.get("pooling", "mean")
         self.normalize = s.get("normalize", False) if normalize is None else normalize
         assert self.pooling in ("mean", "cls", "max"), "the reference implements mean, cls and max pooling"
         self.max_length = max_length(model_dir)
         self.tok = tokenizer(model_dir, self.max_length)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts,
-                                         providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.sess.get_inputs()}
+        self.sess, self.inputs = session(model_dir, threads)
         outputs = [o.name for o in self.sess.get_outputs()]
         self.output = "last_hidden_state" if "last_hidden_state" in outputs else "token_embeddings"
 
@@ -145,15 +150,9 @@ class PairReference:
     """A cross-encoder's score of one (query, text) pair: its `logits`."""
 
     def __init__(self, model_dir, threads=1):
-        import onnxruntime as ort
-
         self.max_length = max_length(model_dir)
         self.tok = tokenizer(model_dir, self.max_length)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts,
-                                         providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.sess.get_inputs()}
+        self.sess, self.inputs = session(model_dir, threads)
         self.outputs = [o.name for o in self.sess.get_outputs()]
 
     def score(self, query, text):

@@ -159,6 +159,48 @@ def free_port():
         return s.getsockname()[1]
 
 
+def small_bert_checkpoint(out, seed, cross_encoder=False):
+    """A local checkpoint of a small BERT (2 layers, hidden 128) with seeded
+    random weights, as safetensors, config and the default model's WordPiece
+    tokenizer; with `cross_encoder`, a sequence classifier with one label.
+    No trained weights of these shapes are reachable here: the tests check
+    paths and parity, not quality."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=256, max_position_embeddings=512, num_labels=1)
+    model = BertForSequenceClassification(config) if cross_encoder else BertModel(config, add_pooling_layer=False)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer = Path(os.environ["CLINEMBED_MODEL_DIR"]) / "tokenizer.json"
+    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer), unk_token="[UNK]", pad_token="[PAD]",
+                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                            model_max_length=512).save_pretrained(out)
+    return Path(out)
+
+
+def models_cluster(work, models, extensions=("clinembed",)):
+    """A started cluster of a test's own, WORK/pg, whose installed model
+    names resolve in `models` (clinembed.models_root, never the installed
+    model directory), after `cargo pgrx install --release` of this clone,
+    with `extensions` created.  The caller stops it."""
+    pg_config = Path(os.environ["PG_BIN"]) / "pg_config"
+    subprocess.run(["cargo", "pgrx", "install", "--release", "--pg-config", str(pg_config)], cwd=REPO,
+                   check=True, capture_output=True)
+    if os.geteuid() == 0:
+        for d, _, files in os.walk(models):
+            shutil.chown(d, "postgres", "postgres")
+            for f in files:
+                shutil.chown(os.path.join(d, f), "postgres", "postgres")
+    node = Cluster(work, "pg").initdb()
+    node.configure({"clinembed.models_root": models})
+    node.start()
+    for e in extensions:
+        node.run(f"CREATE EXTENSION {e}")
+    return node
+
+
 def scratch_dir(path):
     """An empty directory at `path` (removed first if there) that the postgres
     OS user owns and may use for sockets, data directories and logs.  A

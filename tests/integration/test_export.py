@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Cluster, scratch_dir
+from conftest import small_bert_checkpoint, models_cluster, scratch_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.multicluster]
 
@@ -43,19 +43,7 @@ def work():
 
 @pytest.fixture(scope="module")
 def checkpoint(work):
-    import torch
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    out = work / "checkpoint"
-    torch.manual_seed(20261126)
-    model = BertModel(BertConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=256, max_position_embeddings=512), add_pooling_layer=False)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer = Path(os.environ["CLINEMBED_MODEL_DIR"]) / "tokenizer.json"
-    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer), unk_token="[UNK]", pad_token="[PAD]",
-                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                            model_max_length=512).save_pretrained(out)
-    return out
+    return small_bert_checkpoint(work / "checkpoint", 20261126)
 
 
 @pytest.fixture(scope="module")
@@ -72,21 +60,10 @@ def exported(work, checkpoint):
 def cluster(work, exported):
     model, returncode, _ = exported
     assert returncode == 0, "the export failed"
-    pg_config = Path(os.environ["PG_BIN"]) / "pg_config"
-    subprocess.run(["cargo", "pgrx", "install", "--release", "--pg-config", str(pg_config)], cwd=REPO,
-                   check=True, capture_output=True)
     models = work / "models"
     shutil.copytree(model, models / MODEL)
-    if os.geteuid() == 0:
-        for d, _, files in os.walk(models):
-            shutil.chown(d, "postgres", "postgres")
-            for f in files:
-                shutil.chown(os.path.join(d, f), "postgres", "postgres")
-    node = Cluster(work, "pg").initdb()
-    node.configure({"clinembed.models_root": models})
-    node.start()
+    node = models_cluster(work, models)
     try:
-        node.run("CREATE EXTENSION clinembed")
         yield node
     finally:
         if not os.environ.get("KEEP"):

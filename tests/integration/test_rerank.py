@@ -24,7 +24,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from conftest import REPO, Cluster, scratch_dir
+from conftest import small_bert_checkpoint, REPO, models_cluster, scratch_dir
 from model_tools.reference import framework_scores
 
 pytestmark = [pytest.mark.multicluster]
@@ -52,20 +52,7 @@ def work():
 
 @pytest.fixture(scope="module")
 def checkpoint(work):
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
-
-    out = work / "checkpoint"
-    torch.manual_seed(20261207)
-    model = BertForSequenceClassification(BertConfig(
-        vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=256, max_position_embeddings=512, num_labels=1))
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer = Path(os.environ["CLINEMBED_MODEL_DIR"]) / "tokenizer.json"
-    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer), unk_token="[UNK]", pad_token="[PAD]",
-                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                            model_max_length=512).save_pretrained(out)
-    return out
+    return small_bert_checkpoint(work / "checkpoint", 20261207, cross_encoder=True)
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +76,6 @@ def model_copy(models, name, settings):
 
 @pytest.fixture(scope="module")
 def cluster(work, exported):
-    pg_config = Path(os.environ["PG_BIN"]) / "pg_config"
-    subprocess.run(["cargo", "pgrx", "install", "--release", "--pg-config", str(pg_config)], cwd=REPO,
-                   check=True, capture_output=True)
     models = work / "models"
     models.mkdir()
     shutil.copytree(exported[0], models / RERANKER)
@@ -99,17 +83,8 @@ def cluster(work, exported):
     model_copy(models, E5, {"query_prefix": "query: "})
     model_copy(models, QUERY_ENCODER, {"pooling": "cls"})
     model_copy(models, ARTICLE, {"query_model": QUERY_ENCODER})
-    if os.geteuid() == 0:
-        for d, _, files in os.walk(models):
-            shutil.chown(d, "postgres", "postgres")
-            for f in files:
-                shutil.chown(os.path.join(d, f), "postgres", "postgres")
-    node = Cluster(work, "pg").initdb()
-    node.configure({"clinembed.models_root": models})
-    node.start()
+    node = models_cluster(work, models, extensions=("vector", "clinembed"))
     try:
-        node.run("CREATE EXTENSION vector")
-        node.run("CREATE EXTENSION clinembed")
         yield node
     finally:
         if not os.environ.get("KEEP"):
@@ -228,3 +203,19 @@ def test_an_asymmetric_model_embeds_the_query_its_way(cluster, model, query_side
         for key, distance in found:
             v = c.execute(f"SELECT embedding::real[] FROM {table} WHERE id = %s", (key,)).fetchone()[0]
             assert abs(distance - cosine_distance(q, v)) < 1e-5
+
+
+def test_a_long_rerank_is_cancelled_between_micro_batches(cluster):
+    """Bounded and cancellable like embed_texts: a statement_timeout lands
+    while thousands of long pairs are scored, and the session goes on."""
+    import time
+
+    with cluster.connect() as c:
+        c.execute("SET statement_timeout = '1s'")
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("SELECT embed_rerank('chest pain', array_fill(repeat('Admitted with chest pain. ', 100), "
+                      "ARRAY[4000]), model => %s)", (RERANKER,))
+        assert time.monotonic() - started < 5
+        c.execute("RESET statement_timeout")
+        assert len(c.execute("SELECT embed_rerank('q', ARRAY['a'], model => %s)", (RERANKER,)).fetchone()[0]) == 1
