@@ -43,6 +43,15 @@ pub const ORT_LIBRARY_FILE: &str = concat!("libonnxruntime.so.", ort_version!())
 /// temporary tables (which are never searched for functions or operators).
 pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 
+/// Settings of other extensions that change what catalog reads see, and
+/// the values clinembed's own statements run with, set beside
+/// [`PINNED_SEARCH_PATH`] wherever the server defines them.  Citus hides its
+/// shards from `pg_class` reads of client backends and of background
+/// workers not its own: a queue worker on a Citus worker node would find a
+/// shard's queued keys naming no table, and a backfill run on a shard would
+/// find no primary key.
+pub const PINNED_VISIBILITY: &[(&str, &str)] = &[("citus.override_table_visibility", "off")];
+
 /// The name clinembed's own error reports carry as the function that raised
 /// them: a caught error with this name was written by clinembed, and its
 /// message holds no note text (see [`rows::queue::failure_message`]).

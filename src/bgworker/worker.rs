@@ -284,6 +284,16 @@ fn allows_connections() -> bool {
     select_one::<bool>(statements::ALLOWS_CONNECTIONS, &[]).unwrap_or(false)
 }
 
+/// How often a worker looks at the queue while a prepared transaction is
+/// open in its database.
+const PREPARED_POLL: Duration = Duration::from_millis(q::PREPARED_POLL_MS);
+
+/// Whether a transaction prepared for two-phase commit is open in this
+/// database (in a transaction).
+fn prepared_xacts() -> bool {
+    select_one::<bool>(statements::PREPARED_XACTS, &[]).unwrap_or(false)
+}
+
 /// Whether clinembed is installed in this database (in a transaction).
 fn installed() -> bool {
     select_one::<bool>(statements::EXTENSION_INSTALLED, &[]).unwrap_or(false)
@@ -343,6 +353,13 @@ fn drain(slot: usize, datid: u32) {
             }
             continue;
         }
+        // Keys of a transaction prepared for two-phase commit appear at its
+        // COMMIT PREPARED, which wakes no one: look again soon while one is
+        // open (an abandoned one does not keep an idle worker alive).
+        let wait = match transaction(prepared_xacts) {
+            Ok(true) => Some(wait.map_or(PREPARED_POLL, |w| w.min(PREPARED_POLL))),
+            _ => wait,
+        };
         let left = idle_exit.saturating_sub(idle_since.elapsed());
         let timeout = wait
             .map_or(left, |w| w.min(left))

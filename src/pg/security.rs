@@ -20,7 +20,9 @@ use std::ffi::CString;
 
 use pgrx::pg_sys;
 
-pub(crate) use clinembed_core::rows::queue::{KEY_TEXT_SETTINGS, PINNED_SEARCH_PATH};
+pub(crate) use clinembed_core::rows::queue::{
+    KEY_TEXT_SETTINGS, PINNED_SEARCH_PATH, PINNED_VISIBILITY,
+};
 
 /// A GUC nest level with some settings changed; dropping it rolls back every
 /// setting changed at or below it, by clinembed or by code it ran.
@@ -44,6 +46,14 @@ impl Settings {
         for (name, value) in settings {
             set(name, value);
         }
+        // Wherever the search path is pinned, the catalog is seen whole.
+        if settings.iter().any(|(name, _)| *name == "search_path") {
+            for (name, value) in PINNED_VISIBILITY {
+                if defined(name) {
+                    set(name, value);
+                }
+            }
+        }
         guard
     }
 }
@@ -57,6 +67,15 @@ impl Drop for Settings {
         // transaction's abort pops the outer levels later.
         unsafe { pg_sys::AtEOXact_GUC(false, self.nest) };
     }
+}
+
+/// Whether the server defines setting `name` now (an extension's setting
+/// exists once its library is loaded).
+fn defined(name: &str) -> bool {
+    let name = CString::new(name).expect("a setting's name has no NUL");
+    // SAFETY: looks a setting up by name, without raising an error when
+    // there is none.
+    !unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) }.is_null()
 }
 
 /// Sets `name` to `value` in the current nest level (GUC_ACTION_SAVE: the

@@ -124,9 +124,17 @@ unsafe extern "C-unwind" fn at_transaction_end(
             // read, and a worker that cannot start is noted as wanted.
             let _ = std::panic::catch_unwind(|| registry::wake(datid));
         }
-        pg_sys::XactEvent::XACT_EVENT_ABORT
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
-        | pg_sys::XactEvent::XACT_EVENT_PREPARE => PENDING.with(|p| p.set(false)),
+        // A prepared transaction's keys appear at COMMIT PREPARED, which
+        // runs no callback: the worker woken now looks again until it
+        // finds them (see the worker's PREPARED_POLL_MS).
+        pg_sys::XactEvent::XACT_EVENT_PREPARE if PENDING.with(|p| p.replace(false)) => {
+            // SAFETY: this backend's database.
+            let datid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+            let _ = std::panic::catch_unwind(|| registry::wake(datid));
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            PENDING.with(|p| p.set(false))
+        }
         _ => {}
     }
 }

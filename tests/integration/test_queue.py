@@ -584,6 +584,33 @@ def test_an_idle_worker_exits():
     assert wait_until(lambda: workers() == 0, 30) is not None
 
 
+def test_keys_of_a_prepared_transaction_are_embedded_after_commit_prepared():
+    # Two-phase commit (Citus commits writes to several nodes so): the keys
+    # appear at COMMIT PREPARED, which runs no callback; the worker woken at
+    # PREPARE looks again until it finds them.  After a restart no worker
+    # runs, so nothing else would find them.
+    run(*table_sql("t_2pc"))
+    alter_system({"max_prepared_transactions": "4"})
+    try:
+        restart("fast")
+        assert wait_until(_up, 30) is not None
+        with connect(DB) as c:
+            c.execute("BEGIN")
+            c.execute(f"INSERT INTO t_2pc (id, body) SELECT g, '{SHORT} ' || g FROM generate_series(1, 5) g")
+            c.execute("PREPARE TRANSACTION 'clinembed_t_2pc'")
+        time.sleep(1)
+        assert q("SELECT count(*) FROM t_2pc") == 0, "not committed yet"
+        run("COMMIT PREPARED 'clinembed_t_2pc'")
+        assert wait_until(lambda: drained("t_2pc")) is not None
+        exactly_once("t_2pc")
+    finally:
+        if q("SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'clinembed_t_2pc'"):
+            run("ROLLBACK PREPARED 'clinembed_t_2pc'")
+        alter_system({"max_prepared_transactions": None})
+        restart("fast")
+        assert wait_until(_up, 30) is not None
+
+
 def test_fast_shutdown_loses_nothing_and_a_preloaded_server_drains_after_restart():
     run(*table_sql("t_restart"))
     pause()

@@ -41,8 +41,15 @@ pub const DEFAULT_WORKER_NICE: i32 = 10;
 /// Milliseconds a worker waits before it looks again at keys whose rows
 /// were locked by another transaction when it tried them.
 pub const LOCKED_RETRY_MS: i64 = 200;
+/// Milliseconds between a worker's looks at the queue while transactions
+/// prepared for two-phase commit are open in its database.  Keys queued in
+/// such a transaction (Citus writes to shards on several nodes this way)
+/// become visible at `COMMIT PREPARED`, which wakes no worker: the worker
+/// woken at `PREPARE` looks again at this pace until it finds them, or
+/// until it would exit idle.
+pub const PREPARED_POLL_MS: u64 = 100;
 
-pub use crate::PINNED_SEARCH_PATH;
+pub use crate::{PINNED_SEARCH_PATH, PINNED_VISIBILITY};
 
 /// The settings under which a queued key is written as text (by the
 /// trigger) and read back (by a worker): the text forms of date, time,

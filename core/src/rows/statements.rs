@@ -611,6 +611,11 @@ impl RunStatements {
 pub const ALLOWS_CONNECTIONS: &str = "SELECT datallowconn FROM pg_catalog.pg_database \
      WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()";
 
+/// Whether a transaction prepared for two-phase commit is open in the
+/// current database.
+pub const PREPARED_XACTS: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_xacts \
+     WHERE database OPERATOR(pg_catalog.=) pg_catalog.current_database())";
+
 /// Whether clinembed is installed in this database.
 pub const EXTENSION_INSTALLED: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'clinembed')";
 
@@ -774,8 +779,9 @@ pub const PRIVILEGES_LACKED: &str = "SELECT pg_catalog.array_agg(w.n::pg_catalog
 
 /// Every catalog read above, for the tests.
 #[cfg(test)]
-const CATALOG_READS: [&str; 18] = [
+const CATALOG_READS: [&str; 19] = [
     ALLOWS_CONNECTIONS,
+    PREPARED_XACTS,
     EXTENSION_INSTALLED,
     IS_ORDINARY_TABLE,
     FOREIGN_TRIGGER,
