@@ -17,6 +17,23 @@ pg_prefix() {
 PG_BIN=${PG_BIN:-$(pg_prefix "$PG")/bin}
 PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Citus, for the citus tier: built by scripts/setup.sh from the archive in
+# $CITUS_VENDOR (never downloaded), for the majors it supports (16 to 18).
+# A machine without that archive skips the tier.
+CITUS_VERSION=14.0.1
+CITUS_TARBALL=citus-$CITUS_VERSION.tar.gz
+CITUS_EXTVERSION=14.0-1  # its extension version (citus.control)
+CITUS_SHA256=cb97770a221e5163cc66d87b49fac321c05bfaa8810bb1b75479dcb1b251a32f
+CITUS_VENDOR=${CITUS_VENDOR:-$REPO/../shared/vendor}
+# citus_major MAJOR: whether Citus $CITUS_VERSION builds against that major.
+citus_major() { case $1 in 16|17|18) return 0 ;; *) return 1 ;; esac; }
+# citus_installed MAJOR: whether that major has Citus $CITUS_VERSION.
+citus_installed() {
+    local c
+    c=$("$(pg_prefix "$1")/bin/pg_config" --sharedir 2>/dev/null)/extension/citus.control
+    [ -f "$("$(pg_prefix "$1")/bin/pg_config" --pkglibdir 2>/dev/null)/citus.so" ] \
+        && grep -qs "^default_version = '$CITUS_EXTVERSION'\$" "$c"
+}
 
 # core_literal MACRO: the string literal of a macro in core/src/lib.rs, where
 # the default model's name and the ONNX Runtime version are defined once.

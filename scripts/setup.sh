@@ -15,6 +15,9 @@
 #     from PyPI, every wheel hash-locked (scripts/python-env.sh); the
 #     result's sha256 is pinned
 #   pgvector 0.8.6, built from Debian's source package (sid) (Debian mirror)
+#   Citus $CITUS_VERSION for each major of 16 to 18, from the archive in
+#     $CITUS_VENDOR (../shared/vendor), sha256-verified; never downloaded:
+#     without that archive Citus is not installed and the citus tier skips
 # The majors: PG_MAJORS="15 18" (default: $PG, else 15).  Each gets its own
 # ONNX Runtime, model and pgvector under its own directories.
 set -euo pipefail
@@ -276,6 +279,48 @@ install_for_major() {
 }
 for m in $PG_MAJORS; do
     install_for_major "$m"
+done
+
+# ---------------------------------------------------------------- Citus
+# build_citus MAJOR: Citus from the vendored archive into that major, unless
+# it is there already.
+build_citus() {
+    local major=$1 pgc src p need=()
+    pgc=$(pg_prefix "$major")/bin/pg_config
+    if citus_installed "$major"; then
+        log "Citus $CITUS_VERSION already installed for PostgreSQL $major"
+        return
+    fi
+    verify "$CITUS_VENDOR/$CITUS_TARBALL" "$CITUS_SHA256"
+    for p in libzstd-dev liblz4-dev libcurl4-openssl-dev libkrb5-dev; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+    done
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing Debian packages Citus builds with: ${need[*]}"
+        apt-get update -q || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" \
+            || die "apt-get install failed"
+    fi
+    log "building Citus $CITUS_VERSION for PostgreSQL $major from $CITUS_VENDOR/$CITUS_TARBALL (about 4 minutes)"
+    rm -rf "$WORK/citus-$major" && mkdir -p "$WORK/citus-$major"
+    tar -xzf "$CITUS_VENDOR/$CITUS_TARBALL" -C "$WORK/citus-$major"
+    src=$WORK/citus-$major/citus-$CITUS_VERSION
+    [ -d "$src" ] || die "$CITUS_TARBALL had no citus-$CITUS_VERSION directory"
+    (cd "$src" && ./configure PG_CONFIG="$pgc" >"$WORK/citus-configure-$major.log" 2>&1) \
+        || { tail -n 20 "$WORK/citus-configure-$major.log" >&2; die "configuring Citus for PostgreSQL $major failed"; }
+    make -C "$src" -s -j"$(nproc)" >"$WORK/citus-make-$major.log" 2>&1 \
+        || { tail -n 30 "$WORK/citus-make-$major.log" >&2; die "building Citus for PostgreSQL $major failed"; }
+    make -C "$src" -s install >"$WORK/citus-install-$major.log" 2>&1 \
+        || { tail -n 30 "$WORK/citus-install-$major.log" >&2; die "installing Citus for PostgreSQL $major failed"; }
+    citus_installed "$major" || die "Citus $CITUS_VERSION not found in PostgreSQL $major after installing it"
+}
+for m in $PG_MAJORS; do
+    citus_major "$m" || continue
+    if [ -f "$CITUS_VENDOR/$CITUS_TARBALL" ]; then
+        build_citus "$m"
+    else
+        log "Citus: no $CITUS_VENDOR/$CITUS_TARBALL on this machine, so no Citus for PostgreSQL $m (the citus tier skips)"
+    fi
 done
 
 # ---------------------------------------------------------------- cargo-pgrx
