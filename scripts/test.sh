@@ -20,9 +20,14 @@
 #                 time bounds, concurrent backfills (hardening); a
 #                 coordinator, two shards and a hot standby (sharded);
 #                 released scripts unchanged, ALTER EXTENSION UPDATE from
-#                 every frozen release equals a fresh install (upgrade)
+#                 every frozen release equals a fresh install (upgrade);
+#                 two clusters, a publication and a subscription
+#                 (replication)
+#   6. citus      a Citus coordinator and two workers (16 to 18 only, where
+#                 setup built Citus from ../shared/vendor; skipped elsewhere
+#                 with one line)
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
-# (default 18, the newest), the pg_test and regress tiers and the pytest
+# (default 18, the newest), the pg_test, regress and citus tiers and the pytest
 # tests marked every_major (parity among them), and pg_upgrade (pytest -m pg_upgrade) of a
 # database with clinembed from $PG to it.
 #   PG=18 bash scripts/test.sh           every tier on 18 (and nothing else)
@@ -199,7 +204,7 @@ trap - EXIT
 # every_major (the tests marked so).
 PYTEST_TIERS="parity:test_parity weights:test_shared_weights cancel:test_cancel faults:test_faults
     integration:test_backfill_resume phi:test_phi queue:test_queue chunks:test_chunks rerank:test_rerank security:test_security
-    hardening:test_hardening sharded:test_sharded upgrade:test_upgrade"
+    hardening:test_hardening sharded:test_sharded replication:test_replication upgrade:test_upgrade"
 # pytest_args: the files (in this order, the order the tiers have always
 # run in on one cluster) or marks of the wanted tiers; "none" when ONLY
 # wants no pytest tier.
@@ -238,6 +243,19 @@ if [ "$args" != none ]; then
     count_junit "$LOGS/pytest.xml"
 fi
 
+# Citus: a coordinator and two workers (tests/integration/test_citus.py), on
+# the majors Citus supports, where setup built it from the vendored archive.
+if wanted citus; then
+    if ! citus_major "$PG"; then
+        [[ " ${ONLY:-} " == *" citus "* ]] && echo "==> citus: skipped: Citus $CITUS_VERSION needs PostgreSQL 16 to 18 (PG=18 ONLY=citus bash scripts/test.sh)"
+    elif ! citus_installed "$PG"; then
+        echo "==> citus: skipped: no $CITUS_VENDOR/$CITUS_TARBALL on this machine, and Citus is built only from it"
+    else
+        run_stage citus pytest_run "$LOGS/citus.xml" tests/integration/test_citus.py
+        count_junit "$LOGS/citus.xml"
+    fi
+fi
+
 # Nothing of the tests' own is left among the installed models.
 left=$(find "$("$PG_CONFIG" --sharedir)/clinembed/models" -mindepth 1 -maxdepth 1 -name 'clinembed-regress-*' | wc -l)
 if [ "$left" -eq 0 ]; then PASSED=$((PASSED + 1)); echo "==> no test fixture left in the installed model directory"
@@ -254,7 +272,7 @@ pg_upgrade_tier() { # old new: this build of clinembed in both, then the test
         pytest_run "$LOGS/pg_upgrade.xml" -m pg_upgrade tests/integration/test_pg_upgrade.py
 }
 for m in $ALSO; do
-    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress every_major" bash scripts/test.sh
+    stage "pg$m" env PG="$m" ALSO= ONLY="pg_test regress every_major citus" bash scripts/test.sh
     grep -sE '^(==> |    (ok|FAILED|pytest: )|total: )' "$LOGS/pg$m.log" | sed 's/^/    /' || true
     # what that run counted (its TOTALS file, below)
     t=/tmp/clinembed-test-logs/pg$m/totals
