@@ -382,21 +382,27 @@ def test_a_worker_with_another_model_is_found_before_anything_is_written(nodes, 
     assert wait_until(lambda: set(on_workers(coord, IDENTITIES).values()) == {identity}, 10) is not None
 
 
-def restart_midway(coord, worker, progress, target):
+def restart_midway(coord, worker, progress, target, before=lambda: None):
     """Stops `worker` immediately (a crash) once `progress()` reaches
-    `target`, then starts it again."""
+    `target`, then starts it again; returns what `before()` said just
+    before the stop."""
     assert wait_until(lambda: progress() >= target, 120) is not None, "no progress before the stop"
+    seen = before()
     worker.stop("immediate")
     time.sleep(1)
     worker.start()
+    return seen
 
 
 def test_a_worker_restarted_during_a_queue_drain_loses_nothing(nodes, identity):
     coord, w1 = nodes["coord"], nodes["w1"]
-    ids = range(5001, 5401)
+    ids = range(5001, 6001)
     insert(coord, "queued_notes", ids)
     embedded = f"SELECT count(*) FROM queued_notes WHERE id >= {ids.start} AND embedding IS NOT NULL"
-    restart_midway(coord, w1, lambda: at(coord, embedded), 40)
+    waiting = "SELECT count(*) FROM embed_queue"
+    left = restart_midway(coord, w1, lambda: at(coord, embedded), 100,
+                          before=lambda: int(on_workers(coord, waiting)[w1.port]))
+    assert left > 0, "the node was stopped with keys still queued"
     # preloaded, clinembed starts w1's queue worker with the server
     assert wait_until(lambda: at(coord, embedded) == len(ids), 180) is not None, "rows were lost"
     assert current(coord, "queued_notes", identity, f"id >= {ids.start}")
