@@ -201,6 +201,32 @@ def models_cluster(work, models, extensions=("clinembed",)):
     return node
 
 
+def models_root(parent, name, with_model=True):
+    """PARENT/models-NAME, a models root of a cluster of a test's own
+    holding the installed default model (none with `with_model` false), as
+    a deployment installs the same model on every node, owned by postgres."""
+    root = Path(parent) / f"models-{name}"
+    root.mkdir()
+    if with_model:
+        model_dir = os.environ["CLINEMBED_MODEL_DIR"]
+        shutil.copytree(model_dir, root / os.path.basename(model_dir))
+    if os.geteuid() == 0:
+        for d, _, files in os.walk(root):
+            shutil.chown(d, "postgres", "postgres")
+            for f in files:
+                shutil.chown(os.path.join(d, f), "postgres", "postgres")
+    return root
+
+
+def run_in(node, dbname, *statements):
+    """Runs `statements` in one session of `node`'s database, warnings
+    only."""
+    with node.connect(dbname) as c:
+        c.execute("SET client_min_messages = warning")
+        for sql in statements:
+            c.execute(sql)
+
+
 def scratch_dir(path):
     """An empty directory at `path` (removed first if there) that the postgres
     OS user owns and may use for sockets, data directories and logs.  A

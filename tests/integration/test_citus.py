@@ -20,7 +20,6 @@ Each test needs only the module's fixtures.
 
 import os
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import Cluster, one, pg_config, scratch_dir, wait_until
+from conftest import Cluster, models_root, one, pg_config, run_in, scratch_dir, wait_until
 
 pytestmark = pytest.mark.multicluster
 
@@ -59,25 +58,9 @@ if not citus_installed():
                 "for PostgreSQL 16 to 18)", allow_module_level=True)
 
 
-def models_root(name):
-    """A models root holding the installed default model, as a deployment
-    installs the same model on every node."""
-    root = ROOT / f"models-{name}"
-    root.mkdir()
-    shutil.copytree(os.environ["CLINEMBED_MODEL_DIR"], root / MODEL)
-    if os.geteuid() == 0:
-        for d, _, files in os.walk(root):
-            shutil.chown(d, "postgres", "postgres")
-            for f in files:
-                shutil.chown(os.path.join(d, f), "postgres", "postgres")
-    return root
-
 
 def run(node, *statements):
-    with node.connect("notes_db") as c:
-        c.execute("SET client_min_messages = warning")
-        for sql in statements:
-            c.execute(sql)
+    run_in(node, "notes_db", *statements)
 
 
 def at(node, sql, *args):
@@ -126,7 +109,7 @@ def nodes():
             # server start, so keys queued before a restart are drained.
             node.configure({"shared_preload_libraries": "citus,clinembed", "max_prepared_transactions": 20,
                             "citus.enable_unsafe_triggers": "on",
-                            "clinembed.models_root": models_root(name)})
+                            "clinembed.models_root": models_root(ROOT, name)})
             node.start()
             node.run("CREATE DATABASE notes_db")
             run(node, "CREATE EXTENSION citus")
@@ -276,6 +259,17 @@ def backfill_all(coord, cancel_after=None):
         return outcome
 
 
+def backfill_the_rest(coord, identity):
+    """Runs the backfill again after an interrupted one: it completes, and
+    every archived row was written exactly once over both."""
+    again = backfill_all(coord)
+    assert again.get("rows") == [(True, "DO")] * len(WORKERS), again
+    assert unembedded(coord) == 0
+    assert current(coord, "notes", identity)
+    assert at(coord, f"SELECT count(*) FROM notes WHERE id >= {ARCHIVE.start} AND writes <> 1") == 0, \
+        "every archived row written exactly once"
+
+
 def unembedded(coord):
     return at(coord, "SELECT count(*) FROM notes WHERE embedding IS NULL")
 
@@ -307,12 +301,7 @@ def test_a_backfill_of_every_shard_is_cancelled_and_resumed(nodes, archived, ide
     left = unembedded(coord)
     assert 0 < left < before, f"the cancelled runs kept the batches they committed ({left} of {before} left)"
 
-    second = backfill_all(coord)
-    assert second.get("rows") == [(True, "DO")] * len(WORKERS), second
-    assert unembedded(coord) == 0
-    assert current(coord, "notes", identity)
-    assert at(coord, f"SELECT count(*) FROM notes WHERE id >= {ARCHIVE.start} AND writes <> 1") == 0, \
-        "every archived row written exactly once"
+    backfill_the_rest(coord, identity)
     resumed = on_workers(coord, "SELECT sum(rows_total) FROM (SELECT DISTINCT ON (relation) rows_total "
                                 "FROM backfill_status ORDER BY relation, run_id DESC) t")
     assert sum(int(n) for n in resumed.values()) == left, "the resumed runs did what was left, no more"
@@ -363,7 +352,7 @@ IDENTITIES = f"SELECT embed_model_id('{MODEL}')"
 def test_a_worker_with_another_model_is_found_before_anything_is_written(nodes, identity):
     coord, w2 = nodes["coord"], nodes["w2"]
     assert set(on_workers(coord, IDENTITIES).values()) == {identity}
-    other = models_root("other")
+    other = models_root(ROOT, "other")
     with open(other / MODEL / "clinembed.json", "w") as f:
         f.write('{"pooling": "mean", "normalize": true}\n')
     set_models_root(w2, other)
@@ -425,9 +414,4 @@ def test_a_worker_restarted_during_a_backfill_loses_nothing(nodes, archived, ide
     assert "error" in outcome or not all(ok for ok, _ in outcome["rows"]), f"the stopped node's call failed: {outcome}"
     left = unembedded(coord)
     assert 0 < left < len(ARCHIVE)
-    again = backfill_all(coord)
-    assert again.get("rows") == [(True, "DO")] * len(WORKERS), again
-    assert unembedded(coord) == 0
-    assert current(coord, "notes", identity)
-    assert at(coord, f"SELECT count(*) FROM notes WHERE id >= {ARCHIVE.start} AND writes <> 1") == 0, \
-        "every row written exactly once"
+    backfill_the_rest(coord, identity)

@@ -12,12 +12,11 @@ Each test needs only the module's fixture.
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import Cluster, one, scratch_dir, wait_until
+from conftest import Cluster, models_root, one, run_in, scratch_dir, wait_until
 
 pytestmark = pytest.mark.multicluster
 
@@ -29,24 +28,9 @@ NOTE = ("format('Discharge note %s. %s', g, (ARRAY['Chest pain radiating to the 
 TABLE = "(id bigint PRIMARY KEY, exp_text text, embedding vector(384), embedding_model text)"
 
 
-def models_root(name, with_model=True):
-    root = ROOT / f"models-{name}"
-    root.mkdir()
-    if with_model:
-        shutil.copytree(os.environ["CLINEMBED_MODEL_DIR"], root / MODEL)
-    if os.geteuid() == 0:
-        for d, _, files in os.walk(root):
-            shutil.chown(d, "postgres", "postgres")
-            for f in files:
-                shutil.chown(os.path.join(d, f), "postgres", "postgres")
-    return root
-
 
 def run(node, *statements):
-    with node.connect("notes_db") as c:
-        c.execute("SET client_min_messages = warning")
-        for sql in statements:
-            c.execute(sql)
+    run_in(node, "notes_db", *statements)
 
 
 def at(node, sql, *args):
@@ -67,7 +51,7 @@ def clusters():
         # "embeds": a subscriber with the model; "copies": one without any
         for name, with_model in (("publisher", True), ("embeds", True), ("copies", False)):
             node = Cluster(ROOT, name).initdb()
-            node.configure({"wal_level": "logical", "clinembed.models_root": models_root(name, with_model)})
+            node.configure({"wal_level": "logical", "clinembed.models_root": models_root(ROOT, name, with_model)})
             node.start()
             node.run("CREATE DATABASE notes_db")
             run(node, "CREATE EXTENSION vector", "CREATE EXTENSION clinembed")

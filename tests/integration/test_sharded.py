@@ -19,13 +19,12 @@ and the standby, every shard backfilled.
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from conftest import Cluster, as_postgres, one, pg_config, scratch_dir, wait_until
+from conftest import Cluster, as_postgres, models_root, one, pg_config, run_in, scratch_dir, wait_until
 
 pytestmark = pytest.mark.multicluster
 
@@ -38,25 +37,9 @@ LIVE_NOTES = 40
 ARCHIVED = range(41, 1241)
 
 
-def models_root(name):
-    """A models root holding the installed default model, as a deployment
-    installs the same model on every node."""
-    root = ROOT / f"models-{name}"
-    root.mkdir()
-    shutil.copytree(os.environ["CLINEMBED_MODEL_DIR"], root / MODEL)
-    if os.geteuid() == 0:
-        for d, _, files in os.walk(root):
-            shutil.chown(d, "postgres", "postgres")
-            for f in files:
-                shutil.chown(os.path.join(d, f), "postgres", "postgres")
-    return root
-
 
 def run(node, *statements):
-    with node.connect("notes_db") as c:
-        c.execute("SET client_min_messages = warning")
-        for sql in statements:
-            c.execute(sql)
+    run_in(node, "notes_db", *statements)
 
 
 def at(node, sql, *args):
@@ -80,7 +63,7 @@ def nodes():
     try:
         for name in ("coord", *SHARDS):
             node = Cluster(ROOT, name).initdb()
-            node.configure({"clinembed.models_root": models_root(name)})
+            node.configure({"clinembed.models_root": models_root(ROOT, name)})
             node.start()
             node.run("CREATE DATABASE notes_db")
             nodes[name] = node
@@ -304,7 +287,7 @@ def test_a_shard_with_another_model_fails_the_pinned_update(nodes, identity):
     # naming both identities, and nothing is written anywhere.
     coord, s1, s2 = nodes["coord"], nodes["s1"], nodes["s2"]
     assert at(coord, IDENTITIES) == 1
-    other = models_root("other")
+    other = models_root(ROOT, "other")
     with open(other / MODEL / "clinembed.json", "w") as f:
         f.write('{"pooling": "mean", "normalize": true}\n')
     set_models_root(s2, other)
@@ -329,7 +312,7 @@ def test_a_hot_standby_embeds_and_searches_and_writes_nothing(backfilled, identi
     standby = Cluster(ROOT, "standby")
     as_postgres([str(standby.bin / "pg_basebackup"), "-h", str(ROOT), "-p", str(s1.port), "-U", "postgres",
                  "-D", str(standby.data), "-R", "-X", "stream"])
-    standby.configure({"clinembed.models_root": models_root("standby")})
+    standby.configure({"clinembed.models_root": models_root(ROOT, "standby")})
     standby.start()
     try:
         assert at(standby, "SELECT pg_is_in_recovery()") is True
