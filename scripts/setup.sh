@@ -84,20 +84,24 @@ for m in $PG_MAJORS; do
 done
 
 # ---------------------------------------------------------------- packages
-need_pkgs=()
+# apt_install WHAT PACKAGE...: installs the packages not installed yet
+# (WHAT says what they are for).
+apt_install() {
+    local what=$1 p need=(); shift
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+    done
+    [ ${#need[@]} -gt 0 ] || return 0
+    log "installing Debian packages $what: ${need[*]}"
+    apt-get update -q || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" \
+        || die "apt-get install failed"
+}
 # postgresql-15 also brings the postgres OS user and the client tools; the
 # others are what building PostgreSQL from source needs.
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang build-essential \
-         pkg-config libssl-dev sudo curl ca-certificates python3 python3-venv python3-pip xz-utils \
-         bison flex libreadline-dev zlib1g-dev libicu-dev bzip2; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    log "installing Debian packages: ${need_pkgs[*]}"
-    apt-get update -q || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" \
-        || die "apt-get install failed"
-fi
+apt_install "to build with" postgresql-15 postgresql-server-dev-15 libclang-dev clang build-essential \
+    pkg-config libssl-dev sudo curl ca-certificates python3 python3-venv python3-pip xz-utils \
+    bison flex libreadline-dev zlib1g-dev libicu-dev bzip2
 [ -x "$(pg_prefix 15)/bin/pg_config" ] || die "pg_config of PostgreSQL 15 missing after installing postgresql-server-dev-15"
 
 # The Debian mirror this machine already uses, from its apt sources.
@@ -285,22 +289,14 @@ done
 # build_citus MAJOR: Citus from the vendored archive into that major, unless
 # it is there already.
 build_citus() {
-    local major=$1 pgc src p need=()
+    local major=$1 pgc src
     pgc=$(pg_prefix "$major")/bin/pg_config
     if citus_installed "$major"; then
         log "Citus $CITUS_VERSION already installed for PostgreSQL $major"
         return
     fi
     verify "$CITUS_VENDOR/$CITUS_TARBALL" "$CITUS_SHA256"
-    for p in libzstd-dev liblz4-dev libcurl4-openssl-dev libkrb5-dev; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-    done
-    if [ ${#need[@]} -gt 0 ]; then
-        log "installing Debian packages Citus builds with: ${need[*]}"
-        apt-get update -q || die "apt-get update failed"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" \
-            || die "apt-get install failed"
-    fi
+    apt_install "Citus builds with" libzstd-dev liblz4-dev libcurl4-openssl-dev libkrb5-dev
     log "building Citus $CITUS_VERSION for PostgreSQL $major from $CITUS_VENDOR/$CITUS_TARBALL (about 4 minutes)"
     rm -rf "$WORK/citus-$major" && mkdir -p "$WORK/citus-$major"
     tar -xzf "$CITUS_VENDOR/$CITUS_TARBALL" -C "$WORK/citus-$major"
