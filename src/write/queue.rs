@@ -117,19 +117,16 @@ unsafe extern "C-unwind" fn at_transaction_end(
     _arg: *mut std::ffi::c_void,
 ) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT if PENDING.with(|p| p.replace(false)) => {
+        // A prepared transaction's keys appear at COMMIT PREPARED, which
+        // runs no callback: the worker woken at PREPARE looks again until
+        // it finds them (see the worker's PREPARED_POLL_MS).
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PREPARE
+            if PENDING.with(|p| p.replace(false)) =>
+        {
             // SAFETY: this backend's database.
             let datid = unsafe { pg_sys::MyDatabaseId }.to_u32();
             // Nothing here raises an error: the slots are attached and only
             // read, and a worker that cannot start is noted as wanted.
-            let _ = std::panic::catch_unwind(|| registry::wake(datid));
-        }
-        // A prepared transaction's keys appear at COMMIT PREPARED, which
-        // runs no callback: the worker woken now looks again until it
-        // finds them (see the worker's PREPARED_POLL_MS).
-        pg_sys::XactEvent::XACT_EVENT_PREPARE if PENDING.with(|p| p.replace(false)) => {
-            // SAFETY: this backend's database.
-            let datid = unsafe { pg_sys::MyDatabaseId }.to_u32();
             let _ = std::panic::catch_unwind(|| registry::wake(datid));
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
