@@ -218,6 +218,16 @@ def models_root(parent, name, with_model=True):
     return root
 
 
+def set_models_root(node, root):
+    """Points `node`'s clinembed.models_root at `root` (None: resets it),
+    with a reload."""
+    with node.connect() as c:
+        c.execute("LOAD 'clinembed'")
+        c.execute(f"ALTER SYSTEM SET clinembed.models_root = '{root}'" if root
+                  else "ALTER SYSTEM RESET clinembed.models_root")
+        c.execute("SELECT pg_reload_conf()")
+
+
 def run_in(node, dbname, *statements):
     """Runs `statements` in one session of `node`'s database, warnings
     only."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import Cluster, models_root, one, pg_config, run_in, scratch_dir, wait_until
+from conftest import Cluster, models_root, one, pg_config, run_in, scratch_dir, set_models_root, wait_until
 
 pytestmark = pytest.mark.multicluster
 
@@ -64,8 +64,7 @@ def run(node, *statements):
 
 
 def at(node, sql, *args):
-    with node.connect("notes_db") as c:
-        return one(c, sql, *args)
+    return node.one(sql, *args, dbname="notes_db")
 
 
 def on_workers(coord, sql):
@@ -338,12 +337,6 @@ def test_a_global_top_k_through_the_coordinator(nodes, archived, identity):
     assert at(coord, f"SELECT count(*) FILTER (WHERE lexical_rank IS NOT NULL) {hybrid}") > 0
     assert at(coord, f"SELECT bool_and(n.patient = 3) {hybrid} JOIN notes n ON n.id = s.key[1]::bigint")
 
-
-def set_models_root(node, root):
-    with node.connect() as c:
-        c.execute("LOAD 'clinembed'")
-        c.execute(f"ALTER SYSTEM SET clinembed.models_root = '{root}'")
-        c.execute("SELECT pg_reload_conf()")
 
 
 IDENTITIES = f"SELECT embed_model_id('{MODEL}')"

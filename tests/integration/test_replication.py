@@ -34,8 +34,7 @@ def run(node, *statements):
 
 
 def at(node, sql, *args):
-    with node.connect("notes_db") as c:
-        return one(c, sql, *args)
+    return node.one(sql, *args, dbname="notes_db")
 
 
 def vectors(node, table):

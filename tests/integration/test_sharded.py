@@ -24,7 +24,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import Cluster, as_postgres, models_root, one, pg_config, run_in, scratch_dir, wait_until
+from conftest import (Cluster, as_postgres, models_root, one, pg_config,
+                      run_in, scratch_dir, set_models_root, wait_until)
 
 pytestmark = pytest.mark.multicluster
 
@@ -43,8 +44,7 @@ def run(node, *statements):
 
 
 def at(node, sql, *args):
-    with node.connect("notes_db") as c:
-        return one(c, sql, *args)
+    return node.one(sql, *args, dbname="notes_db")
 
 
 def plan(node, sql):
@@ -272,13 +272,6 @@ def test_a_global_top_k_through_the_coordinator(backfilled, identity):
 IDENTITIES = ("SELECT count(DISTINCT id) FROM pg_foreign_server s, dblink(s.srvname, "
               f"$$SELECT embed_model_id('{MODEL}')$$) AS t(id text) WHERE s.srvname IN ('s1', 's2')")
 
-
-def set_models_root(node, root):
-    with node.connect() as c:
-        c.execute("LOAD 'clinembed'")
-        c.execute(f"ALTER SYSTEM SET clinembed.models_root = '{root}'" if root
-                  else "ALTER SYSTEM RESET clinembed.models_root")
-        c.execute("SELECT pg_reload_conf()")
 
 
 def test_a_shard_with_another_model_fails_the_pinned_update(nodes, identity):
