@@ -43,6 +43,14 @@ core_literal() {
 }
 DEFAULT_MODEL=$(core_literal default_model)
 ORT_VERSION=$(core_literal ort_version)
+# extension_version [DIR]: the extension's version, as Cargo.toml in DIR
+# (default: this clone) defines it.
+extension_version() {
+    (cd "${1:-$REPO}" && cargo metadata --no-deps --offline --format-version 1) 2>/dev/null | python3 -c '
+import json, sys
+print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "clinembed"))'
+}
+
 # The ONNX Runtime library: from the onnxruntime wheel on PyPI, both pinned.
 ORT_WHEEL=onnxruntime-$ORT_VERSION-cp311-cp311-manylinux_2_28_x86_64.whl
 ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f

@@ -26,6 +26,10 @@
 #   6. citus      a Citus coordinator and two workers (16 to 18 only, where
 #                 setup built Citus from ../shared/vendor; skipped elsewhere
 #                 with one line)
+#   7. package    the Debian packages (scripts/package.sh) of this clone and
+#                 of the previous release on a clean Debian 12 root made by
+#                 debootstrap: install, CREATE EXTENSION, embed, search,
+#                 upgrade, ALTER EXTENSION UPDATE, purge (15 only)
 # All of them on PostgreSQL $PG (default 15); then, for each major in $ALSO
 # (default 18, the newest), the pg_test, regress and citus tiers and the pytest
 # tests marked every_major (parity among them), and pg_upgrade (pytest -m pg_upgrade) of a
@@ -260,6 +264,16 @@ fi
 left=$(find "$("$PG_CONFIG" --sharedir)/clinembed/models" -mindepth 1 -maxdepth 1 -name 'clinembed-regress-*' | wc -l)
 if [ "$left" -eq 0 ]; then PASSED=$((PASSED + 1)); echo "==> no test fixture left in the installed model directory"
 else FAILED=$((FAILED + 1)); echo "==> FAILED: $left test fixtures left in the installed model directory"; fi
+
+# The Debian packages on a clean Debian 12 root (tests/package/clean_root.sh),
+# on 15, the major Debian 12 packages: counted from its last line.
+if wanted package && [ "$PG" = 15 ]; then
+    run_stage package bash tests/package/clean_root.sh
+    if c=$(sed -n 's/^package: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOGS/package.log") && [ -n "$c" ]; then
+        PASSED=$((PASSED + ${c% *})) FAILED=$((FAILED + ${c#* }))
+        echo "    package: ${c% *} passed, ${c#* } failed"
+    fi
+fi
 
 # The other majors: the tiers that touch PostgreSQL's APIs, then pg_upgrade
 # from this major to each.
