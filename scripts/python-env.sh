@@ -6,15 +6,18 @@
 #                                       benchmarks)
 #   bash scripts/python-env.sh export   the exporter, scripts/model_tools/.venv-export,
 #                                       from scripts/model_tools/requirements-export.lock:
-#                                       optimum's ONNX exporter and nothing else
+#                                       optimum's ONNX exporter and nothing else, on
+#                                       the project's PyTorch (its packages come
+#                                       after the exporter's on the path)
 #   bash scripts/python-env.sh build    setup's, scripts/model_tools/.venv-build,
 #                                       from scripts/model_tools/requirements-build.lock:
 #                                       onnx and numpy, enough to fill the default
 #                                       model's graph skeleton (graph_skeleton.py)
 # Every wheel is pinned by sha256 (--require-hashes).
 #
-# The wheels (several GB each for project and export: PyPI's PyTorch brings
-# CUDA's libraries; about 90 MB for build) are installed once per machine
+# The wheels (several GB for project: PyPI's PyTorch brings CUDA's
+# libraries; about 500 MB for export; about 90 MB for build) are installed
+# once per machine
 # and lock, not once per clone: into
 # $CLINEMBED_PYTHON_ROOT/NAME-pyXY-SHA (default /var/cache/clinembed/python,
 # XY python3's version, SHA the lock's sha256), a plain package directory
@@ -26,26 +29,35 @@
 # installed wheels, and no clone carries a copy.  Progress goes to stderr.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+BESIDE_LOCK= NO_DEPS=
 case ${1:-project} in
     project) NAME=project VENV=$REPO/.venv LOCK=$REPO/requirements.lock ;;
-    export) NAME=export VENV=$REPO/scripts/model_tools/.venv-export LOCK=$REPO/scripts/model_tools/requirements-export.lock ;;
+    export) NAME=export VENV=$REPO/scripts/model_tools/.venv-export LOCK=$REPO/scripts/model_tools/requirements-export.lock
+        # PyTorch is installed once, with the project's environment.
+        bash "$0" project >/dev/null || exit 1
+        # (--no-deps: torch and its dependencies, which optimum requires,
+        # are the project's.)
+        BESIDE_LOCK=$REPO/requirements.lock NO_DEPS=--no-deps ;;
     build) NAME=build VENV=$REPO/scripts/model_tools/.venv-build LOCK=$REPO/scripts/model_tools/requirements-build.lock ;;
     *) echo "usage: $0 [project|export|build]" >&2; exit 2 ;;
 esac
-WANT=$(sha256sum "$LOCK" | cut -d' ' -f1)
 ROOT=${CLINEMBED_PYTHON_ROOT:-/var/cache/clinembed/python}
 PY_TAG=$(python3 -c 'import sys; print("py%d%d" % sys.version_info[:2])')
-PACKAGES=$ROOT/$NAME-$PY_TAG-$WANT
+# packages NAME LOCK: where that lock's wheels are installed.
+packages() { echo "$ROOT/$1-$PY_TAG-$(sha256sum "$2" | cut -d' ' -f1)"; }
+PACKAGES=$(packages "$NAME" "$LOCK")
+WANT=${PACKAGES##*-}
+BESIDE=; [ -z "$BESIDE_LOCK" ] || BESIDE=$(packages project "$BESIDE_LOCK")
 
 if [ ! -d "$PACKAGES" ]; then
-    size="several GB"; [ "$NAME" = build ] && size="about 90 MB"
+    case $NAME in project) size="several GB" ;; export) size="about 500 MB" ;; *) size="about 90 MB" ;; esac
     echo "installing $(basename "$LOCK") into $PACKAGES ($size, once per machine and lock)" >&2
     mkdir -p "$ROOT"
     tmp=$(mktemp -d "$PACKAGES.tmp.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT
     # No pip cache: it would keep a second copy of every wheel.
     python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --require-hashes \
-        --only-binary=:all: --no-compile --target "$tmp" -r "$LOCK" >&2
+        --only-binary=:all: --no-compile $NO_DEPS --target "$tmp" -r "$LOCK" >&2
     chmod -R a+rX "$tmp"
     # Another clone's install of the same lock may have finished first:
     # then its directory stays, and this one goes.
@@ -63,7 +75,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     rm -rf "$VENV"
     python3 -m venv --without-pip "$VENV"
 fi
-PTH="import site; site.addsitedir('$PACKAGES')
+PTH="import site; site.addsitedir('$PACKAGES')${BESIDE:+
+import site; site.addsitedir('$BESIDE')}
 $REPO/scripts"
 for site in "$VENV"/lib/python3*/site-packages; do
     [ "$(cat "$site/clinembed.pth" 2>/dev/null)" = "$PTH" ] || printf '%s\n' "$PTH" > "$site/clinembed.pth"
