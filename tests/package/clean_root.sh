@@ -74,13 +74,16 @@ expect "the $PREV_VERSION package installs the released script" \
     "$(released_sql < "tests/upgrade/clinembed--$PREV_VERSION.sql" | sha256sum)"
 
 step "lintian"
-command -v lintian >/dev/null || apt-get install -y -q --no-install-recommends lintian >/dev/null
+# The host's tools, from Debian, when missing.
+if ! command -v lintian >/dev/null || ! command -v debootstrap >/dev/null; then
+    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends lintian debootstrap >/dev/null
+fi
 lintian "$WORK"/debs-new/*.deb >"$WORK/lintian.txt" 2>&1 || true
 grep -v 'running with root privileges' "$WORK/lintian.txt" | sed 's/^/    /' || true
 expect "lintian: no errors or warnings" "$(grep -cE '^[EW]: ' "$WORK/lintian.txt" || true)" 0
 
 # ------------------------------------------------------------ the root
-command -v debootstrap >/dev/null || apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+
 MIRROR=$(debian_mirror)
 step "debootstrap --variant=minbase $SUITE from the machine's Debian mirror"
 debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
