@@ -16,7 +16,7 @@
 #      their files left;
 #   4. lintian on this clone's packages: any error or warning fails.
 # As root, after scripts/setup.sh:
-#   bash tests/package/clean_root.sh        (about 10 minutes)
+#   bash tests/package/clean_root.sh        (about 8 minutes)
 # Ends with "package: N passed, M failed".  tests/package/last-run.txt is
 # its last output, with machine and date.
 set -euo pipefail
