@@ -17,8 +17,7 @@
 #
 # The wheels (several GB for project: PyPI's PyTorch brings CUDA's
 # libraries; about 500 MB for export; about 90 MB for build) are installed
-# once per machine
-# and lock, not once per clone: into
+# once per machine and lock, not once per clone: into
 # $CLINEMBED_PYTHON_ROOT/NAME-pyXY-SHA (default /var/cache/clinembed/python,
 # XY python3's version, SHA the lock's sha256), a plain package directory
 # (pip --target) renamed into place only after a complete install, so its
