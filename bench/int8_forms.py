@@ -13,8 +13,10 @@ fp32 (mean and minimum cosine, 10-nearest-neighbour overlap).  Forms:
                  activations per batch (scripts/quantize-model.sh today)
   dynamic-fused  the transformer optimizer's fusions (attention, LayerNorm,
                  GELU) first, then dynamic
-  dynamic-attn32 dynamic with the activation x activation MatMuls
-                 (Q.K^T, attention.V) kept fp32
+  dynamic-attn8  dynamic with the activation x activation MatMuls
+                 (Q.K^T, attention.V) quantized too (MatMulConstBOnly off)
+  dynamic-attn32 dynamic with those MatMuls excluded by name (the same
+                 graph as dynamic, whose default leaves them fp32)
   dynamic-last32 dynamic with the last two layers kept fp32
   static-u8s8    QDQ calibrated on other notes (MinMax): s8 weights per
                  channel, u8 activations per tensor
@@ -22,6 +24,9 @@ fp32 (mean and minimum cosine, 10-nearest-neighbour overlap).  Forms:
   nbits8         MatMulNBits, 8-bit weights in blocks of 32, accuracy
                  level 4 (int8 compute), written directly (ONNX Runtime's
                  MatMulNBitsQuantizer needs onnx_ir, not in the lock)
+
+First it measures the GEMM ceilings (gemm_rates): how fast int8 multiplies
+on this machine against fp32, the bound on what any form can gain.
 
     .venv/bin/python bench/int8_forms.py MODEL_DIR [--notes 200] [--forms a,b]
 """
@@ -44,7 +49,7 @@ from tokenizers import Tokenizer
 import gen_notes
 from model_tools.reference import max_length
 
-FORMS = ["dynamic", "dynamic-fused", "dynamic-attn32", "dynamic-last32", "static-u8s8", "static-s8s8", "nbits8"]
+FORMS = ["dynamic", "dynamic-fused", "dynamic-attn8", "dynamic-attn32", "dynamic-last32", "static-u8s8", "static-s8s8", "nbits8"]
 
 
 def encode(model_dir, texts):
@@ -117,6 +122,31 @@ def embed(path, encs, plan, threads, repeats):
     return best, vecs
 
 
+def profile(path, encs, plan, threads, top=12):
+    """Where one pass over the corpus spends its time, by operator type:
+    ONNX Runtime's own profiler (kernel times summed over the nodes of each
+    type, their share of all kernel time)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(tempfile.gettempdir(), "clinembed-int8-profile")
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in sess.get_inputs()}
+    output = sess.get_outputs()[0].name
+    for _, feed in feeds(encs, plan, inputs):
+        sess.run([output], feed)
+    trace = sess.end_profiling()
+    by_type = {}
+    for event in json.load(open(trace)):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"].get("op_name", "?")
+            by_type[op] = by_type.get(op, 0) + event["dur"]
+    os.remove(trace)
+    total = sum(by_type.values())
+    return [(op, us / 1e6, us / total) for op, us in sorted(by_type.items(), key=lambda x: -x[1])[:top]]
+
+
 def unit(m):
     return m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
 
@@ -152,10 +182,11 @@ def last_layers(model, count):
     return [n.name for n in model.graph.node if any(f"/{k}/" in n.name for k in keep)]
 
 
-def dynamic(src, dst, exclude=()):
+def dynamic(src, dst, exclude=(), const_b_only=True):
     quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["MatMul", "Gemm", "Attention"], nodes_to_exclude=list(exclude),
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT,
+                                    "MatMulConstBOnly": const_b_only})
 
 
 def fused(src, dst, heads, hidden):
@@ -220,12 +251,73 @@ def nbits8(src, dst, block=32, accuracy_level=4):
     onnx.save(model, dst)
 
 
+def gemm_rates(threads, m=4096, k=768, n=3072, repeats=8):
+    """The GEMM ceilings, measured as bench/run.py measures the fp32 one: one
+    ONNX Runtime operator of BERT-base's FFN shape (M x K by K x N) on
+    `threads` threads, best of `repeats`, in G(FL)OP/s (2MKN per call):
+    fp32 MatMul; int8 MatMulInteger (u8 activations, s8 weights); the
+    operator dynamic quantization becomes after graph optimization,
+    DynamicQuantizeMatMul (activations quantized in the call); and 8-bit
+    MatMulNBits at accuracy level 4."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    w = rng.standard_normal((k, n), dtype=np.float32)
+    wq = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    aq = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    fin = helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [m, k])
+    qin = helper.make_tensor_value_info("a", onnx.TensorProto.UINT8, [m, k])
+    fout = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [m, n])
+    iout = helper.make_tensor_value_info("y", onnx.TensorProto.INT32, [m, n])
+    scale = numpy_helper.from_array(np.full((n,), 0.01, np.float32), "ws")
+    cases = {
+        "fp32 MatMul": ([helper.make_node("MatMul", ["a", "w"], ["y"])], fin, fout,
+                        [numpy_helper.from_array(w, "w")], a),
+        "int8 MatMulInteger (u8s8)": ([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], qin, iout,
+                                      [numpy_helper.from_array(wq, "w")], aq),
+        "int8 DynamicQuantizeMatMul": ([helper.make_node("DynamicQuantizeMatMul", ["a", "w", "ws"], ["y"],
+                                                          domain="com.microsoft")], fin, fout,
+                                       [numpy_helper.from_array(wq, "w"), scale], a),
+    }
+    blocks = (k + 31) // 32
+    cases["8-bit MatMulNBits, level 4"] = (
+        [helper.make_node("MatMulNBits", ["a", "q", "s"], ["y"], domain="com.microsoft", K=k, N=n, bits=8,
+                          block_size=32, accuracy_level=4)], fin, fout,
+        [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 32), dtype=np.uint8), "q"),
+         numpy_helper.from_array(np.full((n * blocks,), 0.01, np.float32), "s")], a)
+    rates = {}
+    for name, (nodes, inp, out, inits, feed) in cases.items():
+        graph = helper.make_graph(nodes, "gemm", [inp], [out], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        model.ir_version = 8  # opset 17's; onnx 1.23 writes 14, which ONNX Runtime 1.31 refuses
+        try:
+            sess = session_from(model.SerializeToString(), threads)
+            sess.run(None, {"a": feed})
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                sess.run(None, {"a": feed})
+                times.append(time.perf_counter() - t)
+            rates[name] = 2 * m * k * n / min(times) / 1e9
+        except Exception as e:
+            rates[name] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][-160:]}"
+    return rates
+
+
+def session_from(model_bytes, threads):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
 def make(form, src, dst, calibration, heads, hidden):
     model = onnx.load(src, load_external_data=False)
     if form == "dynamic":
         dynamic(src, dst)
     elif form == "dynamic-fused":
         fused(src, dst, heads, hidden)
+    elif form == "dynamic-attn8":
+        dynamic(src, dst, const_b_only=False)
     elif form == "dynamic-attn32":
         dynamic(src, dst, activation_matmuls(model))
     elif form == "dynamic-last32":
@@ -249,6 +341,7 @@ def main():
     ap.add_argument("--batch-tokens", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--profile", default="", help="comma-separated forms (fp32 too) to profile by operator type")
     args = ap.parse_args()
 
     src = os.path.join(args.model, "model.onnx")
@@ -272,7 +365,13 @@ def main():
     print(f"model: {args.model}; {len(texts)} notes of scripts/gen_notes.py (seed 20261126), {tokens} tokens, "
           f"{len(plan)} micro-batches of at most {args.batch_tokens} padded tokens; {args.threads} threads; "
           f"onnxruntime {ort.__version__}; best of {args.repeats}")
+    rates = gemm_rates(args.threads)
+    fp32 = rates["fp32 MatMul"]
+    print("GEMM ceilings, BERT-base's FFN shape (4096x768 by 768x3072):")
+    for name, rate in rates.items():
+        print(f"  {name:<30} " + (f"{rate:7.0f} G(FL)OP/s  {rate / fp32:5.2f}x fp32" if isinstance(rate, float) else rate))
     work = tempfile.mkdtemp(prefix="clinembed-int8-forms.")
+    profiled = {}
     try:
         t32, v32 = embed(src, encs, plan, args.threads, args.repeats)
         print(f"{'form':<16} {'notes/s':>8} {'x fp32':>7} {'cos mean':>9} {'cos min':>8} {'10-NN':>6} {'MB':>5} {'make s':>7}")
@@ -288,10 +387,18 @@ def main():
             except Exception as e:  # a form ONNX Runtime cannot make or run is a result too
                 print(f"{form:<16} failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}", flush=True)
                 continue
+            if form in args.profile.split(","):
+                profiled[form] = profile(dst, encs, plan, args.threads)
             mean, low, overlap = agreement(v32, vi)
             print(f"{form:<16} {len(texts) / ti:8.2f} {t32 / ti:7.2f} {mean:9.5f} {low:8.5f} {overlap:6.3f} "
                   f"{os.path.getsize(dst) / 1e6:5.0f} {made:7.1f}", flush=True)
             os.remove(dst)
+        if "fp32" in args.profile.split(","):
+            profiled["fp32"] = profile(src, encs, plan, args.threads)
+        for form, rows in profiled.items():
+            print(f"profile of {form}, one pass, kernel time by operator type:")
+            for op, sec, share in rows:
+                print(f"  {op:<28} {sec:7.2f} s {share:6.1%}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
