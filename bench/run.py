@@ -56,6 +56,7 @@ def measure_gemm(threads):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
                               [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # opset 17's; onnx 1.23 writes 14, which ONNX Runtime 1.31 refuses
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
