@@ -242,10 +242,10 @@ def nbits8(src, dst, block=32, accuracy_level=4):
                                           block_size=block, accuracy_level=accuracy_level))
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
+    # The fp32 weights the MatMulNBits nodes replaced go.
     keep = [i for i in model.graph.initializer if i.name not in used]
-    added = [i for i in model.graph.initializer if i.name.endswith(("_q8", "_s8"))]
     del model.graph.initializer[:]
-    model.graph.initializer.extend(keep + [i for i in added if i not in keep])
+    model.graph.initializer.extend(keep)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, dst)
@@ -311,7 +311,7 @@ def session_from(model_bytes, threads):
 
 
 def make(form, src, dst, calibration, heads, hidden):
-    model = onnx.load(src, load_external_data=False)
+    model = onnx.load(src, load_external_data=False) if form in ("dynamic-attn32", "dynamic-last32") else None
     if form == "dynamic":
         dynamic(src, dst)
     elif form == "dynamic-fused":

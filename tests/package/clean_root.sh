@@ -34,7 +34,7 @@ cleanup() {
     if [ -d "$ROOT/etc/postgresql" ]; then
         chroot "$ROOT" pg_ctlcluster "$MAJOR" main stop -m fast >/dev/null 2>&1 || true
     fi
-    for m in dev/shm dev/pts proc; do
+    for m in dev/shm proc; do
         mountpoint -q "$ROOT/$m" 2>/dev/null && umount -l "$ROOT/$m"
     done
     rm -rf "$WORK"
