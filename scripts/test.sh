@@ -206,7 +206,7 @@ trap - EXIT
 # fixture in tests/integration/conftest.py), counted from the JUnit summary
 # pytest writes.  ONLY names tiers by file (below), pytest (all of them) or
 # every_major (the tests marked so).
-PYTEST_TIERS="parity:test_parity weights:test_shared_weights cancel:test_cancel faults:test_faults
+PYTEST_TIERS="parity:test_parity int8:test_int8 weights:test_shared_weights cancel:test_cancel faults:test_faults
     integration:test_backfill_resume phi:test_phi queue:test_queue chunks:test_chunks rerank:test_rerank security:test_security
     hardening:test_hardening sharded:test_sharded replication:test_replication upgrade:test_upgrade"
 # pytest_args: the files (in this order, the order the tiers have always
