@@ -7,10 +7,17 @@ its own longest text, attention-mask mean pooling), in Python onnxruntime
 (the library the extension loads) with one session option set as the
 extension's defaults are (intra-op threads = CPUs, full graph optimization).
 Prints, per form: notes/s, the ratio to fp32 in this run, and agreement with
-fp32 (mean and minimum cosine, 10-nearest-neighbour overlap).  Forms:
+fp32 (mean and minimum cosine, 10-nearest-neighbour overlap).  A form whose
+vectors change with what a text is batched with runs one text per
+micro-batch, as the extension runs it (its load-time probe: one short text
+alone and beside a longer one, at core's tolerance of 2e-6; "batched" says
+which).  Forms:
 
   dynamic        quantize_dynamic: s8 weights per output channel, u8
-                 activations per batch (scripts/quantize-model.sh today)
+                 activations per batch (scripts/quantize-model.sh's default)
+  dynamic-per-token
+                 s8 weights per output channel, u8 activations per token
+                 (quantize-model.sh --per-token: model_tools/quantize.py)
   dynamic-fused  the transformer optimizer's fusions (attention, LayerNorm,
                  GELU) first, then dynamic
   dynamic-attn8  dynamic with the activation x activation MatMuls
@@ -21,12 +28,20 @@ fp32 (mean and minimum cosine, 10-nearest-neighbour overlap).  Forms:
   static-u8s8    QDQ calibrated on other notes (MinMax): s8 weights per
                  channel, u8 activations per tensor
   static-s8s8    the same with s8 activations
+  static-pct     static-u8s8 calibrated by percentile (99.999th of |x|)
+  static-entropy static-u8s8 calibrated by entropy (KL divergence)
   nbits8         MatMulNBits, 8-bit weights in blocks of 32, accuracy
                  level 4 (int8 compute), written directly (ONNX Runtime's
                  MatMulNBitsQuantizer needs onnx_ir, not in the lock)
+  nbits8-b256    the same in blocks of 256, its fastest kernel here
 
 First it measures the GEMM ceilings (gemm_rates): how fast int8 multiplies
-on this machine against fp32, the bound on what any form can gain.
+on this machine against fp32, the bound on what any form can gain.  With
+--profile fp32 it also prints Amdahl's bound: fp32's time with its weight
+MatMuls (the only ones int8 weights replace) sped up to the int8 ceiling and
+everything else unchanged.  --keep DIR keeps each form as a model directory
+(DIR/FORM, with the source's tokenizer and settings and the new sha256) for
+bench/int8_pg.sh to run in PostgreSQL.
 
     .venv/bin/python bench/int8_forms.py MODEL_DIR [--notes 200] [--forms a,b]
 """
@@ -42,14 +57,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                      quantize_static)
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_dynamic, quantize_static)
 from tokenizers import Tokenizer
 
 import gen_notes
+from model_tools.quantize import per_token
 from model_tools.reference import max_length
 
-FORMS = ["dynamic", "dynamic-fused", "dynamic-attn8", "dynamic-attn32", "dynamic-last32", "static-u8s8", "static-s8s8", "nbits8"]
+FORMS = ["dynamic", "dynamic-per-token", "dynamic-fused", "dynamic-attn8", "dynamic-attn32", "dynamic-last32", "static-u8s8", "static-s8s8",
+         "static-pct", "static-entropy", "nbits8", "nbits8-b256"]
+NBITS_BLOCKS = (32, 128, 256)
 
 
 def encode(model_dir, texts):
@@ -92,6 +110,21 @@ def feeds(encs, plan, inputs):
     return result
 
 
+def batch_invariant(path, model_dir, threads, tolerance=2e-6):
+    """The extension's load-time probe (core/src/inference/model/load.rs,
+    BATCH_INVARIANCE_TOLERANCE): is a short text's vector the same alone and
+    padded beside a longer one?"""
+    encs = encode(model_dir, ["probe", "a longer probe text, padded beside the short one: 1, 2, 3."])
+    sess = session(path, threads)
+    inputs = {i.name for i in sess.get_inputs()}
+    output = sess.get_outputs()[0].name
+    (_, alone), = feeds(encs[:1], [[0]], inputs)
+    (_, both), = feeds(encs, [[0, 1]], inputs)
+    a = sess.run([output], alone)[0][0, :len(encs[0].ids)].mean(axis=0)
+    b = sess.run([output], both)[0][0, :len(encs[0].ids)].mean(axis=0)
+    return float(np.abs(a - b).max()) <= tolerance
+
+
 def session(path, threads):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -122,7 +155,7 @@ def embed(path, encs, plan, threads, repeats):
     return best, vecs
 
 
-def profile(path, encs, plan, threads, top=12):
+def profile(path, encs, plan, threads, top=None):
     """Where one pass over the corpus spends its time, by operator type:
     ONNX Runtime's own profiler (kernel times summed over the nodes of each
     type, their share of all kernel time)."""
@@ -141,10 +174,25 @@ def profile(path, encs, plan, threads, top=12):
     for event in json.load(open(trace)):
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             op = event["args"].get("op_name", "?")
+            if op in ("MatMul", "FusedMatMul"):
+                # A Linear layer's MatMul multiplies by a 2-D weight matrix,
+                # which ONNX Runtime prepacks and the profile then leaves out
+                # of the inputs; attention's (FusedMatMul: Q.K^T with its
+                # scale) multiply two activations.
+                shapes = [list(d.values())[0] for d in event["args"].get("input_type_shape", [])]
+                op += " (weights)" if len(shapes) < 2 or len(shapes[1]) == 2 else " (activations)"
             by_type[op] = by_type.get(op, 0) + event["dur"]
     os.remove(trace)
     total = sum(by_type.values())
-    return [(op, us / 1e6, us / total) for op, us in sorted(by_type.items(), key=lambda x: -x[1])[:top]]
+    return [(op, us / 1e6, us / total) for op, us in sorted(by_type.items(), key=lambda x: -x[1])][:top]
+
+
+def amdahl(rows, ceiling):
+    """The most any int8-weight form can gain over the fp32 profile `rows`:
+    its weight MatMuls `ceiling` times faster, the rest unchanged."""
+    total = sum(sec for _, sec, _ in rows)
+    weights = sum(sec for op, sec, _ in rows if op in ("MatMul (weights)", "FusedMatMul (weights)", "Gemm"))
+    return weights / total, total / (total - weights + weights / ceiling)
 
 
 def unit(m):
@@ -197,6 +245,23 @@ def fused(src, dst, heads, hidden):
     os.remove(tmp)
 
 
+def windows(encs, inputs, width=128, rows=8):
+    """Calibration feeds of one shape, [rows, width]: the first `width`
+    tokens of every note that has as many ([SEP] kept last, no padding).
+    ONNX Runtime's histogram calibrators (percentile, entropy) stack every
+    batch's activations and so refuse batches of different lengths; every
+    static form calibrates on these, so they differ only in the method."""
+    picked = [e.ids[:width - 1] + e.ids[-1:] for e in encs if len(e.ids) >= width]
+    out = []
+    for i in range(0, len(picked) - rows + 1, rows):
+        ids = np.array(picked[i:i + rows], np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        out.append((None, feed))
+    return out
+
+
 class Notes(CalibrationDataReader):
     def __init__(self, feeds_):
         self.it = iter([f for _, f in feeds_])
@@ -205,11 +270,13 @@ class Notes(CalibrationDataReader):
         return next(self.it, None)
 
 
-def static(src, dst, calibration, activation):
+def static(src, dst, calibration, activation, method=CalibrationMethod.MinMax):
+    extra = {"ActivationSymmetric": activation == QuantType.QInt8}
+    if method == CalibrationMethod.Percentile:
+        extra.update(CalibPercentile=99.999)
     quantize_static(src, dst, calibration, quant_format=QuantFormat.QDQ, per_channel=True,
                     weight_type=QuantType.QInt8, activation_type=activation,
-                    op_types_to_quantize=["MatMul", "Gemm"],
-                    extra_options={"ActivationSymmetric": activation == QuantType.QInt8})
+                    op_types_to_quantize=["MatMul", "Gemm"], calibrate_method=method, extra_options=extra)
 
 
 def nbits8(src, dst, block=32, accuracy_level=4):
@@ -258,7 +325,7 @@ def gemm_rates(threads, m=4096, k=768, n=3072, repeats=8):
     fp32 MatMul; int8 MatMulInteger (u8 activations, s8 weights); the
     operator dynamic quantization becomes after graph optimization,
     DynamicQuantizeMatMul (activations quantized in the call); and 8-bit
-    MatMulNBits at accuracy level 4."""
+    MatMulNBits at accuracy level 4 in blocks of NBITS_BLOCKS."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k), dtype=np.float32)
     w = rng.standard_normal((k, n), dtype=np.float32)
@@ -278,12 +345,13 @@ def gemm_rates(threads, m=4096, k=768, n=3072, repeats=8):
                                                           domain="com.microsoft")], fin, fout,
                                        [numpy_helper.from_array(wq, "w"), scale], a),
     }
-    blocks = (k + 31) // 32
-    cases["8-bit MatMulNBits, level 4"] = (
-        [helper.make_node("MatMulNBits", ["a", "q", "s"], ["y"], domain="com.microsoft", K=k, N=n, bits=8,
-                          block_size=32, accuracy_level=4)], fin, fout,
-        [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 32), dtype=np.uint8), "q"),
-         numpy_helper.from_array(np.full((n * blocks,), 0.01, np.float32), "s")], a)
+    for block in NBITS_BLOCKS:
+        blocks = (k + block - 1) // block
+        cases[f"8-bit MatMulNBits, level 4, b{block}"] = (
+            [helper.make_node("MatMulNBits", ["a", "q", "s"], ["y"], domain="com.microsoft", K=k, N=n, bits=8,
+                              block_size=block, accuracy_level=4)], fin, fout,
+            [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, block), dtype=np.uint8), "q"),
+             numpy_helper.from_array(np.full((n * blocks,), 0.01, np.float32), "s")], a)
     rates = {}
     for name, (nodes, inp, out, inits, feed) in cases.items():
         graph = helper.make_graph(nodes, "gemm", [inp], [out], inits)
@@ -304,6 +372,19 @@ def gemm_rates(threads, m=4096, k=768, n=3072, repeats=8):
     return rates
 
 
+def keep(src_dir, model, dst_dir):
+    """`model` as a model directory clinembed installs: the source's
+    tokenizer, config and settings, the new sha256."""
+    from model_tools.files import write_settings
+    os.makedirs(dst_dir, exist_ok=True)
+    shutil.copy(model, os.path.join(dst_dir, "model.onnx"))
+    for f in ("tokenizer.json", "config.json"):
+        if os.path.exists(os.path.join(src_dir, f)):
+            shutil.copy(os.path.join(src_dir, f), dst_dir)
+    cfg = os.path.join(src_dir, "clinembed.json")
+    write_settings(dst_dir, json.load(open(cfg)) if os.path.exists(cfg) else {})
+
+
 def session_from(model_bytes, threads):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -314,6 +395,8 @@ def make(form, src, dst, calibration, heads, hidden):
     model = onnx.load(src, load_external_data=False) if form in ("dynamic-attn32", "dynamic-last32") else None
     if form == "dynamic":
         dynamic(src, dst)
+    elif form == "dynamic-per-token":
+        per_token(src, dst)
     elif form == "dynamic-fused":
         fused(src, dst, heads, hidden)
     elif form == "dynamic-attn8":
@@ -326,8 +409,14 @@ def make(form, src, dst, calibration, heads, hidden):
         static(src, dst, calibration(), QuantType.QUInt8)
     elif form == "static-s8s8":
         static(src, dst, calibration(), QuantType.QInt8)
+    elif form == "static-pct":
+        static(src, dst, calibration(), QuantType.QUInt8, CalibrationMethod.Percentile)
+    elif form == "static-entropy":
+        static(src, dst, calibration(), QuantType.QUInt8, CalibrationMethod.Entropy)
     elif form == "nbits8":
         nbits8(src, dst)
+    elif form == "nbits8-b256":
+        nbits8(src, dst, block=256)
     else:
         raise SystemExit(f"unknown form {form}")
 
@@ -336,12 +425,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="fp32 model directory")
     ap.add_argument("--notes", type=int, default=200)
-    ap.add_argument("--calibration-notes", type=int, default=64)
+    ap.add_argument("--calibration-notes", type=int, default=128)
     ap.add_argument("--forms", default=",".join(FORMS))
     ap.add_argument("--batch-tokens", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--profile", default="", help="comma-separated forms (fp32 too) to profile by operator type")
+    ap.add_argument("--keep", help="keep each form as a model directory DIR/FORM (for bench/int8_pg.sh)")
     args = ap.parse_args()
 
     src = os.path.join(args.model, "model.onnx")
@@ -358,13 +448,16 @@ def main():
     cal_encs = encode(args.model, cal_texts)
     cal_inputs = {i.name for i in ort.InferenceSession(src, providers=["CPUExecutionProvider"]).get_inputs()}
 
+    cal_feeds = windows(cal_encs, cal_inputs)
+
     def calibration():
-        return Notes(feeds(cal_encs, batches(cal_encs, args.batch_tokens), cal_inputs))
+        return Notes(cal_feeds)
 
     tokens = sum(len(e.ids) for e in encs)
     print(f"model: {args.model}; {len(texts)} notes of scripts/gen_notes.py (seed 20261126), {tokens} tokens, "
           f"{len(plan)} micro-batches of at most {args.batch_tokens} padded tokens; {args.threads} threads; "
-          f"onnxruntime {ort.__version__}; best of {args.repeats}")
+          f"onnxruntime {ort.__version__}; best of {args.repeats}; static forms calibrated on {len(cal_feeds)} "
+          f"batches of 8 x 128 tokens from {args.calibration_notes} other notes")
     rates = gemm_rates(args.threads)
     fp32 = rates["fp32 MatMul"]
     print("GEMM ceilings, BERT-base's FFN shape (4096x768 by 768x3072):")
@@ -374,31 +467,51 @@ def main():
     profiled = {}
     try:
         t32, v32 = embed(src, encs, plan, args.threads, args.repeats)
-        print(f"{'form':<16} {'notes/s':>8} {'x fp32':>7} {'cos mean':>9} {'cos min':>8} {'10-NN':>6} {'MB':>5} {'make s':>7}")
-        print(f"{'fp32':<16} {len(texts) / t32:8.2f} {1.0:7.2f} {1.0:9.5f} {1.0:8.5f} {1.0:6.3f} "
-              f"{os.path.getsize(src) / 1e6:5.0f} {0.0:7.1f}", flush=True)
+        print(f"{'form':<18} {'notes/s':>8} {'x fp32':>7} {'cos mean':>9} {'cos min':>8} {'10-NN':>6} {'MB':>5} "
+              f"{'make s':>7} batched")
+        print(f"{'fp32':<18} {len(texts) / t32:8.2f} {1.0:7.2f} {1.0:9.5f} {1.0:8.5f} {1.0:6.3f} "
+              f"{os.path.getsize(src) / 1e6:5.0f} {0.0:7.1f} {'yes' if batch_invariant(src, args.model, args.threads) else 'no'}",
+              flush=True)
+        # One text per micro-batch, in the same order, for a form the
+        # extension would run so.
+        alone = [[i] for rows in plan for i in rows]
         for form in [f for f in args.forms.split(",") if f]:
             dst = os.path.join(work, form + ".onnx")
             t = time.perf_counter()
             try:
                 make(form, src, dst, calibration, heads, hidden)
                 made = time.perf_counter() - t
-                ti, vi = embed(dst, encs, plan, args.threads, args.repeats)
+                batched = batch_invariant(dst, args.model, args.threads)
+                ti, vi = embed(dst, encs, plan if batched else alone, args.threads, args.repeats)
             except Exception as e:  # a form ONNX Runtime cannot make or run is a result too
-                print(f"{form:<16} failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}", flush=True)
+                print(f"{form:<18} failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}", flush=True)
                 continue
+            if args.keep:
+                keep(args.model, dst, os.path.join(args.keep, form))
             if form in args.profile.split(","):
-                profiled[form] = profile(dst, encs, plan, args.threads)
+                profiled[form] = profile(dst, encs, plan if batched else alone, args.threads)
             mean, low, overlap = agreement(v32, vi)
-            print(f"{form:<16} {len(texts) / ti:8.2f} {t32 / ti:7.2f} {mean:9.5f} {low:8.5f} {overlap:6.3f} "
-                  f"{os.path.getsize(dst) / 1e6:5.0f} {made:7.1f}", flush=True)
+            print(f"{form:<18} {len(texts) / ti:8.2f} {t32 / ti:7.2f} {mean:9.5f} {low:8.5f} {overlap:6.3f} "
+                  f"{os.path.getsize(dst) / 1e6:5.0f} {made:7.1f} {'yes' if batched else 'no'}", flush=True)
             os.remove(dst)
+        # The same fp32 pass again: how far this VM drifted during the run.
+        again, _ = embed(src, encs, plan, args.threads, args.repeats)
+        print(f"fp32 again at the end: {len(texts) / again:.2f} notes/s ({t32 / again - 1:+.1%} against the start)")
         if "fp32" in args.profile.split(","):
             profiled["fp32"] = profile(src, encs, plan, args.threads)
         for form, rows in profiled.items():
             print(f"profile of {form}, one pass, kernel time by operator type:")
-            for op, sec, share in rows:
+            for op, sec, share in rows[:12]:
                 print(f"  {op:<28} {sec:7.2f} s {share:6.1%}")
+        if "fp32" in profiled:
+            ceiling = rates["int8 DynamicQuantizeMatMul"] / fp32
+            share, bound = amdahl(profiled["fp32"], ceiling)
+            print(f"Amdahl's bound: fp32's weight MatMuls are {share:.1%} of its kernel time; at the int8 "
+                  f"ceiling ({ceiling:.2f}x) and the rest unchanged, int8 weights gain at most {bound:.2f}x")
+            total = sum(sec for _, sec, _ in profiled["fp32"])
+            for form, rows in profiled.items():
+                if form != "fp32":
+                    print(f"  {form}: kernel time {total / sum(sec for _, sec, _ in rows):.2f}x less than fp32's")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
