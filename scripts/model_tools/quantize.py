@@ -38,6 +38,10 @@ def per_token(src, dst):
     consts = {"per_token_inv127": np.array(1 / 127, np.float32), "per_token_eps": np.array(1e-12, np.float32),
               "per_token_offset": np.array(128.5, np.float32), "per_token_one": np.array(1.0, np.float32),
               "per_token_zero_point": np.array(128, np.uint8)}
+    # ReduceMax takes its axes as an attribute before opset 18, as an input from it.
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= 18:
+        consts["per_token_axes"] = np.array([-1], np.int64)
     nodes, quantized, added = [], set(), []
     for n in model.graph.node:
         if n.op_type != "MatMul" or n.input[1] not in inits or len(inits[n.input[1]].dims) != 2:
@@ -54,6 +58,8 @@ def per_token(src, dst):
         p = n.name + "_per_token/"
         nodes += [
             helper.make_node("Abs", [x], [p + "abs"], name=p + "Abs"),
+            helper.make_node("ReduceMax", [p + "abs", "per_token_axes"], [p + "max"], name=p + "ReduceMax", keepdims=1)
+            if opset >= 18 else
             helper.make_node("ReduceMax", [p + "abs"], [p + "max"], name=p + "ReduceMax", axes=[-1], keepdims=1),
             helper.make_node("Mul", [p + "max", "per_token_inv127"], [p + "scale0"], name=p + "Mul0"),
             helper.make_node("Max", [p + "scale0", "per_token_eps"], [p + "scale"], name=p + "Max"),
