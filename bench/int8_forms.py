@@ -59,11 +59,11 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_dynamic, quantize_static)
-from tokenizers import Tokenizer
 
 import gen_notes
 from model_tools.quantize import per_token
-from model_tools.reference import max_length
+from model_tools.agreement import compare
+from model_tools.reference import max_length, tokenizer
 
 FORMS = ["dynamic", "dynamic-per-token", "dynamic-fused", "dynamic-attn8", "dynamic-attn32", "dynamic-last32", "static-u8s8", "static-s8s8",
          "static-pct", "static-entropy", "nbits8", "nbits8-b256"]
@@ -71,9 +71,7 @@ NBITS_BLOCKS = (32, 128, 256)
 
 
 def encode(model_dir, texts):
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(max_length=max_length(model_dir))
+    tok = tokenizer(model_dir, max_length(model_dir))
     return [tok.encode(t, add_special_tokens=True) for t in texts]
 
 
@@ -126,6 +124,8 @@ def batch_invariant(path, model_dir, threads, tolerance=2e-6):
 
 
 def session(path, threads):
+    """A session of `path` (a file, or a model's bytes) as the extension
+    opens one: `threads` intra-op threads, full graph optimization."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -195,21 +195,9 @@ def amdahl(rows, ceiling):
     return weights / total, total / (total - weights + weights / ceiling)
 
 
-def unit(m):
-    return m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
-
-
 def agreement(a, b, k=10):
-    cos = np.sum(unit(a) * unit(b), axis=1)
-
-    def nn(m):
-        s = unit(m) @ unit(m).T
-        np.fill_diagonal(s, -np.inf)
-        return np.argsort(-s, axis=1)[:, :k]
-
-    na, nb = nn(a), nn(b)
-    overlap = np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)])
-    return float(cos.mean()), float(cos.min()), float(overlap)
+    cos, overlap = compare(a, b, k)
+    return float(cos.mean()), float(cos.min()), overlap
 
 
 # ------------------------------------------------------------ the forms
@@ -359,7 +347,7 @@ def gemm_rates(threads, m=4096, k=768, n=3072, repeats=8):
                                                         helper.make_opsetid("com.microsoft", 1)])
         model.ir_version = 8  # opset 17's; onnx 1.23 writes 14, which ONNX Runtime 1.31 refuses
         try:
-            sess = session_from(model.SerializeToString(), threads)
+            sess = session(model.SerializeToString(), threads)
             sess.run(None, {"a": feed})
             times = []
             for _ in range(repeats):
@@ -383,12 +371,6 @@ def keep(src_dir, model, dst_dir):
             shutil.copy(os.path.join(src_dir, f), dst_dir)
     cfg = os.path.join(src_dir, "clinembed.json")
     write_settings(dst_dir, json.load(open(cfg)) if os.path.exists(cfg) else {})
-
-
-def session_from(model_bytes, threads):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 def make(form, src, dst, calibration, heads, hidden):

@@ -33,6 +33,14 @@ def neighbours(m, k):
     return np.argsort(-sims, axis=1)[:, :k]
 
 
+def compare(a, b, k=10):
+    """(each row's cosine between `a` and `b`, the mean share of each row's
+    k nearest neighbours within its own matrix that both agree on)."""
+    cos = np.sum(unit(a) * unit(b), axis=1)
+    na, nb = neighbours(a, k), neighbours(b, k)
+    return cos, float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("reference", help="reference model directory (e.g. fp32)")
@@ -58,9 +66,7 @@ def main():
     t = time.perf_counter()
     b = np.array([cand.embed(x)[0] for x in texts], dtype=np.float64)
     t_cand = time.perf_counter() - t
-    cos = np.sum(unit(a) * unit(b), axis=1)
-    na, nb = neighbours(a, args.k), neighbours(b, args.k)
-    overlap = np.mean([len(set(x) & set(y)) / args.k for x, y in zip(na, nb)])
+    cos, overlap = compare(a, b, args.k)
     result = {
         "reference": args.reference, "candidate": args.candidate, "corpus": source, "texts": len(texts),
         "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),

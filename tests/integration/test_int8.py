@@ -30,6 +30,7 @@ import onnx
 import pytest
 
 from conftest import REPO, connect, drop_database, fresh_database, scratch_dir
+from model_tools.agreement import unit
 from model_tools.files import sha256
 from model_tools.reference import Reference
 from parity_texts import TEXTS
@@ -52,10 +53,6 @@ FORMS = {
 # reference is only fp32 rounding around them (the same session options,
 # other buffers), which can move one activation across a quantization step.
 TOLERANCE = 1e-5
-
-
-def unit(m):
-    return m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
 
 
 @pytest.fixture(scope="module")
